@@ -1,0 +1,115 @@
+#include "cshims.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int qs_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+             const qs_fdmap *maps, int nmaps, int keep_std, const char *cwd)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none, all;
+    int rc, i, maxtarget = 2;
+    int moved[16];
+
+    if (nmaps > 16) return EINVAL;
+    for (i = 0; i < nmaps; ++i) if (maps[i].target > maxtarget) maxtarget = maps[i].target;
+    /* Move every source above every target so a dup2 can neither be a no-op
+       (which would keep FD_CLOEXEC) nor clobber a later source. */
+    for (i = 0; i < nmaps; ++i) {
+        moved[i] = fcntl(maps[i].source, F_DUPFD_CLOEXEC, maxtarget + 1);
+        if (moved[i] == -1) { rc = errno; while (i-- > 0) close(moved[i]); return rc; }
+    }
+    posix_spawn_file_actions_init(&fa);
+    for (i = 0; i < nmaps; ++i) posix_spawn_file_actions_adddup2(&fa, moved[i], maps[i].target);
+    if (!keep_std) {
+        for (i = 0; i <= 2; ++i) {
+            int j, mapped = 0;
+            for (j = 0; j < nmaps; ++j) if (maps[j].target == i) mapped = 1;
+            if (!mapped) posix_spawn_file_actions_addclose(&fa, i);
+        }
+    }
+    /* Close everything above 2 that is not a target. */
+    for (i = 3; i <= maxtarget; ++i) {
+        int j, mapped = 0;
+        for (j = 0; j < nmaps; ++j) if (maps[j].target == i) mapped = 1;
+        if (!mapped) posix_spawn_file_actions_addclose(&fa, i);
+    }
+    posix_spawn_file_actions_addclosefrom_np(&fa, maxtarget + 1);
+    if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
+
+    posix_spawnattr_init(&attr);
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+    rc = posix_spawn(pid, path, &fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    for (i = 0; i < nmaps; ++i) close(moved[i]);
+    return rc;
+}
+
+int qs_wifexited(int status) { return WIFEXITED(status); }
+int qs_wexitstatus(int status) { return WEXITSTATUS(status); }
+int qs_wifsignaled(int status) { return WIFSIGNALED(status); }
+int qs_wtermsig(int status) { return WTERMSIG(status); }
+
+static volatile int death_code = 52;
+static void on_alarm(int sig) { (void)sig; _exit(death_code); }
+void qs_death_alarm(unsigned seconds, int code)
+{
+    struct sigaction sa;
+    death_code = code;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, 0);
+    alarm(seconds);
+}
+
+static volatile int crash_code = 81;
+static void on_crash(int sig) { (void)sig; _exit(crash_code); }
+void qs_crash_exit(int code)
+{
+    struct sigaction sa;
+    crash_code = code;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_crash;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, 0);
+    sigaction(SIGBUS, &sa, 0);
+    sigaction(SIGILL, &sa, 0);
+    sigaction(SIGFPE, &sa, 0);
+}
+
+void qs_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
+
+int64_t qs_stat_mtime_ns(const struct stat *st) { return (int64_t)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec; }
+int64_t qs_stat_atime_ns(const struct stat *st) { return (int64_t)st->st_atim.tv_sec * 1000000000LL + st->st_atim.tv_nsec; }
+
+int qs_errno(void) { return errno; }
+void qs_set_errno(int e) { errno = e; }
+
+ssize_t qs_self_exe(char *buf, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+    if (n < 0) return -1;
+    buf[n] = 0;
+    return n;
+}
+
+int qs_pipe_cloexec(int *r, int *w)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) == -1) return -1;
+    *r = fds[0]; *w = fds[1];
+    return 0;
+}

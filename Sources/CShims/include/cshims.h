@@ -1,0 +1,41 @@
+#ifndef SWIFTQMAIL_CSHIMS_H
+#define SWIFTQMAIL_CSHIMS_H
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <stdint.h>
+
+/* One fd mapping for qs_spawn: `source` becomes `target` in the child. */
+typedef struct qs_fdmap { int source; int target; } qs_fdmap;
+
+/* posix_spawn `path` with argv/envp; the child gets exactly the mapped fds
+   (plus 0..2 where not mapped, if `keep_std` is non-zero), every other fd closed,
+   working directory `cwd` (NULL = unchanged), default signal dispositions and an
+   empty signal mask. Returns 0 and the pid in *pid, or an errno value. */
+int qs_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+             const qs_fdmap *maps, int nmaps, int keep_std, const char *cwd);
+
+int qs_wifexited(int status);
+int qs_wexitstatus(int status);
+int qs_wifsignaled(int status);
+int qs_wtermsig(int status);
+
+/* Install a SIGALRM handler that calls _exit(code), then alarm(seconds). */
+void qs_death_alarm(unsigned seconds, int code);
+/* Install handlers for fatal signals (SEGV, BUS, ILL, FPE) that _exit(code). */
+void qs_crash_exit(int code);
+/* Ignore SIGPIPE. */
+void qs_ignore_sigpipe(void);
+
+/* st_mtim / st_atim as nanoseconds since the epoch. */
+int64_t qs_stat_mtime_ns(const struct stat *st);
+int64_t qs_stat_atime_ns(const struct stat *st);
+
+/* errno access for Swift. */
+int qs_errno(void);
+void qs_set_errno(int e);
+
+/* Path of the running executable (readlink /proc/self/exe), NUL-terminated; length or -1. */
+ssize_t qs_self_exe(char *buf, size_t len);
+/* pipe2(O_CLOEXEC). */
+int qs_pipe_cloexec(int *r, int *w);
+#endif

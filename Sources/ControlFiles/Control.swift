@@ -1,0 +1,121 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SystemIO
+
+/// A control file that exists but cannot be used as it stands.
+public struct ControlError: Error, CustomStringConvertible, Equatable, Sendable {
+    public let file: String
+    public let line: Int
+    public let message: String
+    public init(file: String, line: Int, message: String) {
+        self.file = file
+        self.line = line
+        self.message = message
+    }
+    public var description: String { "\(file):\(line): \(message)" }
+}
+
+/// The control folder (`$CONTROLDIR`, default `$QMAILHOME/control`) read the way
+/// qmail's `control.c` reads it: `readfile` drops blank and `#` lines and strips
+/// trailing white space; `readline` is the first line; `readint` the first line
+/// as a number. Names starting with `/` are absolute.
+public struct ControlDirectory: Sendable {
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    /// `$CONTROLDIR`, else `$QMAILHOME/control`.
+    public static func fromEnvironment() -> ControlDirectory {
+        ControlDirectory(path: Sys.environment("CONTROLDIR").flatMap { $0.isEmpty ? nil : $0 } ?? (Paths.qmailHome + "/control"))
+    }
+
+    public func filePath(_ name: String) -> String {
+        name.hasPrefix("/") ? name : path + "/" + name
+    }
+
+    /// Raw bytes, or nil when the file does not exist.
+    public func readRaw(_ name: String) throws -> [UInt8]? {
+        do { return try Sys.readFile(filePath(name)) } catch {
+            throw ControlError(file: filePath(name), line: 0, message: "unable to read: \((error as? SystemError)?.reason ?? "\(error)")")
+        }
+    }
+
+    static func stripTrailingSpace(_ s: Substring) -> Substring {
+        var e = s.endIndex
+        while e > s.startIndex {
+            let p = s.index(before: e)
+            if s[p] == " " || s[p] == "\t" || s[p] == "\r" { e = p } else { break }
+        }
+        return s[s.startIndex..<e]
+    }
+
+    /// Lines with their 1-based numbers, blank and comment lines dropped.
+    public func readLinesNumbered(_ name: String) throws -> [(line: Int, text: String)]? {
+        guard let raw = try readRaw(name) else { return nil }
+        let text = String(decoding: raw, as: UTF8.self)
+        var out: [(Int, String)] = []
+        var n = 0
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            n += 1
+            let t = ControlDirectory.stripTrailingSpace(line)
+            if t.isEmpty || t.hasPrefix("#") { continue }
+            out.append((n, String(t)))
+        }
+        return out
+    }
+
+    public func readLines(_ name: String) throws -> [String]? {
+        try readLinesNumbered(name)?.map { $0.text }
+    }
+
+    /// The first line (trailing white space removed); nil when the file is missing.
+    public func readLine(_ name: String) throws -> String? {
+        guard let raw = try readRaw(name) else { return nil }
+        let text = String(decoding: raw, as: UTF8.self)
+        let first = text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        return String(ControlDirectory.stripTrailingSpace(first))
+    }
+
+    /// The first line as an integer; `fallback` when missing. A present file
+    /// whose first line is not a number is an error naming file and line.
+    public func readInt(_ name: String, default fallback: Int) throws -> Int {
+        guard let line = try readLine(name) else { return fallback }
+        let t = line.trimmingLeadingSpace()
+        if t.isEmpty { return fallback }
+        guard let v = Int(t) else {
+            throw ControlError(file: filePath(name), line: 1, message: "expected a number, found \"\(line)\"")
+        }
+        return v
+    }
+}
+
+extension String {
+    func trimmingLeadingSpace() -> String {
+        String(self.drop(while: { $0 == " " || $0 == "\t" }))
+    }
+}
+
+/// Where things are: `$QMAILHOME` (default `/var/qmail`), the queue, sibling programs.
+public enum Paths {
+    public static var qmailHome: String {
+        if let h = Sys.environment("QMAILHOME"), !h.isEmpty { return h }
+        return "/var/qmail"
+    }
+
+    /// `$QUEUEDIR`, else `$QMAILHOME/queue`.
+    public static var queueDir: String {
+        if let q = Sys.environment("QUEUEDIR"), !q.isEmpty { return q }
+        return qmailHome + "/queue"
+    }
+
+    /// A program of this suite: next to the running executable if it is there
+    /// (a build folder or an install prefix), else `$QMAILHOME/bin/<name>`.
+    public static func program(_ name: String) -> String {
+        if let dir = Sys.executableDirectory() {
+            let p = dir + "/" + name
+            if Sys.isExecutable(p) { return p }
+        }
+        return qmailHome + "/bin/" + name
+    }
+}

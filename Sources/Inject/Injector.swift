@@ -1,0 +1,209 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import QueueFormat
+import QueueClient
+import ControlFiles
+import SystemIO
+
+/// qmail-inject's settings: command-line flags and the values from control
+/// files and the environment that shape the headers it adds.
+public struct InjectSettings: Sendable {
+    /// Recipients named on the command line.
+    public var recipients: [String] = []
+    /// `-t` (sendmail) / `-h` (qmail-inject): take recipients from the header.
+    public var recipientsFromHeader = false
+    /// `-a`: only the command-line recipients.
+    public var argumentsOnly = false
+    /// `-f`: envelope sender.
+    public var sender: String? = nil
+    /// `-F` / `$QMAILNAME`: full name for an added From:.
+    public var fullName: String? = nil
+    public var user: String = "root"
+    public var defaultHost: String = "localhost"
+    public var defaultDomain: String = "localhost"
+    public var idHost: String = "localhost"
+    /// Host for the envelope sender (`$QMAILSHOST`, else defaulthost).
+    public var senderHost: String? = nil
+    public var senderUser: String? = nil
+
+    public init() {}
+
+    /// Values from `$CONTROLDIR` (`me`, `defaulthost`, `defaultdomain`, `idhost`)
+    /// and the environment (`QMAILUSER`, `MAILUSER`, `USER`, `LOGNAME`;
+    /// `QMAILHOST`, `MAILHOST`; `QMAILNAME`, `MAILNAME`, `NAME`; `QMAILSUSER`, `QMAILSHOST`).
+    public static func fromEnvironment(control: ControlDirectory = .fromEnvironment(),
+                                       env: (String) -> String? = Sys.environment) throws -> InjectSettings {
+        var s = InjectSettings()
+        let me = try control.readLine("me")
+        func nonEmpty(_ v: String?) -> String? { (v?.isEmpty ?? true) ? nil : v }
+        s.defaultHost = nonEmpty(try control.readLine("defaulthost")) ?? nonEmpty(me) ?? "defaulthost"
+        s.defaultDomain = nonEmpty(try control.readLine("defaultdomain")) ?? nonEmpty(me) ?? "defaultdomain"
+        s.idHost = nonEmpty(try control.readLine("idhost")) ?? nonEmpty(me) ?? "idhost"
+        if let h = nonEmpty(env("QMAILHOST")) ?? nonEmpty(env("MAILHOST")) { s.defaultHost = h }
+        s.user = nonEmpty(env("QMAILUSER")) ?? nonEmpty(env("MAILUSER")) ?? nonEmpty(env("USER")) ?? nonEmpty(env("LOGNAME")) ?? "anonymous"
+        s.fullName = nonEmpty(env("QMAILNAME")) ?? nonEmpty(env("MAILNAME")) ?? nonEmpty(env("NAME"))
+        s.senderUser = nonEmpty(env("QMAILSUSER"))
+        s.senderHost = nonEmpty(env("QMAILSHOST"))
+        return s
+    }
+
+    /// `user` → `user@defaulthost`; `user@host` → `user@host.defaultdomain`
+    /// when the host has no dot (qmail-inject's qualification).
+    public func qualify(_ address: String) -> String {
+        if address.isEmpty { return address }
+        guard let at = address.lastIndex(of: "@") else { return address + "@" + defaultHost }
+        let host = address[address.index(after: at)...]
+        if host.isEmpty { return address + defaultHost }
+        if !host.contains(".") && !host.hasPrefix("[") && !defaultDomain.isEmpty {
+            return address + "." + defaultDomain
+        }
+        return address
+    }
+}
+
+/// A message ready for the queue: bytes, envelope sender and recipients.
+public struct PreparedMessage: Equatable, Sendable {
+    public var bytes: [UInt8]
+    public var sender: String
+    public var recipients: [String]
+}
+
+public enum InjectError: Error, CustomStringConvertible, Equatable {
+    case noRecipients
+    public var description: String {
+        switch self {
+        case .noRecipients: return "no recipients"
+        }
+    }
+}
+
+/// qmail-inject's message preparation, kept pure: header fix-ups
+/// (Date, Message-ID, From added when missing; Bcc, Resent-Bcc, Return-Path and
+/// Content-Length removed) and recipient extraction.
+public enum Injector {
+    static let recipientFields: Set<String> = ["to", "cc", "bcc", "apparently-to"]
+    static let resentRecipientFields: Set<String> = ["resent-to", "resent-cc", "resent-bcc"]
+
+    public static func prepare(_ message: [UInt8], settings: InjectSettings, now: time_t, pid: Int32) throws -> PreparedMessage {
+        var header = HeaderBlock(parsing: message)
+        let resent = header.fields.contains { $0.key.hasPrefix("resent-") }
+
+        var recipients: [String] = []
+        let useHeader = settings.recipientsFromHeader || (settings.recipients.isEmpty && !settings.argumentsOnly)
+        if useHeader {
+            let names = resent ? resentRecipientFields : recipientFields
+            for f in header.all(names) { recipients += AddressList.parse(f.value) }
+        }
+        recipients += settings.recipients
+        recipients = recipients.map(settings.qualify)
+        var seen = Set<String>()
+        recipients = recipients.filter { seen.insert($0).inserted }
+        if recipients.isEmpty { throw InjectError.noRecipients }
+
+        header.remove(["bcc", "resent-bcc", "return-path", "content-length"])
+
+        var added: [String] = []
+        let fromName = resent ? "resent-from" : "from"
+        let fromAddress = settings.qualify(settings.user)
+        if header.first(fromName) == nil && header.first("from") == nil {
+            if let name = settings.fullName {
+                added.append("From: \(quoteDisplayName(name)) <\(fromAddress)>")
+            } else {
+                added.append("From: \(fromAddress)")
+            }
+        }
+        if header.first("date") == nil {
+            added.append("Date: \(Date822.local(now))")
+        }
+        if header.first("message-id") == nil {
+            added.append("Message-ID: <\(timestamp(now)).\(pid).qmail@\(settings.idHost)>")
+        }
+
+        var out: [UInt8] = []
+        out.reserveCapacity(message.count + 256)
+        for f in header.fields { out += f.raw }
+        for line in added { out += Array(line.utf8); out.append(10) }
+        out.append(10)
+        out += header.body
+        if let last = out.last, last != 10 { out.append(10) }
+
+        let sender: String
+        if let s = settings.sender { sender = s.isEmpty ? "" : settings.qualify(s) }
+        else {
+            let u = settings.senderUser ?? settings.user
+            sender = u + "@" + (settings.senderHost ?? settings.defaultHost)
+        }
+        return PreparedMessage(bytes: out, sender: sender, recipients: recipients)
+    }
+
+    static func quoteDisplayName(_ name: String) -> String {
+        let special = Set("()<>[]:;@\\,.\"")
+        if name.contains(where: { special.contains($0) }) {
+            return "\"" + name.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"") + "\""
+        }
+        return name
+    }
+
+    /// `YYYYMMDDhhmmss` in UTC, qmail-inject's Message-ID stamp.
+    static func timestamp(_ t: time_t) -> String {
+        var tt = t
+        var tm = tm()
+        gmtime_r(&tt, &tm)
+        func p(_ v: Int32, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
+        return p(tm.tm_year + 1900, 4) + p(tm.tm_mon + 1, 2) + p(tm.tm_mday, 2) + p(tm.tm_hour, 2) + p(tm.tm_min, 2) + p(tm.tm_sec, 2)
+    }
+
+    /// Reads standard input, prepares, queues through the client layer.
+    /// Returns the exit code: 0 queued, 100 permanent failure, 111 temporary.
+    public static func run(program: String, settings: InjectSettings) -> Int32 {
+        let message: [UInt8]
+        do { message = try Sys.readAll(0, path: "standard input") } catch {
+            printError("\(program): fatal: unable to read message: \(error.systemError.reason)")
+            return 111
+        }
+        let prepared: PreparedMessage
+        do { prepared = try prepare(message, settings: settings, now: time(nil), pid: getpid()) } catch {
+            printError("\(program): fatal: \(error)")
+            return 100
+        }
+        let (result, _) = queueMessage(prepared.bytes, sender: Array(prepared.sender.utf8),
+                                       recipients: prepared.recipients.map { Array($0.utf8) })
+        if result.isQueued { return 0 }
+        printError("\(program): fatal: \(result.message.trimmingNewlines())")
+        return result.isPermanent ? 100 : 111
+    }
+}
+
+extension String {
+    func replacingAll(_ a: String, with b: String) -> String {
+        var out = ""
+        var rest = Substring(self)
+        while let r = rest.range(of: a) {
+            out += rest[..<r.lowerBound]
+            out += b
+            rest = rest[r.upperBound...]
+        }
+        return out + rest
+    }
+
+    func trimmingNewlines() -> String {
+        var s = Substring(self)
+        while s.last == "\n" { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+extension Substring {
+    func range(of needle: String) -> Range<Substring.Index>? {
+        guard let first = needle.first else { return nil }
+        var i = startIndex
+        while i < endIndex {
+            if self[i] == first && self[i...].hasPrefix(needle) {
+                return i..<index(i, offsetBy: needle.count)
+            }
+            i = index(after: i)
+        }
+        return nil
+    }
+}

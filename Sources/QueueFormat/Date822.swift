@@ -1,0 +1,79 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// RFC 822 dates as qmail writes them.
+public enum Date822 {
+    static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    static func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+
+    /// indimail-mta's `date822fmt`: local time with weekday and numeric offset,
+    /// `Wed, 7 Aug 2025 08:49:18 +0530` (no trailing newline).
+    public static func local(_ t: time_t) -> String {
+        var tt = t
+        var tm = tm()
+        localtime_r(&tt, &tm)
+        let off = tm.tm_gmtoff
+        let sign = off < 0 ? "-" : "+"
+        let a = abs(off) / 60
+        let hh = Int32(a / 60), mm = Int32(a % 60)
+        return "\(days[Int(tm.tm_wday)]), \(tm.tm_mday) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) "
+            + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) \(sign)\(two(hh))\(two(mm))"
+    }
+
+    /// Classic qmail's UTC form without weekday: `7 Aug 2025 03:19:18 -0000`.
+    public static func classicUTC(_ t: time_t) -> String {
+        var tt = t
+        var tm = tm()
+        gmtime_r(&tt, &tm)
+        return "\(tm.tm_mday) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) "
+            + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) -0000"
+    }
+}
+
+/// The `Received:` line qmail-queue puts at the top of every message
+/// (indimail-mta's `receivedfmt`, engine.md §2.2).
+public struct ReceivedLine: Sendable {
+    public enum Invoker: Sendable, Equatable {
+        case alias
+        case bounce
+        /// A user, optionally from the network (with the peer address when known).
+        case uid(UInt32, network: Bool, ip: String?)
+    }
+
+    public var pid: Int32
+    public var host: String?
+    public var invoker: Invoker
+    public var date: String
+
+    public init(pid: Int32, host: String?, invoker: Invoker, date: String) {
+        self.pid = pid
+        self.host = host
+        self.invoker = invoker
+        self.date = date
+    }
+
+    /// `Received: indimail-mta queue P by host H\n (invoked by uid U); DATE\n`.
+    /// With no host (HIDE_HOST) the host part and its fold vanish and `(` follows
+    /// the pid with no space, exactly as indimail-mta writes it.
+    public func bytes() -> [UInt8] {
+        var s = "Received: indimail-mta queue \(pid)"
+        if let host { s += " by host \(host)\n " }
+        switch invoker {
+        case .alias: s += "(invoked by alias"
+        case .bounce: s += "(invoked for bounce"
+        case let .uid(uid, network, ip):
+            s += "(invoked "
+            if network {
+                s += "from network"
+                if let ip, host != nil { s += " \(ip)" }
+                s += ", "
+            }
+            s += "by uid \(uid)"
+        }
+        s += "); \(date)\n"
+        return Array(s.utf8)
+    }
+}

@@ -1,0 +1,220 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CShims
+
+/// Thin, errno-preserving wrappers over the Glibc file calls the queue uses.
+/// Every call retries on EINTR and throws `SystemError` otherwise.
+public enum Sys {
+    @inline(__always)
+    static func retry<T: BinaryInteger>(_ body: () -> T) -> T {
+        while true {
+            let r = body()
+            if r == -1 && qs_errno() == EINTR { continue }
+            return r
+        }
+    }
+
+    public static func open(_ path: String, _ flags: Int32, mode: mode_t = 0o644) throws -> Int32 {
+        let fd = retry { Glibc.open(path, flags | O_CLOEXEC, mode) }
+        if fd == -1 { throw SystemError("open", path: path) }
+        return fd
+    }
+
+    /// `open_excl`: O_WRONLY|O_CREAT|O_EXCL.
+    public static func createExclusive(_ path: String, mode: mode_t = 0o644) throws -> Int32 {
+        try open(path, O_WRONLY | O_CREAT | O_EXCL, mode: mode)
+    }
+
+    public static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+
+    public static func write(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String? = nil) throws {
+        var offset = 0
+        while offset < buffer.count {
+            let n = retry { Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset) }
+            if n == -1 { throw SystemError("write", path: path) }
+            offset += n
+        }
+    }
+
+    public static func write(_ fd: Int32, _ bytes: [UInt8], path: String? = nil) throws {
+        let failure = bytes.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> SystemError? in
+            do { try write(fd, raw, path: path); return nil } catch { return (error as! SystemError) }
+        }
+        if let failure { throw failure }
+    }
+
+    public static func write(_ fd: Int32, _ string: String, path: String? = nil) throws {
+        try write(fd, Array(string.utf8), path: path)
+    }
+
+    /// Reads up to `count` bytes; 0 means end of file.
+    public static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, path: String? = nil) throws -> Int {
+        let n = retry { Glibc.read(fd, buffer.baseAddress!, buffer.count) }
+        if n == -1 { throw SystemError("read", path: path) }
+        return n
+    }
+
+    /// Reads a descriptor to its end.
+    public static func readAll(_ fd: Int32, path: String? = nil, limit: Int = Int.max) throws -> [UInt8] {
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while out.count < limit {
+            let r = chunk.withUnsafeMutableBytes { (raw: UnsafeMutableRawBufferPointer) -> Result<Int, SystemError> in
+                do { return .success(try read(fd, into: raw, path: path)) } catch { return .failure(error as! SystemError) }
+            }
+            let n = try r.get()
+            if n == 0 { break }
+            out.append(contentsOf: chunk[0..<min(n, limit - out.count)])
+        }
+        return out
+    }
+
+    /// The whole file, or nil when it does not exist.
+    public static func readFile(_ path: String) throws -> [UInt8]? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        if fd == -1 {
+            if qs_errno() == ENOENT { return nil }
+            throw SystemError("open", path: path)
+        }
+        defer { close(fd) }
+        return try readAll(fd, path: path)
+    }
+
+    public static func writeFile(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws {
+        let fd = try open(path, O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
+        defer { close(fd) }
+        try write(fd, bytes, path: path)
+    }
+
+    public static func fsync(_ fd: Int32, path: String? = nil) throws {
+        if retry({ Glibc.fsync(fd) }) == -1 { throw SystemError("fsync", path: path) }
+    }
+
+    public static func fdatasync(_ fd: Int32, path: String? = nil) throws {
+        if retry({ Glibc.fdatasync(fd) }) == -1 { throw SystemError("fdatasync", path: path) }
+    }
+
+    /// fsync a directory so that links and unlinks in it are durable.
+    public static func syncDirectory(_ path: String) throws {
+        let fd = try open(path, O_RDONLY | O_DIRECTORY)
+        defer { close(fd) }
+        try fsync(fd, path: path)
+    }
+
+    public static func link(_ from: String, _ to: String) throws {
+        if Glibc.link(from, to) == -1 { throw SystemError("link", path: "\(from) to \(to)") }
+    }
+
+    public static func unlink(_ path: String) throws {
+        if Glibc.unlink(path) == -1 { throw SystemError("unlink", path: path) }
+    }
+
+    /// Unlinks and treats a missing file as done.
+    @discardableResult
+    public static func unlinkIfPresent(_ path: String) throws -> Bool {
+        if Glibc.unlink(path) == 0 { return true }
+        if qs_errno() == ENOENT { return false }
+        throw SystemError("unlink", path: path)
+    }
+
+    public static func rename(_ from: String, _ to: String) throws {
+        if Glibc.rename(from, to) == -1 { throw SystemError("rename", path: "\(from) to \(to)") }
+    }
+
+    public static func mkdir(_ path: String, mode: mode_t) throws {
+        if Glibc.mkdir(path, mode) == -1 { throw SystemError("mkdir", path: path) }
+    }
+
+    public static func chmod(_ path: String, _ mode: mode_t) throws {
+        if Glibc.chmod(path, mode) == -1 { throw SystemError("chmod", path: path) }
+    }
+
+    public static func chown(_ path: String, uid: uid_t, gid: gid_t) throws {
+        if Glibc.lchown(path, uid, gid) == -1 { throw SystemError("chown", path: path) }
+    }
+
+    public static func chdir(_ path: String) throws {
+        if Glibc.chdir(path) == -1 { throw SystemError("chdir", path: path) }
+    }
+
+    /// stat, or nil when the path does not exist.
+    public static func stat(_ path: String) throws -> stat? {
+        var st = emptyStat()
+        if fstatat(AT_FDCWD, path, &st, 0) == -1 {
+            if qs_errno() == ENOENT || qs_errno() == ENOTDIR { return nil }
+            throw SystemError("stat", path: path)
+        }
+        return st
+    }
+
+    public static func lstat(_ path: String) throws -> stat? {
+        var st = emptyStat()
+        if Glibc.lstat(path, &st) == -1 {
+            if qs_errno() == ENOENT || qs_errno() == ENOTDIR { return nil }
+            throw SystemError("lstat", path: path)
+        }
+        return st
+    }
+
+    public static func fstat(_ fd: Int32, path: String? = nil) throws -> stat {
+        var st = emptyStat()
+        if Glibc.fstat(fd, &st) == -1 { throw SystemError("fstat", path: path) }
+        return st
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var st = emptyStat()
+        return Glibc.lstat(path, &st) == 0
+    }
+
+    /// Names in a directory, without `.` and `..`.
+    public static func listDirectory(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw SystemError("opendir", path: path) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: &entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name == "." || name == ".." { continue }
+            names.append(name)
+        }
+        return names
+    }
+
+    public static func environment(_ name: String) -> String? {
+        guard let v = getenv(name) else { return nil }
+        return String(cString: v)
+    }
+
+    /// The directory holding the running executable (so programs find their siblings).
+    public static func executableDirectory() -> String? {
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = qs_self_exe(&buf, buf.count)
+        if n <= 0 { return nil }
+        let path = String(cString: buf)
+        guard let slash = path.lastIndex(of: "/") else { return nil }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    public static func isExecutable(_ path: String) -> Bool {
+        access(path, X_OK) == 0
+    }
+}
+
+func emptyStat() -> stat { stat() }
+
+/// Writes a line to standard error.
+public func printError(_ text: String) {
+    var line = text
+    if !line.hasSuffix("\n") { line += "\n" }
+    try? Sys.write(2, line)
+}
+
+/// Writes text to standard output unbuffered.
+public func printOut(_ text: String) {
+    try? Sys.write(1, text)
+}

@@ -1,0 +1,1 @@
+NullQueueMain.run()

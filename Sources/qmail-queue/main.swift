@@ -1,0 +1,1 @@
+QmailQueueMain.run()

@@ -1,0 +1,3 @@
+import Glibc
+import Inject
+exit(InjectCommandLine.main(.sendmail))
