@@ -36,16 +36,19 @@ let package = Package(
         // qmail-inject's header processing.
         .target(name: "Inject", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO"]),
 
+        // Shared helpers for the test targets (temporary folders, running the built programs).
+        .target(name: "TestSupport", dependencies: ["SystemIO"]),
+
         .executableTarget(name: "qmail-queue", dependencies: ["QueueStore"], linkerSettings: staticExe),
         .executableTarget(name: "qmail-nullqueue", dependencies: ["SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "queue-fix", dependencies: ["QueueStore"]),
         .executableTarget(name: "qmail-inject", dependencies: ["Inject"], linkerSettings: staticExe),
         .executableTarget(name: "sendmail", dependencies: ["Inject"], linkerSettings: staticExe),
 
-        .testTarget(name: "QueueFormatTests", dependencies: ["QueueFormat"]),
-        .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
-        .testTarget(name: "QueueStoreTests", dependencies: ["QueueStore", "QueueClient", "QueueFormat", "SystemIO"]),
-        .testTarget(name: "QueueClientTests", dependencies: ["QueueClient", "QueueFormat", "SystemIO"]),
-        .testTarget(name: "InjectTests", dependencies: ["Inject", "QueueFormat"]),
+        .testTarget(name: "QueueFormatTests", dependencies: ["QueueFormat", "TestSupport", "SystemIO"]),
+        .testTarget(name: "LMDBTests", dependencies: ["LMDB", "TestSupport"]),
+        .testTarget(name: "QueueStoreTests", dependencies: ["QueueStore", "QueueClient", "QueueFormat", "SystemIO", "TestSupport"]),
+        .testTarget(name: "QueueClientTests", dependencies: ["QueueClient", "QueueFormat", "SystemIO", "TestSupport"]),
+        .testTarget(name: "InjectTests", dependencies: ["Inject", "QueueFormat", "SystemIO", "TestSupport"]),
     ]
 )

@@ -30,6 +30,10 @@ public final class QueueSession {
         public var arguments: [String]
         /// Descriptor number for custom error text in the child; nil = disabled (`ERROR_FD=-1`).
         public var errorFD: Int32?
+        public init(arguments: [String], errorFD: Int32?) {
+            self.arguments = arguments
+            self.errorFD = errorFD
+        }
     }
 
     /// Decides the program the way `qmail_open` does, from the environment.

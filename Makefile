@@ -1,0 +1,17 @@
+# make            release build of every program
+# make install PREFIX=/usr/local   installs every program into $(PREFIX)/bin
+# make test       the whole test suite (same as scripts/test)
+PREFIX ?= /var/qmail
+PROGRAMS = qmail-queue qmail-nullqueue queue-fix qmail-inject sendmail
+
+all:
+	swift build -c release
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	for p in $(PROGRAMS); do install -m 0755 .build/release/$$p $(DESTDIR)$(PREFIX)/bin/$$p; done
+
+test:
+	scripts/test
+
+.PHONY: all install test

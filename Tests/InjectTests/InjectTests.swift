@@ -1,0 +1,163 @@
+import XCTest
+import Inject
+import QueueFormat
+import SystemIO
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class HeaderAndAddressTests: XCTestCase {
+    func testAddressListForms() {
+        XCTAssertEqual(AddressList.parse("bob@example.net, Carol <carol@example.com>"), ["bob@example.net", "carol@example.com"])
+        XCTAssertEqual(AddressList.parse("\"Smith, Joe\" <joe@x.org> (work), dave"), ["joe@x.org", "dave"])
+        XCTAssertEqual(AddressList.parse("friends: a@b, c@d; e@f"), ["a@b", "c@d", "e@f"])
+        XCTAssertEqual(AddressList.parse("undisclosed-recipients:;"), [])
+        XCTAssertEqual(AddressList.parse("<@relay.example:user@final.example>"), ["user@final.example"])
+        XCTAssertEqual(AddressList.parse("x@y (a comment, with comma)"), ["x@y"])
+    }
+
+    func testHeaderParsingKeepsContinuationsAndBody() {
+        let msg = Array("To: a@b,\n c@d\nSubject: hi\n\nbody\nTo: not@header\n".utf8)
+        let h = HeaderBlock(parsing: msg)
+        XCTAssertEqual(h.fields.map(\.name), ["To", "Subject"])
+        XCTAssertEqual(h.first("to")?.value, " a@b,  c@d")
+        XCTAssertEqual(h.body, Array("body\nTo: not@header\n".utf8))
+    }
+}
+
+final class InjectorTests: XCTestCase {
+    var settings: InjectSettings {
+        var s = InjectSettings()
+        s.user = "alice"
+        s.defaultHost = "example.org"
+        s.defaultDomain = "example.org"
+        s.idHost = "id.example.org"
+        return s
+    }
+
+    func testAddsMissingHeadersRemovesBccAndTakesRecipientsFromHeader() throws {
+        let msg = Array("To: bob@example.net\nCc: carol\nBcc: secret@hidden.example\nSubject: s\n\nhello\n".utf8)
+        let p = try Injector.prepare(msg, settings: settings, now: 1754536758, pid: 77)
+        XCTAssertEqual(p.recipients, ["bob@example.net", "carol@example.org", "secret@hidden.example"])
+        XCTAssertEqual(p.sender, "alice@example.org")
+        let text = String(decoding: p.bytes, as: UTF8.self)
+        XCTAssertFalse(text.contains("Bcc"), text)
+        XCTAssertTrue(text.contains("From: alice@example.org\n"), text)
+        XCTAssertTrue(text.contains("Message-ID: <20250807031918.77.qmail@id.example.org>\n"), text)
+        XCTAssertTrue(text.contains("\nDate: "), text)
+        XCTAssertTrue(text.hasSuffix("\n\nhello\n"), text)
+    }
+
+    func testArgumentsAndOptions() throws {
+        var s = settings
+        s.recipients = ["zed@example.com"]
+        s.sender = "bounces@example.org"
+        s.fullName = "Alice Q. Example"
+        let msg = Array("To: bob@example.net\nFrom: keep@example.org\nDate: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <x@y>\n\nb\n".utf8)
+        let p = try Injector.prepare(msg, settings: s, now: 0, pid: 1)
+        XCTAssertEqual(p.recipients, ["zed@example.com"])
+        XCTAssertEqual(p.sender, "bounces@example.org")
+        XCTAssertEqual(p.bytes, msg, "a complete message passes through unchanged")
+        s.recipientsFromHeader = true
+        XCTAssertEqual(try Injector.prepare(msg, settings: s, now: 0, pid: 1).recipients, ["bob@example.net", "zed@example.com"])
+        let noFrom = try Injector.prepare(Array("Subject: q\n\nb".utf8), settings: s, now: 0, pid: 1)
+        XCTAssertTrue(String(decoding: noFrom.bytes, as: UTF8.self).contains("From: \"Alice Q. Example\" <alice@example.org>\n"))
+        XCTAssertEqual(noFrom.bytes.last, 10, "a final newline is added")
+    }
+
+    func testNoRecipientsIsAnError() {
+        XCTAssertThrowsError(try Injector.prepare(Array("Subject: nobody\n\nx\n".utf8), settings: settings, now: 0, pid: 1)) {
+            XCTAssertEqual($0 as? InjectError, .noRecipients)
+        }
+    }
+
+    func testResentHeadersSelectResentRecipients() throws {
+        let msg = Array("To: orig@example.com\nResent-To: new@example.com\nResent-Bcc: hidden@example.com\n\nx\n".utf8)
+        let p = try Injector.prepare(msg, settings: settings, now: 0, pid: 1)
+        XCTAssertEqual(p.recipients, ["new@example.com", "hidden@example.com"])
+        XCTAssertFalse(String(decoding: p.bytes, as: UTF8.self).contains("hidden@"))
+    }
+}
+
+/// The built qmail-inject and sendmail, end to end into a real queue.
+final class InjectProgramTests: XCTestCase {
+    var dir = ""
+    override func setUp() {
+        dir = TestEnv.temporaryDirectory("inject")
+        XCTAssertEqual(try! TestEnv.run(TestEnv.program("queue-fix"), [dir + "/queue"]).exitCode, 0)
+        mkdir(dir + "/control", 0o755)
+        TestEnv.write(dir + "/control/me", "mx.example.org\n")
+        TestEnv.write(dir + "/control/defaultdomain", "example.org\n")
+    }
+    override func tearDown() { TestEnv.remove(dir) }
+
+    func env(_ extra: [String: String?] = [:]) -> [String] {
+        var e: [String: String?] = ["QUEUEDIR": dir + "/queue", "CONTROLDIR": dir + "/control", "QMAILQUEUE": nil,
+                                   "NULLQUEUE": nil, "USER": "tester", "QMAILUSER": nil, "MAILUSER": nil, "QMAILHOST": nil,
+                                   "MAILHOST": nil, "QMAILNAME": nil, "MAILNAME": nil, "NAME": nil, "QMAILSUSER": nil, "QMAILSHOST": nil]
+        for (k, v) in extra { e[k] = v }
+        return TestEnv.environment(e)
+    }
+
+    func queued() throws -> [(Envelope, [UInt8])] {
+        try TestEnv.files(under: dir + "/queue/todo").map { name in
+            let id = UInt64(name)!
+            return (try Envelope.parseQueueFile(TestEnv.read(dir + "/queue/todo/" + name)),
+                    TestEnv.read(dir + "/queue/mess/\(id % 23)/\(id)"))
+        }
+    }
+
+    func testQmailInjectQueuesThroughTheSiblingQmailQueue() throws {
+        let out = try TestEnv.run(TestEnv.program("qmail-inject"), input: Array("To: bob, carol@example.net\nSubject: hi\n\nhello\n".utf8), environment: env())
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        let q = try queued()
+        XCTAssertEqual(q.count, 1)
+        XCTAssertEqual(String(decoding: q[0].0.sender, as: UTF8.self), "tester@mx.example.org")
+        XCTAssertEqual(q[0].0.recipients.map { String(decoding: $0, as: UTF8.self) }, ["bob@mx.example.org", "carol@example.net"])
+        let mess = String(decoding: q[0].1, as: UTF8.self)
+        XCTAssertTrue(mess.contains("\nFrom: tester@mx.example.org\n"), mess)
+        XCTAssertTrue(mess.contains("Message-ID: <"), mess)
+    }
+
+    func testSendmailDashTAndDashF() throws {
+        let out = try TestEnv.run(TestEnv.program("sendmail"), ["-t", "-i", "-f", "list-bounces@example.org", "extra@example.com"],
+                                  input: Array("To: dave@example.net\nBcc: eve@example.net\n\nx\n".utf8), environment: env())
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        let q = try queued()
+        XCTAssertEqual(String(decoding: q[0].0.sender, as: UTF8.self), "list-bounces@example.org")
+        XCTAssertEqual(q[0].0.recipients.map { String(decoding: $0, as: UTF8.self) }, ["dave@example.net", "eve@example.net", "extra@example.com"])
+        XCTAssertFalse(String(decoding: q[0].1, as: UTF8.self).contains("Bcc"))
+    }
+
+    func testFailuresPrintTheClientTextAndExit100Or111() throws {
+        let perm = dir + "/perm.sh"
+        TestEnv.write(perm, "#!/bin/sh\ncat >/dev/null; cat <&1 >/dev/null; exit 31\n", mode: 0o755)
+        let p = try TestEnv.run(TestEnv.program("qmail-inject"), ["x@y.example"], input: Array("\nhi\n".utf8), environment: env(["QMAILQUEUE": perm]))
+        XCTAssertEqual(p.exitCode, 100)
+        XCTAssertEqual(p.stderrText, "qmail-inject: fatal: qq mail server permanently rejected message (#5.3.0)\n")
+        let temp = dir + "/temp.sh"
+        TestEnv.write(temp, "#!/bin/sh\ncat >/dev/null; cat <&1 >/dev/null; echo 'Zfilter: try later (#4.3.0)' >&2; exit 88\n", mode: 0o755)
+        let t = try TestEnv.run(TestEnv.program("sendmail"), ["x@y.example"], input: Array("\nhi\n".utf8), environment: env(["QMAILQUEUE": temp]))
+        XCTAssertEqual(t.exitCode, 111)
+        XCTAssertEqual(t.stderrText, "sendmail: fatal: filter: try later (#4.3.0)\n")
+        let none = try TestEnv.run(TestEnv.program("qmail-inject"), input: Array("Subject: none\n\nx\n".utf8), environment: env())
+        XCTAssertEqual(none.exitCode, 100)
+        XCTAssertEqual(none.stderrText, "qmail-inject: fatal: no recipients\n")
+        XCTAssertEqual(try queued().count, 0)
+    }
+
+    func testNullQueueDiscards() throws {
+        let out = try TestEnv.run(TestEnv.program("qmail-inject"), ["x@y.example"], input: Array("\nhi\n".utf8), environment: env(["NULLQUEUE": ""]))
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        XCTAssertEqual(try queued().count, 0)
+    }
+
+    func testHelpForEveryProgram() throws {
+        for p in ["qmail-queue", "qmail-nullqueue", "queue-fix", "qmail-inject", "sendmail"] {
+            let out = try TestEnv.run(TestEnv.program(p), ["--help"])
+            XCTAssertEqual(out.exitCode, 0, p)
+            XCTAssertTrue(out.stdoutText.hasPrefix("usage: \(p)"), p + ": " + out.stdoutText)
+        }
+    }
+}

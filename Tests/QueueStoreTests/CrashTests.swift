@@ -1,0 +1,65 @@
+import XCTest
+import QueueFormat
+import QueueStore
+import SystemIO
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// SIGKILL qmail-queue at random moments: whatever is in todo/ is complete.
+final class CrashTests: QueueTestCase {
+    func testKillingQmailQueueAtRandomNeverExposesAPartialMessage() throws {
+        var generator = SystemRandomNumberGenerator()
+        var messages: [String: [UInt8]] = [:]   // recipient -> message
+        var killed = 0
+        let injections = 240
+        for i in 0..<injections {
+            let size = Int.random(in: 100...300_000, using: &generator)
+            var msg = Array("Subject: crash \(i)\n\n".utf8)
+            msg += [UInt8](repeating: UInt8(ascii: "a") + UInt8(i % 26), count: size)
+            msg += Array("\nend \(i)\n".utf8)
+            let rcpt = "r\(i)@crash.example"
+            messages[rcpt] = msg
+            let envelope = Array("Fs@crash.example\0T\(rcpt)\0\0".utf8)
+            let msgPipe = try Spawn.pipe()
+            let envPipe = try Spawn.pipe()
+            let pid = try Spawn.start(TestEnv.program("qmail-queue"), arguments: ["qmail-queue"],
+                                      environment: TestEnv.environment(["QUEUEDIR": queue]),
+                                      fds: [.init(msgPipe.read, at: 0), .init(envPipe.read, at: 1)])
+            Sys.close(msgPipe.read); Sys.close(envPipe.read)
+            let feeder = TestSupport.Thread {
+                _ = try? Sys.write(msgPipe.write, msg); Sys.close(msgPipe.write)
+                _ = try? Sys.write(envPipe.write, envelope); Sys.close(envPipe.write)
+            }
+            usleep(UInt32.random(in: 0...6000, using: &generator))
+            kill(pid, SIGKILL)
+            feeder.join()
+            if case .signaled = try Spawn.wait(pid) { killed += 1 }
+        }
+        XCTAssertGreaterThan(killed, injections / 4, "too few injections were actually interrupted")
+
+        let names = QueueNames()
+        var complete = 0
+        for name in files("todo") {
+            let id = try XCTUnwrap(UInt64(name))
+            let todo = TestEnv.read(queue + "/todo/" + name)
+            // intd is the same complete file.
+            XCTAssertEqual(TestEnv.read(queue + "/intd/" + name), todo)
+            let env = try Envelope.parseQueueFile(todo)
+            XCTAssertEqual(env.recipients.count, 1)
+            let rcpt = String(decoding: env.recipients[0], as: UTF8.self)
+            let mess = TestEnv.read(queue + "/" + names.path(.mess, id))
+            XCTAssertEqual(Self.stripReceived(mess), messages[rcpt], "mess of \(rcpt) incomplete")
+            complete += 1
+        }
+        // Nothing else is visible to the scheduler: no info/local/remote were made.
+        for folder in ["info", "local", "remote", "bounce"] { XCTAssertEqual(files(folder), [], folder) }
+        // Leftovers are only S2/S3 states (mess, maybe intd, no todo) and pid files.
+        for name in files("intd") where !files("todo").contains(name) {
+            let id = UInt64(name)!
+            XCTAssertNotNil(try Sys.stat(queue + "/" + names.path(.mess, id)), "intd without mess: \(name)")
+        }
+        print("crash test: \(injections) injections, \(killed) killed, \(complete) complete in todo/")
+    }
+}
