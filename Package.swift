@@ -33,6 +33,8 @@ let package = Package(
         .target(name: "QueueStore", dependencies: ["QueueFormat", "SystemIO", "ControlFiles"]),
         // The queue-client layer every injecting program goes through.
         .target(name: "QueueClient", dependencies: ["QueueFormat", "SystemIO", "ControlFiles"]),
+        // The pure scheduling core: retry schedule, lifetimes, concurrency.
+        .target(name: "Scheduler"),
         // qmail-inject's header processing.
         .target(name: "Inject", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO"]),
 
@@ -45,6 +47,7 @@ let package = Package(
         .executableTarget(name: "qmail-inject", dependencies: ["Inject"], linkerSettings: staticExe),
         .executableTarget(name: "sendmail", dependencies: ["Inject"], linkerSettings: staticExe),
 
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"]),
         .testTarget(name: "QueueFormatTests", dependencies: ["QueueFormat", "TestSupport", "SystemIO"]),
         .testTarget(name: "LMDBTests", dependencies: ["LMDB", "TestSupport"]),
         .testTarget(name: "QueueStoreTests", dependencies: ["QueueStore", "QueueClient", "QueueFormat", "SystemIO", "TestSupport"]),

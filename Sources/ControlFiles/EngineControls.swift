@@ -1,0 +1,156 @@
+import SystemIO
+
+/// The control files the delivery engine reads, with qmail's defaults
+/// (engine.md §10). A present but malformed file is an error naming the file
+/// and line: the engine refuses to start rather than guess.
+public struct EngineControls: Sendable, Equatable {
+    public var me: String
+    public var locals: Set<String>
+    public var percentHack: Set<String>
+    public var virtualDomains: [String: String]
+    public var envNoAtHost: String
+    public var concurrencyLocal: Int
+    public var concurrencyRemote: Int
+    public var holdLocal: Bool
+    public var holdRemote: Bool
+    public var queueLifetime: Int
+    public var bounceLifetime: Int
+    public var bounceFrom: String
+    public var bounceHost: String
+    public var doubleBounceHost: String
+    public var doubleBounceTo: String
+    public var bounceMaxBytes: Int
+    public var bounceSubject: String
+    public var doubleBounceSubject: String
+    public var todoInterval: Int
+
+    /// The spawner slot limit (indimail's `conf-spawn`).
+    public static let concurrencyLimit = 500
+
+    public init(me: String = "localhost") {
+        self.me = me
+        locals = [me.lowercased()]
+        percentHack = []
+        virtualDomains = [:]
+        envNoAtHost = me
+        concurrencyLocal = 10
+        concurrencyRemote = 20
+        holdLocal = false
+        holdRemote = false
+        queueLifetime = 604800
+        bounceLifetime = 604800
+        bounceFrom = "MAILER-DAEMON"
+        bounceHost = me
+        doubleBounceHost = me
+        doubleBounceTo = "postmaster"
+        bounceMaxBytes = 50000
+        bounceSubject = "failure notice"
+        doubleBounceSubject = "failure notice"
+        todoInterval = 1500
+    }
+
+    /// Reads every control the engine uses. `queueName` selects the per-queue
+    /// overrides `concurrencyl.<q>` / `concurrencyr.<q>`.
+    public static func load(from control: ControlDirectory, queueName: String? = nil) throws -> EngineControls {
+        guard let me = try control.readLine("me"), !me.isEmpty else {
+            throw ControlError(file: control.filePath("me"), line: 1,
+                               message: "missing or empty: the engine needs this host's name in control/me")
+        }
+        var c = EngineControls(me: me)
+        if let l = try control.readLines("locals") { c.locals = Set(l.map { $0.lowercased() }) }
+        if let p = try control.readLines("percenthack") { c.percentHack = Set(p.map { $0.lowercased() }) }
+        if let v = try control.readLinesNumbered("virtualdomains") {
+            for (n, line) in v {
+                guard let colon = line.firstIndex(of: ":") else {
+                    throw ControlError(file: control.filePath("virtualdomains"), line: n,
+                                       message: "expected domain:prepend, found \"\(line)\"")
+                }
+                let key = String(line[..<colon]).lowercased()
+                if c.virtualDomains[key] == nil { c.virtualDomains[key] = String(line[line.index(after: colon)...]) }
+            }
+        }
+        c.envNoAtHost = try nonEmpty(control.readLine("envnoathost")) ?? me
+        c.concurrencyLocal = try control.readInt("concurrencylocal", default: 10)
+        c.concurrencyRemote = try control.readInt("concurrencyremote", default: 20)
+        if let q = queueName {
+            c.concurrencyLocal = try control.readInt("concurrencyl.\(q)", default: c.concurrencyLocal)
+            c.concurrencyRemote = try control.readInt("concurrencyr.\(q)", default: c.concurrencyRemote)
+        }
+        for (name, v) in [("concurrencylocal", c.concurrencyLocal), ("concurrencyremote", c.concurrencyRemote)] where v < 0 {
+            throw ControlError(file: control.filePath(name), line: 1, message: "concurrency must not be negative")
+        }
+        c.concurrencyLocal = min(c.concurrencyLocal, concurrencyLimit)
+        c.concurrencyRemote = min(c.concurrencyRemote, concurrencyLimit)
+        c.holdLocal = try control.readInt("holdlocal", default: 0) != 0
+        c.holdRemote = try control.readInt("holdremote", default: 0) != 0
+        c.queueLifetime = try control.readInt("queuelifetime", default: 604800)
+        c.bounceLifetime = min(try control.readInt("bouncelifetime", default: 604800), c.queueLifetime)
+        c.bounceFrom = try nonEmpty(control.readLine("bouncefrom")) ?? "MAILER-DAEMON"
+        c.bounceHost = try nonEmpty(control.readLine("bouncehost")) ?? me
+        c.doubleBounceHost = try nonEmpty(control.readLine("doublebouncehost")) ?? me
+        c.doubleBounceTo = try control.readLine("doublebounceto") ?? "postmaster"
+        c.bounceMaxBytes = try control.readInt("bouncemaxbytes", default: 50000)
+        c.bounceSubject = try nonEmpty(control.readLine("bouncesubject")) ?? "failure notice"
+        c.doubleBounceSubject = try nonEmpty(control.readLine("doublebouncesubject")) ?? "failure notice"
+        c.todoInterval = try control.readInt("todointerval", default: 1500)
+        return c
+    }
+
+    static func nonEmpty(_ s: String?) -> String? { (s?.isEmpty ?? true) ? nil : s }
+}
+
+/// Where a recipient goes after qmail's rewrite rules (todo processing).
+public enum Route: Equatable, Sendable {
+    case local(String)
+    case remote(String)
+}
+
+/// qmail-send's `rewrite()`: envnoathost, percenthack, locals, virtualdomains
+/// (keys tried: the whole address, the domain, each `.suffix` longest first,
+/// then the empty key; an empty prepend is an exception → remote).
+public struct AddressRewriter: Sendable {
+    public let controls: EngineControls
+
+    public init(controls: EngineControls) { self.controls = controls }
+
+    public func route(_ recipient: String) -> Route {
+        var addr = recipient
+        if !addr.contains("@") { addr += "@" + controls.envNoAtHost }
+        // percenthack
+        while true {
+            guard let at = addr.lastIndex(of: "@") else { break }
+            let domain = addr[addr.index(after: at)...].lowercased()
+            guard controls.percentHack.contains(domain) else { break }
+            let localPart = addr[..<at]
+            guard let pct = localPart.lastIndex(of: "%") else { break }
+            addr = String(localPart[..<pct]) + "@" + String(localPart[localPart.index(after: pct)...])
+        }
+        guard let at = addr.lastIndex(of: "@") else { return .remote(addr) }
+        let domain = addr[addr.index(after: at)...].lowercased()
+        if controls.locals.contains(domain) { return .local(addr) }
+        let vd = controls.virtualDomains
+        var prepend: String? = vd[addr.lowercased()] ?? vd[domain]
+        if prepend == nil {
+            var i = domain.startIndex
+            while i < domain.endIndex {
+                if domain[i] == ".", let p = vd[String(domain[i...])] { prepend = p; break }
+                i = domain.index(after: i)
+            }
+        }
+        if prepend == nil { prepend = vd[""] }
+        if let p = prepend, !p.isEmpty { return .local(p + "-" + addr) }
+        return .remote(addr)
+    }
+
+    /// Undoes a virtualdomains prepend for the bounce text (`stripvdomprepend`).
+    public func stripPrepend(_ address: String) -> String {
+        guard let at = address.lastIndex(of: "@") else { return address }
+        let domain = address[address.index(after: at)...].lowercased()
+        let local = address[..<at]
+        guard let dash = local.firstIndex(of: "-") else { return address }
+        let prefix = String(local[..<dash])
+        let original = String(local[local.index(after: dash)...]) + "@" + address[address.index(after: at)...]
+        if case .local(let again) = route(original), again == address, !prefix.isEmpty { return original }
+        return address
+    }
+}

@@ -1,0 +1,315 @@
+/// A message's details as the engine loads them at pass start (info file and
+/// the channel file), handed to the scheduler.
+public struct LoadedJob: Sendable, Equatable {
+    public struct Recipient: Sendable, Equatable {
+        /// Offset of the record's `T` in the channel file (for markDone).
+        public var offset: Int
+        public var address: [UInt8]
+        public init(offset: Int, address: [UInt8]) { self.offset = offset; self.address = address }
+    }
+    public var key: JobKey
+    /// Birth time: the info file's mtime.
+    public var birth: Time
+    public var sender: [UInt8]
+    public var qqeh: [UInt8]
+    public var envHeaders: [UInt8]
+    /// The recipients still marked `T`.
+    public var recipients: [Recipient]
+
+    public init(key: JobKey, birth: Time, sender: [UInt8], qqeh: [UInt8] = [], envHeaders: [UInt8] = [], recipients: [Recipient]) {
+        self.key = key
+        self.birth = birth
+        self.sender = sender
+        self.qqeh = qqeh
+        self.envHeaders = envHeaders
+        self.recipients = recipients
+    }
+}
+
+/// One delivery the engine must run.
+public struct Delivery: Sendable, Equatable {
+    /// qmail's global delivery number (starts at 1), shown in the log.
+    public var number: Int
+    public var key: JobKey
+    public var recipient: LoadedJob.Recipient
+    public var sender: [UInt8]
+    public var qqeh: [UInt8]
+    public var envHeaders: [UInt8]
+}
+
+/// Decisions the scheduler hands to the engine, in the order to carry them out.
+public enum SchedulerAction: Sendable, Equatable {
+    /// Read info + channel file of this job and call `jobLoaded`.
+    case load(JobKey)
+    /// Start this delivery (log `starting delivery`).
+    case start(Delivery)
+    /// A recipient is finished: overwrite its `T` with `D`.
+    case markDone(JobKey, offset: Int)
+    /// Append this permanent failure to `bounce/<id>` (before markDone).
+    case addBounce(MessageID, recipient: [UInt8], report: [UInt8])
+    /// Persist the job's next attempt time.
+    case reschedule(JobKey, at: Time)
+    /// Every recipient of this channel is finished: unlink the channel file.
+    case channelDone(JobKey)
+    /// Both channels finished: bounce if needed, log `end msg`, remove the message.
+    case messageDone(MessageID)
+    /// Files of this job are gone: forget it.
+    case forget(JobKey)
+}
+
+/// The concurrency and lifetime settings the scheduler obeys.
+public struct SchedulerConfig: Sendable, Equatable {
+    public var concurrency: [Int]   // by Channel.rawValue
+    public var hold: [Bool]
+    public var queueLifetime: Int64
+    public var bounceLifetime: Int64
+
+    public init(concurrencyLocal: Int = 10, concurrencyRemote: Int = 20, holdLocal: Bool = false, holdRemote: Bool = false,
+                queueLifetime: Int64 = 604800, bounceLifetime: Int64 = 604800) {
+        concurrency = [concurrencyLocal, concurrencyRemote]
+        hold = [holdLocal, holdRemote]
+        self.queueLifetime = queueLifetime
+        self.bounceLifetime = Swift.min(bounceLifetime, queueLifetime)
+    }
+}
+
+/// qmail-send's scheduling core as a pure value: fed with messages, delivery
+/// results and the time, it returns what to do. It never touches a file, so
+/// retries, lifetimes and concurrency are table tests with a fake clock.
+///
+/// Per channel there is a priority queue of jobs by next attempt time, at most
+/// one open "pass" (a job whose recipients are being started), and a number of
+/// delivery slots. A job closes when all its started deliveries have reported:
+/// finished recipients are marked done; if any is left the job goes back into
+/// the queue at the retry time computed when its pass started.
+public struct Scheduler: Sendable {
+    public private(set) var config: SchedulerConfig
+    var queues: [TimedHeap] = [TimedHeap(), TimedHeap()]
+    /// Jobs waiting in a queue, by key → scheduled time (to find and re-time them).
+    var queuedAt: [JobKey: Time] = [:]
+    /// Jobs being loaded by the engine.
+    var loading: [Channel: JobKey] = [:]
+    /// Open jobs: pass running or deliveries in flight.
+    var open: [JobKey: OpenJob] = [:]
+    var pass: [Channel: JobKey] = [:]
+    public private(set) var inFlight: [Int] = [0, 0]
+    var deliveries: [Int: (key: JobKey, recipient: LoadedJob.Recipient)] = [:]
+    /// Channels still pending for each message.
+    var pendingChannels: [MessageID: Set<Channel>] = [:]
+    var nextDeliveryNumber = 1
+
+    struct OpenJob: Sendable {
+        var job: LoadedJob
+        var retry: Time
+        var dying: Bool
+        var nextIndex = 0
+        var refs = 0
+        var unfinished: Int
+    }
+
+    public init(config: SchedulerConfig) {
+        self.config = config
+    }
+
+    // MARK: feeding
+
+    /// A message whose channel files exist, with each channel's next attempt.
+    /// A message with no channel at all is done at once.
+    public mutating func add(_ id: MessageID, channels: [Channel: Time]) -> [SchedulerAction] {
+        if channels.isEmpty {
+            if pendingChannels[id] == nil { return [.messageDone(id)] }
+            return []
+        }
+        for (channel, time) in channels.sorted(by: { $0.key < $1.key }) {
+            let key = JobKey(id, channel)
+            if open[key] != nil || loading[channel] == key { continue }
+            pendingChannels[id, default: []].insert(channel)
+            enqueue(key, at: time)
+        }
+        return []
+    }
+
+    mutating func enqueue(_ key: JobKey, at time: Time) {
+        if let old = queuedAt[key], old <= time { return }
+        queuedAt[key] = time
+        queues[key.channel.rawValue].insert(.init(time: time, key: key))
+    }
+
+    /// Bulk start-up load (a restart with a large queue): O(n).
+    public mutating func restore(_ jobs: [(JobKey, Time)]) {
+        var perChannel: [[TimedHeap.Entry]] = [[], []]
+        for (key, t) in jobs {
+            if queuedAt[key] != nil || open[key] != nil { continue }
+            queuedAt[key] = t
+            pendingChannels[key.id, default: []].insert(key.channel)
+            perChannel[key.channel.rawValue].append(.init(time: t, key: key))
+        }
+        for c in Channel.allCases {
+            perChannel[c.rawValue] += queues[c.rawValue].entries
+            queues[c.rawValue].rebuild(perChannel[c.rawValue])
+        }
+    }
+
+    public var queuedCount: Int { queuedAt.count }
+    public var openCount: Int { open.count }
+    public func isQueued(_ key: JobKey) -> Bool { queuedAt[key] != nil }
+    public func scheduledTime(_ key: JobKey) -> Time? { queuedAt[key] }
+
+    /// Pops stale heap entries (re-timed or removed jobs).
+    mutating func peek(_ c: Channel) -> TimedHeap.Entry? {
+        while let top = queues[c.rawValue].min {
+            if queuedAt[top.key] == top.time { return top }
+            queues[c.rawValue].popMin()
+        }
+        return nil
+    }
+
+    // MARK: stepping
+
+    /// Opens due jobs and starts deliveries while slots are free.
+    public mutating func step(now: Time) -> [SchedulerAction] {
+        var actions: [SchedulerAction] = []
+        for c in Channel.allCases {
+            if config.hold[c.rawValue] { continue }
+            continuePass(c, now: now, into: &actions)
+            if pass[c] == nil, loading[c] == nil, inFlight[c.rawValue] < config.concurrency[c.rawValue],
+               let top = peek(c), top.time <= now {
+                queues[c.rawValue].popMin()
+                queuedAt[top.key] = nil
+                loading[c] = top.key
+                actions.append(.load(top.key))
+            }
+        }
+        return actions
+    }
+
+    /// The engine loaded the job `step` asked for (nil: its files are gone).
+    public mutating func jobLoaded(_ key: JobKey, _ job: LoadedJob?, now: Time) -> [SchedulerAction] {
+        guard loading[key.channel] == key else { return [] }
+        loading[key.channel] = nil
+        guard let job else {
+            pendingChannels[key.id]?.remove(key.channel)
+            if pendingChannels[key.id]?.isEmpty ?? false { pendingChannels[key.id] = nil }
+            return [.forget(key)]
+        }
+        let lifetime = job.sender.isEmpty ? config.bounceLifetime : config.queueLifetime
+        let retry = RetrySchedule.nextRetry(birth: job.birth, now: now, channel: key.channel)
+        open[key] = OpenJob(job: job, retry: retry, dying: now > job.birth + lifetime, unfinished: job.recipients.count)
+        pass[key.channel] = key
+        var actions: [SchedulerAction] = []
+        continuePass(key.channel, now: now, into: &actions)
+        return actions + step(now: now)
+    }
+
+    mutating func continuePass(_ c: Channel, now: Time, into actions: inout [SchedulerAction]) {
+        guard let key = pass[c], var job = open[key] else { return }
+        while job.nextIndex < job.job.recipients.count && inFlight[c.rawValue] < config.concurrency[c.rawValue]
+                && !config.hold[c.rawValue] {
+            let r = job.job.recipients[job.nextIndex]
+            job.nextIndex += 1
+            job.refs += 1
+            inFlight[c.rawValue] += 1
+            let n = nextDeliveryNumber
+            nextDeliveryNumber += 1
+            deliveries[n] = (key, r)
+            actions.append(.start(Delivery(number: n, key: key, recipient: r, sender: job.job.sender,
+                                           qqeh: job.job.qqeh, envHeaders: job.job.envHeaders)))
+        }
+        open[key] = job
+        if job.nextIndex >= job.job.recipients.count {
+            pass[c] = nil
+            if job.refs == 0 { closeJob(key, into: &actions) }
+        }
+    }
+
+    /// A delivery reported. Returns the report as it will be logged (a
+    /// deferral past the lifetime becomes a failure with the sentence added)
+    /// and the actions.
+    public mutating func finished(_ number: Int, _ report: DeliveryReport, now: Time) -> (report: DeliveryReport, actions: [SchedulerAction]) {
+        guard let d = deliveries.removeValue(forKey: number), var job = open[d.key] else { return (report, []) }
+        var report = report
+        var actions: [SchedulerAction] = []
+        inFlight[d.key.channel.rawValue] -= 1
+        job.refs -= 1
+        switch report.kind {
+        case .success:
+            actions.append(.markDone(d.key, offset: d.recipient.offset))
+            job.unfinished -= 1
+        case .failure:
+            actions.append(.addBounce(d.key.id, recipient: d.recipient.address, report: report.text))
+            actions.append(.markDone(d.key, offset: d.recipient.offset))
+            job.unfinished -= 1
+        case .deferral:
+            if job.dying {
+                var text = report.text
+                text += Array(lifetimeExpiredSentence.utf8)
+                report = DeliveryReport(.failure, text)
+                actions.append(.addBounce(d.key.id, recipient: d.recipient.address, report: text))
+                actions.append(.markDone(d.key, offset: d.recipient.offset))
+                job.unfinished -= 1
+            }
+        }
+        open[d.key] = job
+        if job.refs == 0 && pass[d.key.channel] != d.key && job.nextIndex >= job.job.recipients.count {
+            closeJob(d.key, into: &actions)
+        }
+        actions += step(now: now)
+        return (report, actions)
+    }
+
+    mutating func closeJob(_ key: JobKey, into actions: inout [SchedulerAction]) {
+        guard let job = open.removeValue(forKey: key) else { return }
+        if job.unfinished <= 0 {
+            actions.append(.channelDone(key))
+            pendingChannels[key.id]?.remove(key.channel)
+            if pendingChannels[key.id]?.isEmpty ?? true {
+                pendingChannels[key.id] = nil
+                actions.append(.messageDone(key.id))
+            }
+        } else {
+            enqueue(key, at: job.retry)
+            actions.append(.reschedule(key, at: job.retry))
+        }
+    }
+
+    // MARK: control
+
+    /// ALRM: every queued job is due now.
+    public mutating func retryAllNow(now: Time) -> [SchedulerAction] {
+        var actions: [SchedulerAction] = []
+        for (key, t) in queuedAt.sorted(by: { $0.key < $1.key }) where t > now {
+            queuedAt[key] = now
+            queues[key.channel.rawValue].insert(.init(time: now, key: key))
+            actions.append(.reschedule(key, at: now))
+        }
+        return actions
+    }
+
+    /// HUP: new limits apply at once. A lower concurrency never stops a
+    /// running delivery; a higher one is used from the next step.
+    public mutating func reconfigure(_ new: SchedulerConfig) {
+        config = new
+    }
+
+    /// When `step` next has something to do, if no report arrives first.
+    public func nextWakeup() -> Time? {
+        var best: Time? = nil
+        for c in Channel.allCases where !config.hold[c.rawValue] && inFlight[c.rawValue] < config.concurrency[c.rawValue] && pass[c] == nil && loading[c] == nil {
+            var q = queues[c.rawValue]
+            while let top = q.min, queuedAt[top.key] != top.time { q.popMin() }
+            if let t = q.min?.time { best = best.map { Swift.min($0, t) } ?? t }
+        }
+        return best
+    }
+
+    /// Nothing is being delivered or loaded.
+    public var isIdle: Bool {
+        inFlight == [0, 0] && loading.isEmpty && pass.isEmpty && open.isEmpty
+    }
+
+    /// Jobs waiting for a later time (qmta-send's exit report).
+    public func waitingCount(after now: Time) -> Int { queuedAt.values.filter { $0 > now }.count }
+
+    /// Everything queued with its time (for shutdown persistence).
+    public var queuedJobs: [(JobKey, Time)] { queuedAt.map { ($0.key, $0.value) } }
+}

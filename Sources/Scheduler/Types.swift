@@ -1,0 +1,65 @@
+/// A message id: the inode number of its `mess` file.
+public typealias MessageID = UInt64
+/// Seconds since the epoch.
+public typealias Time = Int64
+
+/// qmail's two delivery channels.
+public enum Channel: Int, Sendable, CaseIterable, Hashable, Comparable {
+    case local = 0
+    case remote = 1
+
+    public var name: String { self == .local ? "local" : "remote" }
+    /// `chanskip` of the retry formula.
+    public var skip: Int64 { self == .local ? 10 : 20 }
+
+    public static func < (a: Channel, b: Channel) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// One message on one channel: the unit qmail-send schedules.
+public struct JobKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let id: MessageID
+    public let channel: Channel
+    public init(_ id: MessageID, _ channel: Channel) { self.id = id; self.channel = channel }
+    public static func < (a: JobKey, b: JobKey) -> Bool { (a.id, a.channel) < (b.id, b.channel) }
+    public var description: String { "\(channel.name)/\(id)" }
+}
+
+/// qmail's retry schedule: at pass start, `birth + (isqrt(now - birth) + chanskip)²`.
+/// Local attempts fall near birth + 0, 100, 400, 900 … s; remote 0, 400, 1600 … s.
+public enum RetrySchedule {
+    public static func isqrt(_ x: Int64) -> Int64 {
+        if x <= 0 { return 0 }
+        var r = Int64(Double(x).squareRoot())
+        while r * r > x { r -= 1 }
+        while (r + 1) * (r + 1) <= x { r += 1 }
+        return r
+    }
+
+    public static func nextRetry(birth: Time, now: Time, channel: Channel) -> Time {
+        let n = birth > now ? 0 : isqrt(now - birth)
+        let k = n + channel.skip
+        return birth + k * k
+    }
+}
+
+/// What a delivery attempt said: qmail's K (success), Z (deferral), D (failure)
+/// with the human text after the letter.
+public struct DeliveryReport: Equatable, Sendable {
+    public enum Kind: UInt8, Sendable { case success = 75, deferral = 90, failure = 68 }  // K Z D
+    public var kind: Kind
+    public var text: [UInt8]
+
+    public init(_ kind: Kind, _ text: [UInt8]) { self.kind = kind; self.text = text }
+    public init(_ kind: Kind, _ text: String) { self.init(kind, Array(text.utf8)) }
+
+    /// Parses spawner-style bytes: letter + text. Anything else is mangled (nil).
+    public init?(bytes: [UInt8]) {
+        guard let first = bytes.first, let k = Kind(rawValue: first) else { return nil }
+        self.init(k, Array(bytes.dropFirst()))
+    }
+
+    public var letter: Character { Character(UnicodeScalar(kind.rawValue)) }
+}
+
+/// The sentence qmail-send appends to a deferral of a message past its lifetime.
+public let lifetimeExpiredSentence = "I'm not going to try again; this message has been in the queue too long.\n"
