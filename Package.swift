@@ -13,6 +13,9 @@ let package = Package(
         .executable(name: "queue-fix", targets: ["queue-fix"]),
         .executable(name: "qmail-inject", targets: ["qmail-inject"]),
         .executable(name: "sendmail", targets: ["sendmail"]),
+        .executable(name: "qmail-send", targets: ["qmail-send"]),
+        .executable(name: "qmta-send", targets: ["qmta-send"]),
+        .executable(name: "qmail-local", targets: ["qmail-local"]),
         .library(name: "QueueFormat", targets: ["QueueFormat"]),
         .library(name: "QueueClient", targets: ["QueueClient"]),
         .library(name: "LMDB", targets: ["LMDB"]),
@@ -35,6 +38,13 @@ let package = Package(
         .target(name: "QueueClient", dependencies: ["QueueFormat", "SystemIO", "ControlFiles"]),
         // The pure scheduling core: retry schedule, lifetimes, concurrency.
         .target(name: "Scheduler"),
+        // qmail-local's semantics: users, .qmail files, Maildir, mbox, programs, forwards.
+        .target(name: "LocalDelivery", dependencies: ["CShims", "SystemIO", "QueueClient"]),
+        // Bounce messages (QSBMF in indimail-mta's MIME layout) and DSNs.
+        .target(name: "Bounce", dependencies: ["QueueFormat"]),
+        // The delivery engine: inotify, todo processing, workers, LMDB schedule, logging, signals.
+        .target(name: "Engine", dependencies: ["CShims", "SystemIO", "QueueFormat", "QueueStore", "QueueClient",
+                                               "ControlFiles", "Scheduler", "LocalDelivery", "Bounce", "LMDB"]),
         // qmail-inject's header processing.
         .target(name: "Inject", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO"]),
 
@@ -47,6 +57,11 @@ let package = Package(
         .executableTarget(name: "qmail-inject", dependencies: ["Inject"], linkerSettings: staticExe),
         .executableTarget(name: "sendmail", dependencies: ["Inject"], linkerSettings: staticExe),
 
+        .executableTarget(name: "qmail-send", dependencies: ["Engine"]),
+        .executableTarget(name: "qmta-send", dependencies: ["Engine"]),
+        .executableTarget(name: "qmail-local", dependencies: ["LocalDelivery"], linkerSettings: staticExe),
+
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"]),
         .testTarget(name: "QueueFormatTests", dependencies: ["QueueFormat", "TestSupport", "SystemIO"]),
         .testTarget(name: "LMDBTests", dependencies: ["LMDB", "TestSupport"]),

@@ -113,3 +113,88 @@ int qs_pipe_cloexec(int *r, int *w)
     *r = fds[0]; *w = fds[1];
     return 0;
 }
+
+#include <sys/syscall.h>
+#include <sys/fsuid.h>
+#include <sys/file.h>
+#include <grp.h>
+
+int qs_thread_identity(uid_t uid, gid_t gid)
+{
+    gid_t groups[1];
+    groups[0] = gid;
+    if (syscall(SYS_setgroups, 1, groups) == -1 && errno != EPERM) return -1;
+    syscall(SYS_setfsgid, gid);
+    syscall(SYS_setfsuid, uid);
+    /* setfsuid returns the previous value; calling again reports the current one. */
+    if ((uid_t)syscall(SYS_setfsuid, -1) != uid) return -1;
+    if ((gid_t)syscall(SYS_setfsgid, -1) != gid) return -1;
+    return 0;
+}
+
+int qs_spawn_as(pid_t *pidp, const char *path, char *const argv[], char *const envp[],
+                const qs_fdmap *maps, int nmaps, const char *cwd, uid_t uid, gid_t gid)
+{
+    int i, maxtarget = 2, moved[16];
+    pid_t pid;
+    if (nmaps > 16) return EINVAL;
+    for (i = 0; i < nmaps; ++i) if (maps[i].target > maxtarget) maxtarget = maps[i].target;
+    for (i = 0; i < nmaps; ++i) {
+        moved[i] = fcntl(maps[i].source, F_DUPFD_CLOEXEC, maxtarget + 1);
+        if (moved[i] == -1) { int e = errno; while (i-- > 0) close(moved[i]); return e; }
+    }
+    pid = fork();
+    if (pid == -1) { int e = errno; for (i = 0; i < nmaps; ++i) close(moved[i]); return e; }
+    if (pid == 0) {
+        sigset_t none;
+        int s;
+        for (s = 1; s < 32; ++s) signal(s, SIG_DFL);
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, 0);
+        for (i = 0; i < nmaps; ++i) if (dup2(moved[i], maps[i].target) == -1) _exit(126);
+        for (i = 3; i <= maxtarget; ++i) {
+            int j, mapped = 0;
+            for (j = 0; j < nmaps; ++j) if (maps[j].target == i) mapped = 1;
+            if (!mapped) close(i);
+        }
+        closefrom(maxtarget + 1);
+        if (uid != (uid_t)-1) {
+            gid_t groups[1];
+            groups[0] = gid;
+            if (setgroups(1, groups) == -1 && getuid() == 0) _exit(127);
+            if (setgid(gid) == -1) _exit(127);
+            if (setuid(uid) == -1) _exit(127);
+            if (getuid() != uid || geteuid() != uid) _exit(127);
+        }
+        if (cwd && chdir(cwd) == -1) _exit(122);
+        execve(path, argv, envp);
+        _exit(errno == ENOENT || errno == EACCES ? 126 : 127);
+    }
+    for (i = 0; i < nmaps; ++i) close(moved[i]);
+    *pidp = pid;
+    return 0;
+}
+
+static int signal_pipe_fd = -1;
+static void on_signal(int sig)
+{
+    unsigned char b = (unsigned char)sig;
+    int saved = errno;
+    if (signal_pipe_fd >= 0) (void)!write(signal_pipe_fd, &b, 1);
+    errno = saved;
+}
+
+void qs_signals_to_pipe(int fd, const int *signals, int n)
+{
+    struct sigaction sa;
+    int i;
+    signal_pipe_fd = fd;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    for (i = 0; i < n; ++i) sigaction(signals[i], &sa, 0);
+}
+
+int qs_flock_exclusive_nb(int fd) { return flock(fd, LOCK_EX | LOCK_NB); }
+int qs_flock(int fd, int op) { return flock(fd, op); }

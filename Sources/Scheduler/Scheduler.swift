@@ -151,6 +151,11 @@ public struct Scheduler: Sendable {
     }
 
     public var queuedCount: Int { queuedAt.count }
+    /// The job is queued, being loaded, or open.
+    public func knows(_ key: JobKey) -> Bool {
+        queuedAt[key] != nil || open[key] != nil || loading[key.channel] == key
+    }
+    public func knowsMessage(_ id: MessageID) -> Bool { pendingChannels[id] != nil }
     public var openCount: Int { open.count }
     public func isQueued(_ key: JobKey) -> Bool { queuedAt[key] != nil }
     public func scheduledTime(_ key: JobKey) -> Time? { queuedAt[key] }

@@ -18,24 +18,42 @@ public enum Spawn {
         public init(_ source: Int32, at target: Int32) { self.source = source; self.target = target }
     }
 
+    /// A user identity for a child process.
+    public struct Credentials: Sendable, Equatable {
+        public var uid: uid_t
+        public var gid: gid_t
+        public init(uid: uid_t, gid: gid_t) { self.uid = uid; self.gid = gid }
+    }
+
     /// Starts `path` with `arguments` (argv[0] included). `environment` nil = inherit.
+    /// With `credentials` the child switches to that user before exec (fork path);
+    /// otherwise posix_spawn is used.
     public static func start(_ path: String, arguments: [String], environment: [String]? = nil,
-                             fds: [FDMap], keepStandard: Bool = true, directory: String? = nil) throws -> pid_t {
+                             fds: [FDMap], keepStandard: Bool = true, directory: String? = nil,
+                             credentials: Credentials? = nil) throws -> pid_t {
         var cargs: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
         cargs.append(nil)
         defer { for p in cargs { free(p) } }
-        var cenv: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup($0) } + [nil] }
-        defer { if let cenv { for p in cenv { free(p) } } }
-        let maps = fds.map { qs_fdmap(source: $0.source, target: $0.target) }
+        var cenv: [UnsafeMutablePointer<CChar>?] = []
+        if let environment { cenv = environment.map { strdup($0) } + [nil] }
+        defer { for p in cenv { free(p) } }
+        var maps = fds.map { qs_fdmap(source: $0.source, target: $0.target) }
+        if credentials != nil && keepStandard {
+            // The fork path maps exactly what it is given: keep 0..2 explicitly.
+            for fd: Int32 in 0...2 where !fds.contains(where: { $0.target == fd }) {
+                maps.append(qs_fdmap(source: fd, target: fd))
+            }
+        }
         var pid: pid_t = 0
         let rc: Int32 = maps.withUnsafeBufferPointer { mp in
             cargs.withUnsafeMutableBufferPointer { ap in
-                if cenv != nil {
-                    return cenv!.withUnsafeMutableBufferPointer { ep in
-                        qs_spawn(&pid, path, ap.baseAddress, ep.baseAddress, mp.baseAddress, Int32(mp.count), keepStandard ? 1 : 0, directory)
+                cenv.withUnsafeMutableBufferPointer { ep in
+                    let envp = environment == nil ? environ : ep.baseAddress
+                    if let c = credentials {
+                        return qs_spawn_as(&pid, path, ap.baseAddress, envp, mp.baseAddress, Int32(mp.count), directory, c.uid, c.gid)
                     }
+                    return qs_spawn(&pid, path, ap.baseAddress, envp, mp.baseAddress, Int32(mp.count), keepStandard ? 1 : 0, directory)
                 }
-                return qs_spawn(&pid, path, ap.baseAddress, environ, mp.baseAddress, Int32(mp.count), keepStandard ? 1 : 0, directory)
             }
         }
         if rc != 0 { throw SystemError("spawn", path: path, errno: rc) }

@@ -38,4 +38,21 @@ void qs_set_errno(int e);
 ssize_t qs_self_exe(char *buf, size_t len);
 /* pipe2(O_CLOEXEC). */
 int qs_pipe_cloexec(int *r, int *w);
+/* Per-thread file-system identity (Linux setfsuid/setfsgid) and per-thread
+   supplementary groups through the raw syscall; glibc's wrappers would change
+   every thread. Return 0 on success, -1 when the identity did not take. */
+int qs_thread_identity(uid_t uid, gid_t gid);
+
+/* fork + (setgroups, setgid, setuid when uid != (uid_t)-1) + chdir + fd maps + exec.
+   Only async-signal-safe calls happen in the child. Returns 0 and *pid, or errno. */
+int qs_spawn_as(pid_t *pid, const char *path, char *const argv[], char *const envp[],
+                const qs_fdmap *maps, int nmaps, const char *cwd, uid_t uid, gid_t gid);
+
+/* Self-pipe signal delivery: handlers for the given signals write the
+   signal number as one byte to `fd`. */
+void qs_signals_to_pipe(int fd, const int *signals, int n);
+
+/* flock with LOCK_EX|LOCK_NB; 0 ok, -1 errno. */
+int qs_flock_exclusive_nb(int fd);
+int qs_flock(int fd, int op);
 #endif

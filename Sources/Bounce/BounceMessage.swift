@@ -1,0 +1,141 @@
+import QueueFormat
+
+/// qmail's address quoting for headers (`quote.c`): the local part goes into
+/// double quotes, with `\` before CR, LF, `"` and `\`, when it is empty, has a
+/// byte ≥ 128 or outside the atom set, or starts/ends with `.` or has `..`.
+public enum AddressQuoting {
+    static let atomSpecials = Set("!#$%&'*+-/=?^_`{|}~".utf8)
+
+    static func needsQuotes(_ s: ArraySlice<UInt8>) -> Bool {
+        if s.isEmpty { return true }
+        if s.first == UInt8(ascii: ".") || s.last == UInt8(ascii: ".") { return true }
+        var prevDot = false
+        for c in s {
+            if c == UInt8(ascii: ".") {
+                if prevDot { return true }
+                prevDot = true
+                continue
+            }
+            prevDot = false
+            if c >= 128 { return true }
+            let alnum = (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122)
+            if !alnum && !atomSpecials.contains(c) { return true }
+        }
+        return false
+    }
+
+    static func quoteLocal(_ s: ArraySlice<UInt8>) -> [UInt8] {
+        guard needsQuotes(s) else { return Array(s) }
+        var out: [UInt8] = [UInt8(ascii: "\"")]
+        for c in s {
+            if c == 13 || c == 10 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
+            out.append(c)
+        }
+        out.append(UInt8(ascii: "\""))
+        return out
+    }
+
+    /// `quote()`: the whole string is a local part.
+    public static func quote(_ s: [UInt8]) -> [UInt8] { quoteLocal(s[...]) }
+
+    /// `quote2()`: only what precedes the last `@` is quoted. Empty stays empty.
+    public static func quote2(_ s: [UInt8]) -> [UInt8] {
+        if s.isEmpty { return [] }
+        guard let at = s.lastIndex(of: UInt8(ascii: "@")) else { return quoteLocal(s[...]) }
+        return quoteLocal(s[..<at]) + s[at...]
+    }
+}
+
+/// The settings that shape a bounce (control files of engine.md §10).
+public struct BounceSettings: Sendable {
+    public var program: String = "qmail-send"
+    public var bounceFrom: String = "MAILER-DAEMON"
+    public var bounceHost: String = "localhost"
+    public var doubleBounceHost: String = "localhost"
+    public var doubleBounceTo: String = "postmaster"
+    public var maxBytes: Int = 50000
+    public var subject: String = "failure notice"
+    public var doubleSubject: String = "failure notice"
+    /// Raw `bouncemessage` / `doublebouncemessage` contents, replacing the intro.
+    public var message: [UInt8]? = nil
+    public var doubleMessage: [UInt8]? = nil
+
+    public init() {}
+}
+
+/// What to do with a message's bounce file.
+public enum BounceDecision: Equatable, Sendable {
+    /// Queue this message from `sender` to `recipient`.
+    case send(sender: [UInt8], recipient: [UInt8], message: [UInt8])
+    /// Drop the bounce file, logging this line (`triple bounce: …`, `double bounce: …`).
+    case discard(logLine: String)
+}
+
+/// Builds the bounce message qmail-send sends when a message's recipients have
+/// failed for good: QSBMF text in indimail-mta's MIME layout (engine.md §6.4).
+public enum BounceMessage {
+    public static func compose(id: UInt64, sender rawSender: [UInt8], birth: Int64, bounceFile: [UInt8],
+                               message: [UInt8], settings: BounceSettings, date: String) -> BounceDecision {
+        var sender = rawSender
+        // VERP: owner-@host-@[] → owner-@host
+        if sender.count > 4 && Array(sender.suffix(4)) == Array("-@[]".utf8) { sender = Array(sender.dropLast(3)) }
+        if sender == Array("#@[]".utf8) {
+            return .discard(logLine: "triple bounce: discarding bounce/\(id)")
+        }
+        let double = sender.isEmpty
+        let envSender: [UInt8]
+        let recipient: [UInt8]
+        if double {
+            let to = settings.doubleBounceTo
+            if to.isEmpty {
+                return .discard(logLine: "double bounce: discarding bounce/\(id)")
+            }
+            recipient = Array((to + "@" + settings.doubleBounceHost).utf8)
+            envSender = Array("#@[]".utf8)
+        } else {
+            recipient = sender
+            envSender = []
+        }
+        let boundary = "\(birth)\(settings.bounceHost)\(id)"
+        var out: [UInt8] = []
+        func put(_ s: String) { out += Array(s.utf8) }
+        put("Date: \(date)\n")
+        if let first = firstRecipient(bounceFile) { put("X-Bounced-Address: "); out += first; put("\n") }
+        put("From: "); out += AddressQuoting.quote(Array(settings.bounceFrom.utf8)); put("@\(settings.bounceHost)\n")
+        put("To: "); out += AddressQuoting.quote2(recipient); put("\n")
+        put("MIME-Version: 1.0\n")
+        put("Content-Type: multipart/mixed; boundary=\"\(boundary)\"\n")
+        put("Subject: \(double ? settings.doubleSubject : settings.subject)\n")
+        put("\n--\(boundary)\n\n")
+        if let custom = double ? settings.doubleMessage : settings.message {
+            out += custom
+            put("\n")
+        } else if double {
+            put("Hi. This is the \(settings.program) program at \(settings.bounceHost).\n")
+            put("I tried to deliver a bounce message to this address, but the bounce bounced!\n\n")
+        } else {
+            put("Hi. This is the \(settings.program) program at \(settings.bounceHost).\n")
+            put("I'm afraid I wasn't able to deliver your message to the following addresses.\n")
+            put("This is a permanent error; I've given up. Sorry it didn't work out.\n\n")
+        }
+        out += bounceFile
+        put(double ? "--- Enclosed is the original bounce.\n" : "--- Enclosed is a copy of the message.\n")
+        put("\n--\(boundary)\n")
+        put("Content-Type: message/rfc822\n\n")
+        put("Return-Path: <"); out += AddressQuoting.quote2(rawSender == Array("#@[]".utf8) ? [] : sender); put(">\n")
+        if message.count >= settings.maxBytes {
+            out += message.prefix(settings.maxBytes)
+            put("\n\n--- End of message stripped.\n")
+        } else {
+            out += message
+        }
+        put("\n--\(boundary)--\n")
+        return .send(sender: envSender, recipient: recipient, message: out)
+    }
+
+    /// `<addr>` of the first record of a bounce file, brackets included.
+    public static func firstRecipient(_ bounceFile: [UInt8]) -> [UInt8]? {
+        guard bounceFile.first == UInt8(ascii: "<"), let end = bounceFile.firstIndex(of: UInt8(ascii: ">")) else { return nil }
+        return Array(bounceFile[...end])
+    }
+}

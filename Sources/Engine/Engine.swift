@@ -1,0 +1,521 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CShims
+import SystemIO
+import QueueFormat
+import QueueStore
+import QueueClient
+import ControlFiles
+import Scheduler
+import LocalDelivery
+import Bounce
+
+/// How a front end configures the engine: `qmail-send`, `qmta-send` (and
+/// `slowq-send`) are the same services with different settings.
+public struct EngineOptions: Sendable {
+    public var program: String
+    public var queueDir: String
+    public var names: QueueNames
+    public var sync: SyncPolicy
+    public var control: ControlDirectory
+    public var qmailHome: String
+    public var defaultDelivery: String
+    /// Keep running until TERM (qmail-send, `qmta-send -d`); false = one pass.
+    public var daemon: Bool
+    /// The queue-program / remote program to run for the remote channel.
+    public var remoteProgram: String
+    public var ossified: Int64
+    public var logFD: Int32
+    /// The time source (tests drive the engine with a fake clock).
+    public var clock: @Sendable () -> Int64 = { Int64(Glibc.time(nil)) }
+
+    public init(program: String, queueDir: String, names: QueueNames, sync: SyncPolicy, control: ControlDirectory,
+                qmailHome: String, defaultDelivery: String, daemon: Bool, remoteProgram: String,
+                ossified: Int64 = 129600, logFD: Int32 = 1) {
+        self.program = program
+        self.queueDir = queueDir
+        self.names = names
+        self.sync = sync
+        self.control = control
+        self.qmailHome = qmailHome
+        self.defaultDelivery = defaultDelivery
+        self.daemon = daemon
+        self.remoteProgram = remoteProgram
+        self.ossified = ossified
+        self.logFD = logFD
+    }
+}
+
+/// The delivery engine: one loop that notices mail (inotify, trigger),
+/// preprocesses todo entries, asks the `Scheduler` what to deliver, runs local
+/// and remote deliveries on worker threads, records results in the queue files
+/// and the LMDB schedule, injects bounces, and logs like qmail-send.
+public final class Engine {
+    let options: EngineOptions
+    let files: QueueFiles
+    let log: EngineLog
+    var controls: EngineControls
+    var rewriter: AddressRewriter
+    var scheduler: Scheduler
+    let store: ScheduleStore
+    var local: LocalWorker
+    var remote: ExternalRemoteWorker
+    var bounce: BounceWorker
+    let deliveries: WorkerPool
+    let chores: WorkerPool
+    var watcher: TodoWatcher!
+    var signalRead: Int32 = -1
+    var mutexFD: Int32 = -1
+
+    var todoInFlight = Set<UInt64>()
+    var todoWanted = Set<UInt64>()
+    var todoFailedAt: [UInt64: Time] = [:]
+    var bounceInFlight = Set<UInt64>()
+    var doneRetry: [UInt64: Time] = [:]
+    var reconcileNext = 0
+    var reconcileDone = false
+    var nextTodoScan: Time = 0
+    var nextCleanup: Time = 0
+    var exiting = false
+
+    func clock() -> Time { options.clock() }
+
+    public struct StartError: Error, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+    }
+
+    public init(options: EngineOptions) throws {
+        self.options = options
+        files = QueueFiles(root: options.queueDir, names: options.names, sync: options.sync)
+        log = EngineLog(fd: options.logFD)
+        let queueName = String(options.queueDir.split(separator: "/").last ?? "queue")
+        do { controls = try EngineControls.load(from: options.control, queueName: queueName) } catch {
+            throw StartError(message: "alert: cannot start: unable to read controls: \(error)")
+        }
+        rewriter = AddressRewriter(controls: controls)
+        scheduler = Scheduler(config: Engine.schedulerConfig(controls))
+        let assign: AssignTable
+        do { assign = try AssignTable.load(qmailHome: options.qmailHome) } catch {
+            throw StartError(message: "alert: cannot start: \(options.qmailHome)/users/assign: \(error)")
+        }
+        local = LocalWorker(assign: assign, defaultDelivery: options.defaultDelivery)
+        remote = ExternalRemoteWorker(program: options.remoteProgram)
+        bounce = BounceWorker(settings: Engine.bounceSettings(controls, program: options.program, control: options.control))
+
+        // One exclusive lock per queue: a second engine refuses to start.
+        mutexFD = Glibc.open(options.queueDir + "/lock/sendmutex", O_RDWR | O_CLOEXEC)
+        if mutexFD == -1 {
+            throw StartError(message: "alert: cannot start: unable to open mutex \(options.queueDir)/lock/sendmutex: \(SystemError("open").reason)")
+        }
+        if qs_flock_exclusive_nb(mutexFD) == -1 {
+            throw StartError(message: "alert: cannot start: \(options.program) is already running on \(options.queueDir)")
+        }
+        do { store = try ScheduleStore(path: options.queueDir + "/lock/engine.lmdb") } catch {
+            throw StartError(message: "alert: cannot start: unable to open the schedule \(options.queueDir)/lock/engine.lmdb: \(error)")
+        }
+        let wake1 = try Spawn.pipe(), wake2 = try Spawn.pipe()
+        _ = fcntl(wake1.read, F_SETFL, O_NONBLOCK); _ = fcntl(wake1.write, F_SETFL, O_NONBLOCK)
+        _ = fcntl(wake2.read, F_SETFL, O_NONBLOCK); _ = fcntl(wake2.write, F_SETFL, O_NONBLOCK)
+        deliveries = WorkerPool(threads: controls.concurrencyLocal + controls.concurrencyRemote, wakeFD: wake1.read, wakeWrite: wake1.write)
+        chores = WorkerPool(threads: 4, wakeFD: wake2.read, wakeWrite: wake2.write)
+        do { watcher = try TodoWatcher(root: options.queueDir, names: options.names) } catch {
+            throw StartError(message: "alert: cannot start: \(error)")
+        }
+    }
+
+    static func schedulerConfig(_ c: EngineControls) -> SchedulerConfig {
+        SchedulerConfig(concurrencyLocal: c.concurrencyLocal, concurrencyRemote: c.concurrencyRemote,
+                        holdLocal: c.holdLocal, holdRemote: c.holdRemote,
+                        queueLifetime: Int64(c.queueLifetime), bounceLifetime: Int64(c.bounceLifetime))
+    }
+
+    static func bounceSettings(_ c: EngineControls, program: String, control: ControlDirectory) -> BounceSettings {
+        var b = BounceSettings()
+        b.program = program
+        b.bounceFrom = c.bounceFrom
+        b.bounceHost = c.bounceHost
+        b.doubleBounceHost = c.doubleBounceHost
+        b.doubleBounceTo = c.doubleBounceTo
+        b.maxBytes = c.bounceMaxBytes
+        b.subject = c.bounceSubject
+        b.doubleSubject = c.doubleBounceSubject
+        b.message = try? control.readRaw("bouncemessage")
+        b.doubleMessage = try? control.readRaw("doublebouncemessage")
+        return b
+    }
+
+    // MARK: the loop
+
+    /// Runs until TERM (daemon) or until nothing is due (one pass). Returns the exit code.
+    public func run() -> Int32 {
+        start()
+        while true {
+            if let code = turn() { return code }
+            wait(now: clock())
+        }
+    }
+
+    var started = false
+
+    /// Sets up signals, reads the schedule and the todo folder.
+    public func start() {
+        if started { return }
+        started = true
+        let sig = try! Spawn.pipe()
+        _ = fcntl(sig.read, F_SETFL, O_NONBLOCK); _ = fcntl(sig.write, F_SETFL, O_NONBLOCK)
+        signalRead = sig.read
+        var sigs: [Int32] = [SIGTERM, SIGALRM, SIGHUP, SIGINT]
+        qs_signals_to_pipe(sig.write, &sigs, Int32(sigs.count))
+        qs_ignore_sigpipe()
+
+        let now = clock()
+        do {
+            scheduler.restore(try store.loadAll())
+        } catch {
+            log.line("warning: unable to read the schedule: \(error); rebuilding it from the queue files")
+        }
+        for id in watcher.scan() { todoWanted.insert(id) }
+        nextTodoScan = now + Time(max(10, controls.todoInterval))
+        nextCleanup = now
+        logStatus()
+        log.flush()
+    }
+
+    /// One loop turn without waiting; returns the exit code when the engine is done.
+    public func turn() -> Int32? {
+            let now = clock()
+            handleSignals(now: now)
+            let (ids, overflow) = watcher.readEvents()
+            todoWanted.formUnion(ids)
+            if overflow || watcher.drainTrigger() || now >= nextTodoScan {
+                todoWanted.formUnion(watcher.scan())
+                nextTodoScan = now + Time(max(10, controls.todoInterval))
+            }
+            startTodo(now: now)
+            for event in chores.drain() + deliveries.drain() { handle(event, now: clock()) }
+            if !exiting { execute(scheduler.step(now: clock()), now: clock()) }
+            retryDone(now: now)
+            if !reconcileDone { reconcileStep(now: now) }
+            if now >= nextCleanup && !exiting {
+                for id in files.cleanupOssified(now: now, ossified: options.ossified) {
+                    log.line("info: removed ossified message \(id)")
+                }
+                nextCleanup = now + 76431
+            }
+            do { try store.commit() } catch {
+                log.line("alert: unable to write the schedule: \(error)")
+            }
+            log.flush()
+
+            if exiting && scheduler.isIdle && deliveries.pending == 0 && chores.pending == 0 {
+                persistRetryTimes()
+                log.line("status: exiting")
+                log.flush()
+                return 0
+            }
+            if !options.daemon && isQuiet(now: clock()) {
+                let waiting = scheduler.waitingCount(after: clock())
+                persistRetryTimes()
+                log.line("info: \(options.program): no pending deliveries; \(waiting) job\(waiting == 1 ? "" : "s") wait\(waiting == 1 ? "s" : "") for a later retry. quitting...")
+                log.flush()
+                return 0
+            }
+            return nil
+    }
+
+    /// Waits for mail, a report, a signal or the next due time (at most `limit` seconds).
+    public func waitForWork(limit: Time = 60) { wait(now: clock(), limit: limit) }
+
+    /// Asks the engine to finish (as TERM does).
+    public func requestExit() { exiting = true }
+
+    /// Nothing in flight, nothing due, nothing to preprocess or bounce.
+    func isQuiet(now: Time) -> Bool {
+        guard scheduler.isIdle, deliveries.pending == 0, chores.pending == 0, todoWanted.isEmpty,
+              todoInFlight.isEmpty, bounceInFlight.isEmpty, reconcileDone else { return false }
+        if let t = scheduler.nextWakeup(), t <= now { return false }
+        if let t = doneRetry.values.min(), t <= now { return false }
+        return true
+    }
+
+    func wait(now: Time, limit: Time = 60) {
+        var timeout: Time = limit
+        if let t = scheduler.nextWakeup() { timeout = min(timeout, max(0, t - now)) }
+        if let t = doneRetry.values.min() { timeout = min(timeout, max(0, t - now)) }
+        timeout = min(timeout, max(0, nextTodoScan - now))
+        if !todoWanted.subtracting(todoInFlight).isEmpty || !reconcileDone { timeout = 0 }
+        var fds = [pollfd(fd: signalRead, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: watcher.inotifyFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: watcher.triggerFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: deliveries.wakeFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: chores.wakeFD, events: Int16(POLLIN), revents: 0)]
+        let ms = Int32(min(timeout * 1000 + (timeout > 0 ? 5 : 0), 60_000))
+        _ = poll(&fds, nfds_t(fds.count), ms)
+    }
+
+    // MARK: signals
+
+    func handleSignals(now: Time) {
+        var buf = [UInt8](repeating: 0, count: 64)
+        while true {
+            let n = read(signalRead, &buf, buf.count)
+            if n <= 0 { break }
+            for s in buf[0..<n] {
+                switch Int32(s) {
+                case SIGTERM:
+                    if !exiting { log.line("status: got TERM; finishing deliveries in progress") }
+                    exiting = true
+                case SIGALRM:
+                    log.line("info: got ALRM; retrying every queued message now")
+                    execute(scheduler.retryAllNow(now: now), now: now)
+                    for k in doneRetry.keys { doneRetry[k] = now }
+                case SIGHUP:
+                    reload()
+                default: break
+                }
+            }
+        }
+    }
+
+    /// HUP: re-read the controls; concurrency, holds and routing apply at once.
+    func reload() {
+        let queueName = String(options.queueDir.split(separator: "/").last ?? "queue")
+        let new: EngineControls
+        do { new = try EngineControls.load(from: options.control, queueName: queueName) } catch {
+            log.line("alert: unable to reread controls: \(error)")
+            return
+        }
+        if new.holdLocal != controls.holdLocal { log.line(new.holdLocal ? "info: local deliveries temporarily held" : "info: local deliveries resumed") }
+        if new.holdRemote != controls.holdRemote { log.line(new.holdRemote ? "info: remote deliveries temporarily held" : "info: remote deliveries resumed") }
+        controls = new
+        rewriter = AddressRewriter(controls: new)
+        scheduler.reconfigure(Engine.schedulerConfig(new))
+        deliveries.ensure(threads: new.concurrencyLocal + new.concurrencyRemote)
+        bounce.settings = Engine.bounceSettings(new, program: options.program, control: options.control)
+        if let assign = try? AssignTable.load(qmailHome: options.qmailHome) { local.assign = assign }
+        else { log.line("alert: unable to reread \(options.qmailHome)/users/assign; keeping the old table") }
+        log.line("info: got HUP; controls reread")
+        logStatus()
+    }
+
+    // MARK: todo
+
+    func startTodo(now: Time) {
+        if exiting { return }
+        for id in todoWanted where !todoInFlight.contains(id) {
+            if let failed = todoFailedAt[id], now < failed + 60 { continue }
+            todoInFlight.insert(id)
+            let files = self.files
+            let rewriter = self.rewriter
+            chores.submit {
+                .preprocessed(id, Result { () throws(QueueFiles.TodoError) in
+                    try files.preprocess(id) { rcpt in
+                        switch rewriter.route(rcpt) {
+                        case .local(let a): return (true, a)
+                        case .remote(let a): return (false, a)
+                        }
+                    }
+                })
+            }
+        }
+    }
+
+    // MARK: events
+
+    func handle(_ event: EngineEvent, now: Time) {
+        switch event {
+        case let .preprocessed(id, result):
+            todoInFlight.remove(id)
+            switch result {
+            case .success(let p):
+                todoWanted.remove(id)
+                todoFailedAt[id] = nil
+                log.line("new msg \(id)")
+                log.line("info msg \(id): bytes \(p.size) from <\(EngineLog.safe(p.sender))> qp \(EngineLog.safe(p.qp)) uid \(EngineLog.safe(p.uid))")
+                var channels: [Channel: Time] = [:]
+                if p.hasLocal { channels[.local] = now }
+                if p.hasRemote { channels[.remote] = now }
+                for (c, t) in channels { store.set(JobKey(id, c), t) }
+                execute(scheduler.add(id, channels: channels), now: now)
+            case .failure(let e):
+                if !Sys.exists(files.path(.todo, id)) { todoWanted.remove(id); return }
+                todoFailedAt[id] = now
+                log.line("warning: trouble with todo/\(id): \(e); will try again later")
+            }
+        case let .delivered(number, report):
+            let (final, actions) = scheduler.finished(number, report, now: now)
+            let word = final.kind == .success ? "success" : final.kind == .failure ? "failure" : "deferral"
+            log.line("delivery \(number): \(word): \(EngineLog.safe(final.text))")
+            logStatus()
+            execute(actions, now: now)
+        case let .bounced(id, outcome):
+            bounceInFlight.remove(id)
+            switch outcome {
+            case .queued(let qp):
+                log.line("bounce msg \(id) qp \(qp)")
+                if (try? Sys.unlinkIfPresent(files.path(.bounce, id))) == nil {
+                    log.line("warning: unable to unlink bounce/\(id)")
+                    doneRetry[id] = now + 123
+                    return
+                }
+                finishMessage(id, now: now)
+            case .discarded(let line):
+                log.line(line)
+                _ = try? Sys.unlinkIfPresent(files.path(.bounce, id))
+                finishMessage(id, now: now)
+            case .none:
+                finishMessage(id, now: now)
+            case .failed(let why):
+                log.line("warning: \(EngineLog.safe(why).replacingUnderscoresOfSpaces())")
+                doneRetry[id] = now + 123
+            }
+        }
+    }
+
+    func execute(_ actions: [SchedulerAction], now: Time) {
+        var queue = actions[...]
+        while let a = queue.popFirst() {
+            switch a {
+            case .load(let key):
+                queue += scheduler.jobLoaded(key, load(key), now: now)
+            case .start(let d):
+                log.line("starting delivery \(d.number): msg \(d.key.id) to \(d.key.channel.name) \(EngineLog.safe(d.recipient.address))")
+                logStatus()
+                let mess = files.path(.mess, d.key.id)
+                if d.key.channel == .local {
+                    let worker = local
+                    deliveries.submit { .delivered(number: d.number, report: worker.deliver(d, messagePath: mess)) }
+                } else {
+                    let worker = remote
+                    deliveries.submit { .delivered(number: d.number, report: worker.deliver(d, messagePath: mess)) }
+                }
+            case let .markDone(key, offset):
+                do { try files.markDone(key.id, local: key.channel == .local, offset: offset) } catch {
+                    log.line("warning: trouble marking \(files.names.path(key.channel == .local ? .local : .remote, key.id)); message will be delivered twice!")
+                }
+            case let .addBounce(id, recipient, report):
+                let r = Array(rewriter.stripPrepend(String(decoding: recipient, as: UTF8.self)).utf8)
+                while true {
+                    do { try files.appendBounce(id, recipient: r, report: report); break } catch {
+                        log.line("alert: unable to append to bounce message; HELP! sleeping...")
+                        log.flush()
+                        sleep(10)
+                    }
+                }
+            case let .reschedule(key, at):
+                store.set(key, at)
+            case .channelDone(let key):
+                do { try files.removeChannel(key.id, local: key.channel == .local) } catch {
+                    log.line("warning: unable to unlink \(files.names.path(key.channel == .local ? .local : .remote, key.id)); will try again later")
+                }
+                store.remove(key)
+            case .messageDone(let id):
+                messageDone(id, now: now)
+            case .forget(let key):
+                store.remove(key)
+            }
+        }
+    }
+
+    /// Reads a job's info and channel file; nil when they are gone.
+    func load(_ key: JobKey) -> LoadedJob? {
+        do {
+            guard let info = try files.info(key.id),
+                  let records = try files.channelRecords(key.id, local: key.channel == .local) else { return nil }
+            let pending = records.filter { !$0.done }.map { LoadedJob.Recipient(offset: $0.offset, address: $0.address) }
+            return LoadedJob(key: key, birth: info.birth, sender: info.sender, qqeh: info.qqeh, envHeaders: info.envHeaders, recipients: pending)
+        } catch {
+            log.line("warning: trouble reading \(files.names.path(key.channel == .local ? .local : .remote, key.id)); will try again later")
+            store.set(key, clock() + 123)
+            execute(scheduler.add(key.id, channels: [key.channel: clock() + 123]), now: clock())
+            return nil
+        }
+    }
+
+    /// Both channels finished: inject the bounce if there is one, then remove.
+    func messageDone(_ id: UInt64, now: Time) {
+        if bounceInFlight.contains(id) { return }
+        if Sys.exists(files.path(.local, id)) || Sys.exists(files.path(.remote, id)) || Sys.exists(files.path(.todo, id)) {
+            return
+        }
+        if files.hasBounce(id) {
+            bounceInFlight.insert(id)
+            doneRetry[id] = nil
+            let worker = bounce, files = self.files
+            chores.submit { .bounced(id, worker.inject(id, files: files)) }
+            return
+        }
+        finishMessage(id, now: now)
+    }
+
+    func finishMessage(_ id: UInt64, now: Time) {
+        do {
+            try files.removeMessage(id)
+            doneRetry[id] = nil
+            log.line("end msg \(id)")
+        } catch {
+            log.line("warning: unable to remove message \(id): \(error); will try again later")
+            doneRetry[id] = now + 123
+        }
+    }
+
+    func retryDone(now: Time) {
+        for (id, t) in doneRetry where t <= now {
+            doneRetry[id] = nil
+            messageDone(id, now: now)
+        }
+    }
+
+    /// Start-up: messages in info/ that the schedule does not know (a crash
+    /// before the schedule was written, a queue from classic qmail) are added,
+    /// one split folder per loop turn so the first deliveries are not delayed.
+    func reconcileStep(now: Time) {
+        let folder = options.names.split
+        if reconcileNext >= folder { reconcileDone = true; return }
+        let dir = options.queueDir + "/info/\(reconcileNext)"
+        reconcileNext += 1
+        for name in (try? Sys.listDirectory(dir)) ?? [] {
+            guard let id = UInt64(name) else { continue }
+            if todoWanted.contains(id) || Sys.exists(files.path(.todo, id)) { continue }
+            var channels: [Channel: Time] = [:]
+            var any = false
+            for c in Channel.allCases {
+                let p = files.channelPath(id, local: c == .local)
+                guard let st = try? Sys.stat(p) else { continue }
+                any = true
+                if scheduler.knows(JobKey(id, c)) { continue }
+                // classic qmail-send stores the next retry in the file's mtime.
+                let t = min(Time(st.st_mtim.tv_sec), now + 86400 * 7)
+                channels[c] = max(t, 0)
+            }
+            if !any && !scheduler.knowsMessage(id) {
+                messageDone(id, now: now)
+                continue
+            }
+            for (c, t) in channels { store.set(JobKey(id, c), t) }
+            if !channels.isEmpty { execute(scheduler.add(id, channels: channels), now: now) }
+        }
+        if reconcileNext >= folder { reconcileDone = true }
+    }
+
+    /// Writes each queued job's next attempt into its channel file's mtime, as
+    /// classic qmail-send does at exit, so classic qmail can take the queue over.
+    func persistRetryTimes() {
+        for (key, t) in scheduler.queuedJobs {
+            var times = [timespec(tv_sec: Int(t), tv_nsec: 0), timespec(tv_sec: Int(t), tv_nsec: 0)]
+            _ = Glibc.utimensat(AT_FDCWD, files.channelPath(key.id, local: key.channel == .local), &times, 0)
+        }
+        try? store.commit()
+    }
+
+    func logStatus() {
+        let c = scheduler.config
+        log.line("status: local \(scheduler.inFlight[0])/\(c.concurrency[0]) remote \(scheduler.inFlight[1])/\(c.concurrency[1])")
+    }
+}
+
+extension String {
+    func replacingUnderscoresOfSpaces() -> String { String(map { $0 == "_" ? " " : $0 }) }
+}

@@ -1,0 +1,21 @@
+import Scheduler
+import QueueStore
+
+/// What a worker thread hands back to the engine's loop.
+public enum EngineEvent: Sendable {
+    case preprocessed(UInt64, Result<QueueFiles.Preprocessed, QueueFiles.TodoError>)
+    case delivered(number: Int, report: DeliveryReport)
+    case bounced(UInt64, BounceOutcome)
+}
+
+/// How injecting one bounce went.
+public enum BounceOutcome: Sendable {
+    /// Queued with this qp; the bounce file can go.
+    case queued(qp: Int32)
+    /// Nothing to send (triple bounce, blank doublebounceto): log line, then drop the file.
+    case discarded(String)
+    /// No bounce file: nothing was due.
+    case none
+    /// Failed; retry later. The warning to log.
+    case failed(String)
+}

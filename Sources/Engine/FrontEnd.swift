@@ -1,0 +1,108 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SystemIO
+import QueueFormat
+import QueueStore
+import ControlFiles
+
+/// The command lines of the engine's front ends. `qmail-send` and `qmta-send`
+/// are the same engine with different defaults.
+public enum FrontEnd {
+    public enum Kind { case qmailSend, qmtaSend }
+
+    public static func help(_ kind: Kind) -> String {
+        switch kind {
+        case .qmailSend:
+            return """
+            usage: qmail-send [defaultdelivery]
+
+            Delivers the mail in the queue: notices new messages (inotify on todo/, or
+            the lock/trigger FIFO), preprocesses them, delivers local recipients
+            (Maildir, mbox, programs, forwards, as qmail-local does) and remote ones
+            (through qmail-remote), retries deferrals on qmail's schedule, bounces
+            permanent failures, and logs qmail-send's activity record on standard output.
+            Runs until TERM, which lets deliveries in progress finish (exit 0).
+            defaultdelivery: delivery instructions when a user has no .qmail file
+            (default ./Mailbox).
+
+            signals: TERM finish and exit; ALRM retry everything now; HUP reread controls
+            environment: QMAILHOME (/var/qmail), QUEUEDIR ($QMAILHOME/queue), CONTROLDIR
+              ($QMAILHOME/control), CONFSPLIT (23), BIGTODO (0), USE_FSYNC, USE_FDATASYNC,
+              QMAILREMOTE (remote delivery program), QMAILQUEUE, BOUNCEQUEUE, OSSIFIED (129600)
+            control files: me, locals, virtualdomains, percenthack, envnoathost,
+              concurrencylocal, concurrencyremote, concurrencyl.<queue>, concurrencyr.<queue>,
+              holdlocal, holdremote, queuelifetime, bouncelifetime, bouncefrom, bouncehost,
+              doublebouncehost, doublebounceto, bouncemaxbytes, bouncesubject,
+              doublebouncesubject, bouncemessage, doublebouncemessage, todointerval
+            exit codes: 0 stopped by TERM; 111 cannot start (controls, queue, already running)
+
+            """
+        case .qmtaSend:
+            return """
+            usage: qmta-send [-d] [-s split] [-b] [defaultdelivery]
+
+            A standalone delivery engine for small hosts: without -d it delivers
+            everything that is due in the queue, then exits 0 when what is left only
+            waits for a later retry (saying how many); with -d it runs until TERM.
+            defaultdelivery: delivery instructions when a user has no .qmail file
+            (default ./Maildir/).
+
+            options:
+              -d         daemon: keep running, notice new mail with inotify
+              -s split   queue split (default $CONFSPLIT or 23)
+              -b         todo/ and intd/ are split too (BIGTODO)
+
+            signals, environment and control files: as qmail-send(8); the default queue
+            is $QMAILHOME/queue/qmta.
+            exit codes: 0 done (or stopped by TERM); 100 usage; 111 cannot start
+
+            """
+        }
+    }
+
+    public static func main(_ kind: Kind) -> Int32 {
+        let program = kind == .qmailSend ? "qmail-send" : "qmta-send"
+        var args = Array(CommandLine.arguments.dropFirst())
+        var names = QueueEnvironment.names()
+        var daemon = kind == .qmailSend
+        var delivery = kind == .qmailSend ? "./Mailbox" : "./Maildir/"
+        while let a = args.first {
+            if a == "--help" || a == "-h" { printOut(help(kind)); return 0 }
+            guard kind == .qmtaSend, a.hasPrefix("-"), a.count > 1 else { break }
+            args.removeFirst()
+            switch a {
+            case "-d": daemon = true
+            case "-b": names.bigTodo = true
+            case "-s":
+                guard let v = args.first.flatMap({ Int($0) }), v > 0 else {
+                    printError("\(program): usage: -s needs a positive number"); return 100
+                }
+                args.removeFirst()
+                names.split = v
+            case "--": break
+            default:
+                printError("\(program): usage: unknown option \(a)")
+                printError("usage: qmta-send [-d] [-s split] [-b] [defaultdelivery]")
+                return 100
+            }
+        }
+        if let d = args.first { delivery = d; args.removeFirst() }
+        let home = Paths.qmailHome
+        var queue = Paths.queueDir
+        if kind == .qmtaSend, Sys.environment("QUEUEDIR").map({ $0.isEmpty }) ?? true { queue = home + "/queue/qmta" }
+        let remote = Sys.environment("QMAILREMOTE").flatMap { $0.isEmpty ? nil : $0 } ?? Paths.program("qmail-remote")
+        var ossified: Int64 = 129600
+        if let o = Sys.environment("OSSIFIED"), let v = Int64(o), v > 0 { ossified = v }
+        let options = EngineOptions(program: program, queueDir: queue, names: names, sync: SyncPolicy.fromEnvironment(),
+                                    control: ControlDirectory.fromEnvironment(), qmailHome: home,
+                                    defaultDelivery: delivery, daemon: daemon, remoteProgram: remote, ossified: ossified)
+        let engine: Engine
+        do { engine = try Engine(options: options) } catch {
+            printOut("\(error)\n")
+            printError("\(program): \(error)")
+            return 111
+        }
+        return engine.run()
+    }
+}

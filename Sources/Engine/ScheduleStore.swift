@@ -1,0 +1,77 @@
+import LMDB
+import Scheduler
+
+/// The durable schedule: each queued (message, channel) and its next attempt
+/// time, in LMDB beside the queue, so a restart with a huge queue does not
+/// stat every file. The queue files stay the truth.
+public final class ScheduleStore: @unchecked Sendable {
+    let env: LMDBEnvironment
+    let db: LMDBDatabase
+    var pending: [JobKey: Time?] = [:]
+
+    public init(path: String) throws {
+        var o = LMDBEnvironment.Options()
+        o.noSubdirectory = true
+        o.mapSize = 4 << 30
+        env = try LMDBEnvironment(path: path, options: o)
+        db = try env.database("schedule")
+    }
+
+    static func key(_ k: JobKey) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 9)
+        var id = k.id.bigEndian
+        withUnsafeBytes(of: &id) { for i in 0..<8 { out[i] = $0[i] } }
+        out[8] = UInt8(k.channel.rawValue)
+        return out
+    }
+
+    static func decodeKey(_ b: [UInt8]) -> JobKey? {
+        guard b.count == 9, let c = Channel(rawValue: Int(b[8])) else { return nil }
+        var id: UInt64 = 0
+        for i in 0..<8 { id = id << 8 | UInt64(b[i]) }
+        return JobKey(id, c)
+    }
+
+    static func value(_ t: Time) -> [UInt8] {
+        var v = UInt64(bitPattern: t).bigEndian
+        return withUnsafeBytes(of: &v) { Array($0) }
+    }
+
+    static func decodeValue(_ b: [UInt8]) -> Time? {
+        guard b.count == 8 else { return nil }
+        var v: UInt64 = 0
+        for i in 0..<8 { v = v << 8 | UInt64(b[i]) }
+        return Time(bitPattern: v)
+    }
+
+    /// Every stored job.
+    public func loadAll() throws -> [(JobKey, Time)] {
+        var out: [(JobKey, Time)] = []
+        try env.read { txn in
+            try txn.forEach(db) { k, v in
+                if let key = ScheduleStore.decodeKey(k), let t = ScheduleStore.decodeValue(v) { out.append((key, t)) }
+                return true
+            }
+        }
+        return out
+    }
+
+    public func set(_ key: JobKey, _ time: Time) { pending[key] = .some(time) }
+    public func remove(_ key: JobKey) { pending[key] = .some(nil) }
+    public var hasPending: Bool { !pending.isEmpty }
+
+    /// Writes the changes of one scheduler step in one transaction.
+    public func commit() throws {
+        if pending.isEmpty { return }
+        let changes = pending
+        pending.removeAll(keepingCapacity: true)
+        try env.write { txn in
+            for (k, t) in changes {
+                if let t { try txn.put(db, ScheduleStore.key(k), ScheduleStore.value(t)) }
+                else { try txn.delete(db, ScheduleStore.key(k)) }
+            }
+        }
+    }
+
+    public func count() throws -> Int { try env.count(db) }
+}

@@ -1,0 +1,93 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CShims
+import SystemIO
+
+/// A fixed set of threads running blocking jobs (deliveries, todo
+/// processing). Results come back through `drain()`; `wakeFD` becomes
+/// readable when there is something to drain, so the engine can poll it.
+public final class WorkerPool: @unchecked Sendable {
+    public typealias Result = EngineEvent
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var jobs: [() -> Result] = []
+    private var jobHead = 0
+    private var results: [Result] = []
+    private var stopping = false
+    private var threads: [pthread_t] = []
+    public let wakeFD: Int32
+    private let wakeWrite: Int32
+    public private(set) var busy = 0
+
+    public init(threads count: Int, wakeFD: Int32, wakeWrite: Int32) {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&cond, nil)
+        self.wakeFD = wakeFD
+        self.wakeWrite = wakeWrite
+        for _ in 0..<max(1, count) { startThread() }
+    }
+
+    private func startThread() {
+        var tid = pthread_t()
+        let box = Unmanaged.passRetained(self)
+        pthread_create(&tid, nil, { arg in
+            let pool = Unmanaged<WorkerPool>.fromOpaque(arg!).takeRetainedValue()
+            pool.work()
+            return nil
+        }, box.toOpaque())
+        threads.append(tid)
+    }
+
+    /// Grows the pool (concurrency raised by HUP); threads never shrink.
+    public func ensure(threads count: Int) {
+        pthread_mutex_lock(&mutex)
+        let missing = count - threads.count
+        pthread_mutex_unlock(&mutex)
+        if missing > 0 { for _ in 0..<missing { startThread() } }
+    }
+
+    public func submit(_ job: @escaping () -> Result) {
+        pthread_mutex_lock(&mutex)
+        jobs.append(job)
+        busy += 1
+        pthread_cond_signal(&cond)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    private func work() {
+        while true {
+            pthread_mutex_lock(&mutex)
+            while jobHead >= jobs.count && !stopping { pthread_cond_wait(&cond, &mutex) }
+            if jobHead >= jobs.count && stopping { pthread_mutex_unlock(&mutex); return }
+            let job = jobs[jobHead]
+            jobHead += 1
+            if jobHead > 1024 && jobHead * 2 > jobs.count { jobs.removeFirst(jobHead); jobHead = 0 }
+            pthread_mutex_unlock(&mutex)
+            let r = job()
+            pthread_mutex_lock(&mutex)
+            results.append(r)
+            busy -= 1
+            pthread_mutex_unlock(&mutex)
+            var one: UInt8 = 1
+            _ = write(wakeWrite, &one, 1)
+        }
+    }
+
+    /// Results finished so far.
+    public func drain() -> [Result] {
+        var sink = [UInt8](repeating: 0, count: 256)
+        while read(wakeFD, &sink, sink.count) > 0 {}
+        pthread_mutex_lock(&mutex)
+        let r = results
+        results.removeAll(keepingCapacity: true)
+        pthread_mutex_unlock(&mutex)
+        return r
+    }
+
+    public var pending: Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return busy
+    }
+}

@@ -1,0 +1,249 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CShims
+import QueueFormat
+import SystemIO
+
+/// The engine's operations on an on-disk queue, one function per qmail state
+/// transition. Paths are absolute so worker threads can share it.
+public struct QueueFiles: Sendable {
+    public let root: String
+    public let names: QueueNames
+    public let sync: SyncPolicy
+
+    public init(root: String, names: QueueNames, sync: SyncPolicy) {
+        self.root = root
+        self.names = names
+        self.sync = sync
+    }
+
+    public func path(_ folder: QueueNames.Folder, _ id: UInt64) -> String {
+        root + "/" + names.path(folder, id)
+    }
+
+    // MARK: todo processing (S4 → S5)
+
+    /// What preprocessing one message produced, for the log and the scheduler.
+    public struct Preprocessed: Sendable {
+        public var id: UInt64
+        public var size: Int
+        public var sender: [UInt8]
+        public var qp: [UInt8]
+        public var uid: [UInt8]
+        public var hasLocal: Bool
+        public var hasRemote: Bool
+        /// The info file's mtime: the message's birth.
+        public var birth: Int64
+    }
+
+    public enum TodoError: Error, CustomStringConvertible {
+        case io(SystemError)
+        case unknownRecord(String)
+        case messMissing(String)
+        public var description: String {
+            switch self {
+            case .io(let e): return "\(e)"
+            case .unknownRecord(let fn): return "unknown record type in \(fn)!"
+            case .messMissing(let fn): return "unable to stat \(fn)"
+            }
+        }
+    }
+
+    /// qmail-send's `todo_do`: writes info/, local/ and remote/ from todo/<id>
+    /// (after wiping any partial output of an earlier crash), fsyncs them, then
+    /// removes intd and todo. A crash at any point leaves todo in place and the
+    /// whole step is redone.
+    public func preprocess(_ id: UInt64, route: (String) -> (local: Bool, address: String)) throws(TodoError) -> Preprocessed {
+        let todoPath = path(.todo, id)
+        let todo: [UInt8]
+        do {
+            guard let t = try Sys.readFile(todoPath) else { throw TodoError.io(SystemError("open", path: todoPath, errno: ENOENT)) }
+            todo = t
+        } catch let e as TodoError { throw e } catch { throw .io(error.systemError) }
+        let messPath = path(.mess, id)
+        guard let mst = try? Sys.stat(messPath) else { throw .messMissing(names.path(.mess, id)) }
+        let infoPath = path(.info, id), localPath = path(.local, id), remotePath = path(.remote, id)
+        do {
+            try Sys.unlinkIfPresent(localPath)
+            try Sys.unlinkIfPresent(remotePath)
+            try Sys.unlinkIfPresent(infoPath)
+        } catch { throw .io(error.systemError) }
+
+        var info: [UInt8] = []
+        var local: [UInt8] = []
+        var remote: [UInt8] = []
+        var result = Preprocessed(id: id, size: Int(mst.st_size), sender: [], qp: [], uid: [], hasLocal: false, hasRemote: false, birth: 0)
+        var i = 0
+        while i < todo.count {
+            var j = i
+            while j < todo.count && todo[j] != 0 { j += 1 }
+            if j == todo.count { break }   // a final record without NUL is ignored, as getln does
+            let text = todo[(i + 1)..<j]
+            switch todo[i] {
+            case UInt8(ascii: "u"): result.uid = Array(text)
+            case UInt8(ascii: "p"): result.qp = Array(text)
+            case UInt8(ascii: "F"):
+                result.sender = Array(text)
+                info += todo[i...j]
+            case UInt8(ascii: "e"), UInt8(ascii: "h"):
+                info += todo[i...j]
+            case UInt8(ascii: "T"):
+                let r = route(String(decoding: text, as: UTF8.self))
+                if r.local { local.append(UInt8(ascii: "T")); local += Array(r.address.utf8); local.append(0) }
+                else { remote.append(UInt8(ascii: "T")); remote += Array(r.address.utf8); remote.append(0) }
+            default:
+                throw .unknownRecord(names.path(.todo, id))
+            }
+            i = j + 1
+        }
+        do {
+            try writeNew(infoPath, info)
+            if !local.isEmpty { try writeNew(localPath, local); result.hasLocal = true }
+            if !remote.isEmpty { try writeNew(remotePath, remote); result.hasRemote = true }
+            result.birth = Int64(try Sys.stat(infoPath)?.st_mtim.tv_sec ?? Int(time(nil)))
+            // qmail-clean's `todo/<id>`: intd first, then todo.
+            try Sys.unlinkIfPresent(path(.intd, id))
+            try Sys.unlinkIfPresent(todoPath)
+        } catch { throw .io(error.systemError) }
+        return result
+    }
+
+    func writeNew(_ p: String, _ bytes: [UInt8]) throws {
+        let fd = try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+        defer { Sys.close(fd) }
+        try Sys.write(fd, bytes, path: p)
+        try sync.sync(fd, path: p)
+    }
+
+    // MARK: delivery (S5)
+
+    public struct MessageInfo: Sendable {
+        public var sender: [UInt8]
+        public var qqeh: [UInt8]
+        public var envHeaders: [UInt8]
+        public var birth: Int64
+    }
+
+    /// The info file: sender, QQEH, envheaders, birth (mtime). Nil when missing.
+    public func info(_ id: UInt64) throws -> MessageInfo? {
+        let p = path(.info, id)
+        let fd = open(p, O_RDONLY | O_CLOEXEC)
+        if fd == -1 {
+            if qs_errno() == ENOENT { return nil }
+            throw SystemError("open", path: p)
+        }
+        defer { close(fd) }
+        let st = try Sys.fstat(fd, path: p)
+        let bytes = try Sys.readAll(fd, path: p)
+        var m = MessageInfo(sender: [], qqeh: [], envHeaders: [], birth: Int64(st.st_mtim.tv_sec))
+        var i = 0
+        while i < bytes.count {
+            var j = i
+            while j < bytes.count && bytes[j] != 0 { j += 1 }
+            let text = Array(bytes[min(i + 1, j)..<j])
+            switch bytes[i] {
+            case UInt8(ascii: "F"): m.sender = text
+            case UInt8(ascii: "e"): m.qqeh = text
+            case UInt8(ascii: "h"): m.envHeaders = text
+            default: break
+            }
+            i = j + 1
+        }
+        return m
+    }
+
+    public func channelPath(_ id: UInt64, local: Bool) -> String { path(local ? .local : .remote, id) }
+
+    /// The channel file's records, or nil when it is gone.
+    public func channelRecords(_ id: UInt64, local: Bool) throws -> [RecipientRecord]? {
+        guard let bytes = try Sys.readFile(channelPath(id, local: local)) else { return nil }
+        return try RecipientRecord.parseChannelFile(bytes)
+    }
+
+    /// `markdone`: overwrite the record's `T` with `D`, in place.
+    public func markDone(_ id: UInt64, local: Bool, offset: Int) throws {
+        let p = channelPath(id, local: local)
+        let fd = try Sys.open(p, O_WRONLY)
+        defer { Sys.close(fd) }
+        var d = UInt8(ascii: "D")
+        let n = pwrite(fd, &d, 1, off_t(offset))
+        if n != 1 { throw SystemError("write", path: p) }
+    }
+
+    /// Appends one permanent failure to bounce/<id> (engine.md §1.7).
+    public func appendBounce(_ id: UInt64, recipient: [UInt8], report: [UInt8]) throws {
+        let record = QueueFiles.bounceRecord(recipient: recipient, report: report)
+        let p = path(.bounce, id)
+        let fd = try Sys.open(p, O_WRONLY | O_APPEND | O_CREAT, mode: 0o600)
+        defer { Sys.close(fd) }
+        try Sys.write(fd, record, path: p)
+        try sync.sync(fd, path: p)
+    }
+
+    /// `"<" R ">:\n" report ["\n"]`, blank lines inside folded to `/`, then one blank line.
+    public static func bounceRecord(recipient: [UInt8], report: [UInt8]) -> [UInt8] {
+        var t: [UInt8] = [UInt8(ascii: "<")]
+        t += recipient.map { $0 == 10 ? UInt8(ascii: "_") : $0 }
+        t += Array(">:\n".utf8)
+        t += report
+        if !report.isEmpty && report.last != 10 { t.append(10) }
+        if t.count >= 2 {
+            var pos = t.count - 2
+            while pos > 0 {
+                if t[pos] == 10 && t[pos - 1] == 10 { t[pos] = UInt8(ascii: "/") }
+                pos -= 1
+            }
+        }
+        t.append(10)
+        return t
+    }
+
+    public func removeChannel(_ id: UInt64, local: Bool) throws {
+        try Sys.unlinkIfPresent(channelPath(id, local: local))
+    }
+
+    /// The last step of a message: info, then intd, then mess (S5 → S1).
+    public func removeMessage(_ id: UInt64) throws {
+        try Sys.unlinkIfPresent(path(.info, id))
+        try Sys.unlinkIfPresent(path(.intd, id))
+        try Sys.unlinkIfPresent(path(.mess, id))
+    }
+
+    public func hasBounce(_ id: UInt64) -> Bool { Sys.exists(path(.bounce, id)) }
+
+    // MARK: scanning and cleanup
+
+    /// Ids of files in a split or flat folder.
+    public func ids(in folder: QueueNames.Folder) -> [UInt64] {
+        var out: [UInt64] = []
+        let base = root + "/" + folder.rawValue
+        if names.isSplit(folder) {
+            for i in 0..<names.split {
+                for n in (try? Sys.listDirectory(base + "/\(i)")) ?? [] { if let id = UInt64(n) { out.append(id) } }
+            }
+        } else {
+            for n in (try? Sys.listDirectory(base)) ?? [] { if let id = UInt64(n) { out.append(id) } }
+        }
+        return out
+    }
+
+    /// Removes S2/S3 leftovers of dead qmail-queue runs: mess files older than
+    /// `ossified` seconds (by atime) with neither info nor todo; and stale pid files.
+    public func cleanupOssified(now: Int64, ossified: Int64 = 129600) -> [UInt64] {
+        var removed: [UInt64] = []
+        for id in ids(in: .mess) {
+            guard let st = try? Sys.stat(path(.mess, id)) else { continue }
+            if now <= Int64(st.st_atim.tv_sec) + ossified { continue }
+            if Sys.exists(path(.info, id)) || Sys.exists(path(.todo, id)) { continue }
+            _ = try? Sys.unlinkIfPresent(path(.intd, id))
+            _ = try? Sys.unlinkIfPresent(path(.mess, id))
+            removed.append(id)
+        }
+        for n in (try? Sys.listDirectory(root + "/pid")) ?? [] {
+            let p = root + "/pid/" + n
+            if let st = try? Sys.stat(p), now > Int64(st.st_atim.tv_sec) + ossified { _ = try? Sys.unlinkIfPresent(p) }
+        }
+        return removed
+    }
+}
