@@ -67,7 +67,11 @@ def mount_of(path):
         mp = lf[4].replace("\\040", " ")
         inside = path == mp or path.startswith(mp.rstrip("/") + "/") or mp == "/"
         if inside and (best is None or len(mp) >= len(best[0])):
-            best = (mp, rf[0], rf[1], lf[5] + ("," + rf[2] if len(rf) > 2 else ""))
+            opts = []
+            for o in (lf[5] + ("," + rf[2] if len(rf) > 2 else "")).split(","):
+                if o not in opts:
+                    opts.append(o)
+            best = (mp, rf[0], rf[1], ",".join(opts))
     return best or ("?", "?", "?", "?")
 
 
@@ -117,18 +121,60 @@ def machine_info(bench_dir):
         "fs_source": source,
         "fs_options": opts,
         "block_device": write_cache(source),
+        "ext4_journal": ext4_journal(source) if fstype == "ext4" else "-",
         "loadavg_at_start": read_text("/proc/loadavg").split()[:3],
         "python": sys.version.split()[0],
     }
 
 
+CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
 def cpu_jiffies():
-    """(busy, total) jiffies of the whole machine from /proc/stat."""
-    f = read_text("/proc/stat").splitlines()[0].split()[1:]
-    v = [int(x) for x in f]
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    total = sum(v[:8])
-    return total - idle, total
+    """Jiffies of the whole machine by state, from the first line of /proc/stat."""
+    f = read_text("/proc/stat").splitlines()[0].split()[1:1 + len(CPU_FIELDS)]
+    return [int(x) for x in f] + [0] * (len(CPU_FIELDS) - len(f))
+
+
+def cpu_breakdown(j0, j1):
+    """Percent of the machine's CPU time per state between two cpu_jiffies()."""
+    d = [b - a for a, b in zip(j0, j1)]
+    total = max(sum(d), 1)
+    return {k: round(100.0 * v / total, 1) for k, v in zip(CPU_FIELDS, d)}
+
+
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def set_topdir(path):
+    """Marks `path` as a top of a directory hierarchy (chattr +T) so that ext2/3/4
+    spread its sub-folders over block groups like top-level folders. Each
+    measurement then allocates inodes in a group of its own. Best effort."""
+    import array
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        a = array.array("l", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, a)
+        a[0] |= FS_TOPDIR_FL
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, a)
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, a)
+        return bool(a[0] & FS_TOPDIR_FL)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def ext4_journal(source):
+    """'yes', 'no' or '?' for an ext4 file system on `source`."""
+    t = read_text(f"/sys/fs/ext4/{os.path.basename(source)}/journal_task").strip()
+    if not t:
+        return "?"
+    return "no" if t == "<none>" else "yes"
 
 
 # ----------------------------------------------------------------------------
@@ -351,7 +397,7 @@ def run_phase(name, base_ctx, args, tmp):
     if args.count:
         quota = -(-args.count // args.parallel)
     seconds = args.seconds if not args.count else args.max_seconds
-    busy0, total0 = cpu_jiffies()
+    jif0 = cpu_jiffies()
     try:
         for wid in range(args.parallel):
             ctx = dict(base_ctx, wid=wid, phase=name, tmp=tmp, seconds=seconds, quota=quota)
@@ -377,7 +423,7 @@ def run_phase(name, base_ctx, args, tmp):
         if left:
             print(f"  {name}: {len(left)} worker(s) overran the hard limit, killed", file=sys.stderr)
             kill_workers(list(left))
-        busy1, total1 = cpu_jiffies()
+        jif1 = cpu_jiffies()
         for wid in range(args.parallel):
             rpath = f"{tmp}/result.{name}.{wid}"
             try:
@@ -412,7 +458,8 @@ def run_phase(name, base_ctx, args, tmp):
             pass
     cpu_prog = sum(r["cpu_children"] for r in results)
     cpu_driver = sum(r["cpu_self"] for r in results)
-    dt = max(total1 - total0, 1)
+    ncpu = len(os.sched_getaffinity(0))
+    cpu = cpu_breakdown(jif0, jif1)
     return {
         "phase": name, "ops": ops, "errors": errors, "first_error": first_error,
         "stderr": stderr_text[-2000:], "seconds": round(elapsed, 3),
@@ -421,7 +468,9 @@ def run_phase(name, base_ctx, args, tmp):
         "p99_ms": percentile(lat, 99) / 1e6, "max_ms": (lat[-1] / 1e6) if lat else float("nan"),
         "cpu_prog_ms_per_op": 1000.0 * cpu_prog / ops if ops else float("nan"),
         "cpu_driver_ms_per_op": 1000.0 * cpu_driver / ops if ops else float("nan"),
-        "machine_cpu_busy_pct": 100.0 * (busy1 - busy0) / dt,
+        "machine_cpu_busy_pct": round(100.0 - cpu["idle"] - cpu["iowait"], 1),
+        "our_cpu_pct": 100.0 * (cpu_prog + cpu_driver) / (elapsed * ncpu),
+        "machine_cpu": cpu,
     }
 
 
@@ -491,7 +540,7 @@ def summarize(rounds, phases):
     for ph in phases:
         s[ph] = {k: med(rounds, ph, k) for k in
                  ("rate", "p50_ms", "p90_ms", "p99_ms", "max_ms", "cpu_prog_ms_per_op",
-                  "cpu_driver_ms_per_op", "machine_cpu_busy_pct")}
+                  "cpu_driver_ms_per_op", "machine_cpu_busy_pct", "our_cpu_pct")}
         s[ph]["per_round_rate"] = [round(r[ph]["rate"], 1) for r in rounds if ph in r]
         s[ph]["errors"] = sum(r[ph]["errors"] for r in rounds if ph in r)
     inj, pat, raw = s["inject"]["rate"], s["pattern"]["rate"], s["raw"]["rate"]
@@ -508,28 +557,63 @@ def fmt(v, nd=1):
     return f"{v:,.{nd}f}"
 
 
+def fs_line(info):
+    j = {"no": ", no journal", "yes": ", journal"}.get(info.get("ext4_journal"), "")
+    return (f"{info['fs_type']}{j} on {info['fs_source']} mounted at {info['fs_mount']} "
+            f"({info['fs_options']}); statfs type {info['fs_statfs_type']}; {info['block_device']}")
+
+
+def cpu_of(ph, m):
+    """(program CPU ms/op, driver CPU ms/op) for a phase; the raw and pattern
+    loops have no program: their work is in the driver."""
+    if ph in ("raw", "pattern"):
+        return float("nan"), m["cpu_driver_ms_per_op"]
+    return m["cpu_prog_ms_per_op"], m["cpu_driver_ms_per_op"]
+
+
+def ceiling_note(info, summary):
+    """CPU-only ceiling of the injection: nproc / CPU time per injection."""
+    m = summary["inject"]
+    per = m["cpu_prog_ms_per_op"] + m["cpu_driver_ms_per_op"]
+    try:
+        n = int(info["nproc"])
+    except ValueError:
+        return ""
+    if per != per or per <= 0:
+        return ""
+    return (f"CPU time per injection: {per:.2f} ms (qmail-queue {m['cpu_prog_ms_per_op']:.2f} + driver "
+            f"{m['cpu_driver_ms_per_op']:.2f}); {n} CPUs alone allow at most {1000.0 * n / per:,.0f} injections/s, "
+            f"before any kernel I/O work.")
+
+
 def text_report(info, summary, phases, args, problems):
     out = []
     out.append(f"command:  {info['command']}")
-    out.append(f"machine:  {info['nproc']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB, {info['kernel']}")
-    out.append(f"bench fs: {info['bench_dir']} on {info['fs_mount']} ({info['fs_type']}, statfs {info['fs_statfs_type']}, "
-               f"{info['fs_source']}, {info['block_device']})")
+    out.append(f"machine:  nproc {info['nproc']}, {info['cpu_model']}, {info['memory_gib']} GiB, {info['kernel']}")
+    out.append(f"bench fs: {info['bench_dir']}: {fs_line(info)}")
     out.append(f"settings: parallel={args.parallel} "
                + (f"count={args.count}" if args.count else f"seconds={args.seconds}")
                + f" size={args.size} rounds={args.rounds}; medians over rounds")
     out.append("")
-    hdr = f"{'measurement':48} {'ops/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'CPU ms/op':>9}  per round ops/s"
+    hdr = (f"{'measurement':46} {'ops/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'prog CPU':>8} "
+           f"{'drv CPU':>7} {'busy%':>5}  per round ops/s")
     out.append(hdr)
     out.append("-" * len(hdr))
     for ph in phases:
         m = summary[ph]
-        cpu = m["cpu_prog_ms_per_op"] if ph not in ("raw", "pattern") else m["cpu_driver_ms_per_op"]
-        out.append(f"{LABELS[ph]:48} {fmt(m['rate']):>9} {fmt(m['p50_ms'], 2):>8} {fmt(m['p90_ms'], 2):>8} "
-                   f"{fmt(m['p99_ms'], 2):>8} {fmt(cpu, 2):>9}  {m['per_round_rate']}")
+        prog, drv = cpu_of(ph, m)
+        out.append(f"{LABELS[ph]:46} {fmt(m['rate']):>9} {fmt(m['p50_ms'], 2):>7} {fmt(m['p90_ms'], 2):>7} "
+                   f"{fmt(m['p99_ms'], 2):>7} {fmt(prog, 2):>8} {fmt(drv, 2):>7} {fmt(m['machine_cpu_busy_pct'], 0):>5}  "
+                   f"{m['per_round_rate']}")
+    out.append("(prog/drv CPU: ms of CPU per operation in the spawned program / in the Python worker; "
+               "busy%: whole machine, not idle and not iowait)")
     out.append("")
     out.append(f"qmail-queue injections/s = {fmt(summary['inject_pct_of_pattern'])}% of the fsync-bound rate (b) "
                f"(target >= 80%; per round {summary['per_round_pct_of_pattern']}), "
                f"{fmt(summary['inject_pct_of_raw'])}% of raw fsync (a)")
+    note = ceiling_note(info, summary)
+    if note:
+        out.append(note)
     for ph in phases:
         if summary[ph]["errors"]:
             out.append(f"ERRORS in {ph}: {summary[ph]['errors']}")
@@ -553,29 +637,37 @@ def markdown_report(info, summary, phases, args, problems):
     o.append(f"| memory | {info['memory_gib']} GiB |")
     o.append(f"| kernel | {info['kernel']} |")
     o.append(f"| bench folder | `{info['bench_dir']}` |")
-    o.append(f"| file system | {info['fs_type']} on `{info['fs_source']}` mounted at `{info['fs_mount']}` "
-             f"(`{info['fs_options']}`); {info['block_device']} |")
+    o.append(f"| file system | {fs_line(info)} |")
+    o.append(f"| load average at start | {' '.join(info['loadavg_at_start'])} |")
     o.append(f"| settings | {args.parallel} parallel workers, "
-             + (f"{args.count} operations" if args.count else f"{args.seconds} s")
+             + (f"{args.count} operations" if args.count else f"{args.seconds:g} s")
              + f" per measurement, {args.size}-byte message, {args.rounds} rounds (medians) |")
     o.append("")
-    o.append("| measurement | ops/s (median) | p50 ms | p90 ms | p99 ms | CPU ms/op | ops/s per round |")
-    o.append("|---|---:|---:|---:|---:|---:|---|")
+    o.append("| measurement | ops/s | p50 ms | p90 ms | p99 ms | program CPU ms/op | driver CPU ms/op "
+             "| machine busy % | ops/s per round |")
+    o.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for ph in phases:
         m = summary[ph]
-        cpu = m["cpu_prog_ms_per_op"] if ph not in ("raw", "pattern") else m["cpu_driver_ms_per_op"]
+        prog, drv = cpu_of(ph, m)
         name = LABELS[ph]
         if ph == "inject":
             name = f"**{name}**"
         o.append(f"| {name} | {fmt(m['rate'])} | {fmt(m['p50_ms'], 2)} | {fmt(m['p90_ms'], 2)} | "
-                 f"{fmt(m['p99_ms'], 2)} | {fmt(cpu, 2)} | {', '.join(fmt(x) for x in m['per_round_rate'])} |")
+                 f"{fmt(m['p99_ms'], 2)} | {fmt(prog, 2)} | {fmt(drv, 2)} | {fmt(m['machine_cpu_busy_pct'], 0)} | "
+                 f"{', '.join(fmt(x) for x in m['per_round_rate'])} |")
     o.append("")
     o.append(f"**qmail-queue: {fmt(summary['inject_pct_of_pattern'])}% of the fsync-bound rate (b)** "
              f"(target >= 80%; per round: {', '.join(fmt(x) for x in summary['per_round_pct_of_pattern'])}%), "
              f"{fmt(summary['inject_pct_of_raw'])}% of the raw fsync rate (a).")
+    note = ceiling_note(info, summary)
+    if note:
+        o.append("")
+        o.append(note)
     o.append("")
-    o.append("CPU ms/op: CPU time (user + system) of the spawned program per operation; for (a) and (b), "
-             "of the Python worker doing the file operations.")
+    o.append("Medians over the rounds. Latency: one operation, from before the spawn (or the first "
+             "system call) to after waitpid (or the last). Program CPU: user + system time of the spawned "
+             "program per operation. Driver CPU: the Python worker (for (a) and (b) it does all the work). "
+             "Machine busy: share of all CPUs neither idle nor waiting for I/O, whoever used it.")
     errs = [ph for ph in phases if summary[ph]["errors"]]
     if errs or problems:
         o.append("")
@@ -643,6 +735,11 @@ def main():
 
 
 def run(args, tmp):
+    # On ext4 without a journal, inodes freed in the last 1 to 5 minutes are
+    # skipped (scanned one by one) when a new inode is allocated in their block
+    # group; the deletions of one measurement would slow down the next.
+    # Spreading each measurement's folder to a block group of its own avoids that.
+    topdir = set_topdir(tmp)
     bindir = f"{tmp}/bin"
     os.mkdir(bindir)
     needed = ["qmail-queue", "queue-fix"]
@@ -656,6 +753,7 @@ def run(args, tmp):
     qq, qfix, nullq = f"{bindir}/qmail-queue", f"{bindir}/queue-fix", f"{bindir}/qmail-nullqueue"
 
     info = machine_info(tmp)
+    info["topdir_spread"] = topdir
     info["command"] = "python3 " + shlex.join(sys.argv)
     info["date"] = time.strftime("%Y-%m-%d %H:%M %Z")
     info["bin"] = os.path.realpath(args.bin)

@@ -120,7 +120,8 @@ public final class Engine {
         _ = fcntl(wake2.read, F_SETFL, O_NONBLOCK); _ = fcntl(wake2.write, F_SETFL, O_NONBLOCK)
         deliveries = WorkerPool(threads: controls.concurrencyLocal + controls.concurrencyRemote, wakeFD: wake1.read, wakeWrite: wake1.write)
         chores = WorkerPool(threads: 4, wakeFD: wake2.read, wakeWrite: wake2.write)
-        do { watcher = try TodoWatcher(root: options.queueDir, names: options.names) } catch {
+        let notify = Sys.environment("TODO_NOTIFY") ?? "inotify"
+        do { watcher = try TodoWatcher(root: options.queueDir, names: options.names, useInotify: notify != "trigger") } catch {
             throw StartError(message: "alert: cannot start: \(error)")
         }
     }

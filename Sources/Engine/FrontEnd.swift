@@ -29,7 +29,8 @@ public enum FrontEnd {
             signals: TERM finish and exit; ALRM retry everything now; HUP reread controls
             environment: QMAILHOME (/var/qmail), QUEUEDIR ($QMAILHOME/queue), CONTROLDIR
               ($QMAILHOME/control), CONFSPLIT (23), BIGTODO (0), USE_FSYNC, USE_FDATASYNC,
-              QMAILREMOTE (remote delivery program), QMAILQUEUE, BOUNCEQUEUE, OSSIFIED (129600)
+              QMAILREMOTE (remote delivery program), QMAILQUEUE, BOUNCEQUEUE, OSSIFIED (129600),
+              TODO_NOTIFY (inotify, or trigger: classic trigger FIFO and periodic scan only)
             control files: me, locals, virtualdomains, percenthack, envnoathost,
               concurrencylocal, concurrencyremote, concurrencyl.<queue>, concurrencyr.<queue>,
               holdlocal, holdremote, queuelifetime, bouncelifetime, bouncefrom, bouncehost,

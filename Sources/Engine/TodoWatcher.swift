@@ -15,13 +15,15 @@ public final class TodoWatcher {
     let root: String
     let names: QueueNames
 
-    public init(root: String, names: QueueNames) throws {
+    /// `useInotify` false: classic mode, only the trigger and the periodic scan
+    /// (for file systems without inotify, such as NFS).
+    public init(root: String, names: QueueNames, useInotify: Bool = true) throws {
         self.root = root
         self.names = names
-        inotifyFD = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        if inotifyFD == -1 { throw SystemError("inotify_init1") }
+        inotifyFD = useInotify ? inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC)) : -1
+        if useInotify && inotifyFD == -1 { throw SystemError("inotify_init1") }
         let dirs = names.bigTodo ? (0..<names.split).map { "todo/\($0)" } : ["todo"]
-        for d in dirs {
+        for d in dirs where useInotify {
             let wd = inotify_add_watch(inotifyFD, root + "/" + d, UInt32(IN_CREATE | IN_MOVED_TO))
             if wd == -1 { throw SystemError("inotify_add_watch", path: root + "/" + d) }
             watches[wd] = d
@@ -33,7 +35,7 @@ public final class TodoWatcher {
     }
 
     deinit {
-        close(inotifyFD)
+        if inotifyFD >= 0 { close(inotifyFD) }
         close(triggerFD)
     }
 
@@ -41,6 +43,7 @@ public final class TodoWatcher {
     public func readEvents() -> (ids: [UInt64], overflow: Bool) {
         var ids: [UInt64] = []
         var overflow = false
+        if inotifyFD < 0 { return ([], false) }
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = read(inotifyFD, &buf, buf.count)

@@ -122,13 +122,16 @@ public enum QmailLocal {
         var counts = (file: 0, forward: 0, program: 0)
         var qps: [String] = []
         var forwards: [String] = []
+        // Programs' output is part of the report, as it shares qmail-local's descriptor 1.
+        var programOutput = ""
         for line in lines {
             if line.hasPrefix("#") || line.isEmpty { continue }
             if line.hasPrefix("|") {
                 let r = runProgram(String(line.dropFirst()), req, message: message, dtline: dtline, rpline: rpline, defaultPart: defaultPart)
-                if r.exitCode == 99 { counts.program += 1; break }
-                if r.exitCode != 0 { return r }
+                if r.exitCode != 0 && r.exitCode != 99 { return LocalOutcome(r.exitCode, programOutput + r.text) }
+                programOutput += r.text
                 counts.program += 1
+                if r.exitCode == 99 { break }
             } else if line.hasPrefix("/") || line.hasPrefix(".") {
                 let path = line.hasPrefix("/") ? line : home + "/" + line.dropFirst(line.hasPrefix("./") ? 2 : 0)
                 let r = line.hasSuffix("/") ? deliverMaildir(path, message: message, dtline: dtline, rpline: rpline)
@@ -150,7 +153,7 @@ public enum QmailLocal {
                 return outcome
             }
         }
-        var text = "did \(counts.file)+\(counts.forward)+\(counts.program)\n"
+        var text = programOutput + "did \(counts.file)+\(counts.forward)+\(counts.program)\n"
         for q in qps { text += q + "\n" }
         return LocalOutcome(0, text)
     }

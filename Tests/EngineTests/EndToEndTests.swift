@@ -1,0 +1,109 @@
+import XCTest
+import SystemIO
+import QueueFormat
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The built programs end to end: qmail-inject → qmail-queue → engine → Maildir.
+final class EndToEndTests: XCTestCase {
+    var h: EngineHarness!
+    override func setUp() { h = EngineHarness() }
+    override func tearDown() { h.cleanup() }
+
+    func logLines(_ log: String) -> [String] {
+        log.split(separator: "\n").map(String.init)
+    }
+
+    func testInotifyAloneWakesTheEngineAndTheLogIsInOrder() throws {
+        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        defer { _ = d.stop() }
+        h.waitFor("start") { d.log.contains("status: local 0/10 remote 0/20") }
+        // No trigger: the FIFO is gone, so qmail-queue cannot pull it.
+        unlink(h.queue + "/lock/trigger")
+        try h.inject("To: alice@example.test\nSubject: by inotify\n\nhello\n", ["-f", "sender@remote.example"])
+        h.waitFor("delivery") { h.maildir("alice").count == 1 }
+        h.waitFor("end msg") { d.log.contains("end msg ") }
+        let lines = logLines(d.log)
+        let id = try XCTUnwrap(lines.first { $0.hasPrefix("new msg ") }.map { String($0.dropFirst(8)) })
+        let expected = [
+            "new msg \(id)",
+            "info msg \(id): bytes ",
+            "starting delivery 1: msg \(id) to local alice@example.test",
+            "status: local 1/10 remote 0/20",
+            "delivery 1: success: did_1+0+0/",
+            "status: local 0/10 remote 0/20",
+            "end msg \(id)",
+        ]
+        let body = Array(lines.drop { !$0.hasPrefix("new msg") })
+        XCTAssertEqual(body.count, expected.count, d.log)
+        for (l, e) in zip(body, expected) { XCTAssertTrue(l.hasPrefix(e), "\(l) !~ \(e)") }
+        XCTAssertTrue(body[1].hasSuffix(" from <sender@remote.example> qp \(body[1].split(separator: " ")[8]) uid 0"), body[1])
+        let msg = h.maildirMessages("alice")[0]
+        XCTAssertTrue(msg.hasPrefix("Return-Path: <sender@remote.example>\nDelivered-To: alice@example.test\nReceived: indimail-mta queue "), msg)
+        XCTAssertEqual(h.queueFiles(), [])
+        // Owned by the recipient, never by root.
+        let st = try XCTUnwrap(try Sys.stat(h.home("alice") + "/Maildir/new/" + h.maildir("alice")[0]))
+        XCTAssertEqual(st.st_uid, h.uid)
+    }
+
+    func testTriggerAloneWakesTheEngine() throws {
+        h.extraEnv["TODO_NOTIFY"] = "trigger"
+        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        defer { _ = d.stop() }
+        h.waitFor("start") { d.log.contains("status: local 0/10") }
+        try h.inject("To: bob@example.test\nSubject: by trigger\n\nhello\n")
+        h.waitFor("delivery by trigger", seconds: 10) { h.maildir("bob").count == 1 }
+    }
+
+    func testTermFinishesDeliveriesInProgressAndExitsZero() throws {
+        h.writeHomeFile("bob", ".qmail", "|sleep 1; echo slept\n")
+        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        h.waitFor("start") { d.log.contains("status: local 0/10") }
+        try h.inject("To: bob@example.test\n\nslow\n")
+        h.waitFor("start of the slow delivery") { d.log.contains("starting delivery 1:") }
+        XCTAssertEqual(d.stop(), .exited(0))
+        XCTAssertTrue(d.log.contains("delivery 1: success: slept/did_0+0+1/"), d.log)
+        XCTAssertTrue(d.log.hasSuffix("status: exiting\n"), d.log)
+        XCTAssertEqual(h.queueFiles(), [])
+    }
+
+    func testASecondEngineOnTheSameQueueRefusesToStart() throws {
+        let d = try h.startDaemon("qmail-send")
+        defer { _ = d.stop() }
+        h.waitFor("start") { d.log.contains("status:") }
+        let second = try h.qmtaSend([], timeout: 10)
+        XCTAssertEqual(second.exitCode, 111, "QUEUEDIR names the same queue")
+        XCTAssertTrue(second.stderrText.contains("already running"), second.stderrText)
+        let same = try TestEnv.run(TestEnv.program("qmail-send"), [], environment: h.environment)
+        XCTAssertEqual(same.exitCode, 111)
+        XCTAssertTrue(same.stderrText.contains("already running"), same.stderrText)
+    }
+
+    func testMalformedControlFileIsReportedByNameAndLine() throws {
+        h.writeControl("concurrencylocal", "ten\n")
+        let out = try h.qmtaSend(["-s", "23"], timeout: 10)
+        XCTAssertEqual(out.exitCode, 111)
+        XCTAssertTrue(out.stderrText.contains("\(h.control)/concurrencylocal:1: expected a number, found \"ten\""), out.stderrText)
+        h.writeControl("concurrencylocal", "5\n")
+        h.writeControl("virtualdomains", "good.example:joe\nbroken line without colon\n")
+        let out2 = try TestEnv.run(TestEnv.program("qmail-send"), [], environment: h.environment)
+        XCTAssertTrue(out2.stderrText.contains("virtualdomains:2: expected domain:prepend"), out2.stderrText)
+    }
+
+    func testQmtaSendDeliversWhatIsDueAndSaysHowManyWait() throws {
+        h.writeHomeFile("joe", ".qmail", "|exit 111\n")
+        try h.inject("To: alice@example.test, joe@example.test\n\nx\n")
+        let out = try TestEnv.run(TestEnv.program("qmta-send"), ["./Maildir/"], environment: TestEnv.environment(["QUEUEDIR": h.queue, "QMAILHOME": h.dir, "CONTROLDIR": h.control]))
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        XCTAssertEqual(h.maildir("alice").count, 1)
+        XCTAssertTrue(out.stdoutText.contains("delivery 2: deferral: ") || out.stdoutText.contains("delivery 1: deferral: "), out.stdoutText)
+        XCTAssertTrue(out.stdoutText.hasSuffix("1 job waits for a later retry. quitting...\n"), out.stdoutText)
+        // The deferred recipient is still queued, the delivered one marked done.
+        let local = h.queueFiles().filter { $0.hasPrefix("local/") }
+        XCTAssertEqual(local.count, 1)
+        let records = try RecipientRecord.parseChannelFile(TestEnv.read(h.queue + "/" + local[0]))
+        XCTAssertEqual(records.map(\.done), [true, false])
+    }
+}

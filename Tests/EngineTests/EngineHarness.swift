@@ -1,0 +1,124 @@
+import XCTest
+import SystemIO
+import QueueFormat
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A complete qmail installation under a temporary folder: queue, control
+/// files, users/assign mapping alice, bob and joe to uid 65534 with homes
+/// holding ./Maildir/, and helpers to inject mail and run the built engine.
+final class EngineHarness {
+    let dir: String
+    var queue: String { dir + "/queue" }
+    var control: String { dir + "/control" }
+    let uid: uid_t = 65534
+    let gid: gid_t = 65534
+    var extraEnv: [String: String?] = [:]
+
+    init(me: String = "example.test", split: Int = 23) {
+        signal(SIGPIPE, SIG_IGN)
+        dir = TestEnv.temporaryDirectory("engine")
+        chmod(dir, 0o755)
+        let fix = try! TestEnv.run(TestEnv.program("queue-fix"), ["-s", "\(split)", queue])
+        precondition(fix.exitCode == 0, fix.stderrText)
+        mkdir(control, 0o755)
+        mkdir(dir + "/users", 0o755)
+        mkdir(dir + "/home", 0o755)
+        TestEnv.write(control + "/me", me + "\n")
+        var assign = ""
+        for user in ["alice", "bob", "joe"] {
+            let home = dir + "/home/" + user
+            makeMaildirHome(home)
+            assign += "=\(user):\(user):\(uid):\(gid):\(home):::\n+\(user)-:\(user):\(uid):\(gid):\(home):-::\n"
+        }
+        TestEnv.write(dir + "/users/assign", assign + ".\n")
+    }
+
+    func makeMaildirHome(_ home: String) {
+        mkdir(home, 0o755)
+        for d in ["Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] { mkdir(home + "/" + d, 0o700) }
+        _ = try? TestEnv.run("/bin/chown", ["-R", "\(uid):\(gid)", home])
+    }
+
+    func home(_ user: String) -> String { dir + "/home/" + user }
+
+    func writeControl(_ name: String, _ text: String) { TestEnv.write(control + "/" + name, text) }
+
+    /// A file in a user's home, owned by the user.
+    func writeHomeFile(_ user: String, _ name: String, _ text: String, mode: mode_t = 0o644) {
+        let p = home(user) + "/" + name
+        TestEnv.write(p, text, mode: mode)
+        chown(p, uid, gid)
+    }
+
+    var environment: [String] {
+        var e: [String: String?] = ["QMAILHOME": dir, "QUEUEDIR": queue, "CONTROLDIR": control,
+                                   "QMAILQUEUE": nil, "NULLQUEUE": nil, "BOUNCEQUEUE": nil, "CONFSPLIT": nil, "BIGTODO": nil]
+        for (k, v) in extraEnv { e[k] = v }
+        return TestEnv.environment(e)
+    }
+
+    /// qmail-inject with the message text and arguments.
+    @discardableResult
+    func inject(_ message: String, _ args: [String] = []) throws -> TestEnv.Output {
+        let out = try TestEnv.run(TestEnv.program("qmail-inject"), args, input: Array(message.utf8), environment: environment)
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        return out
+    }
+
+    /// qmta-send for one pass; returns its log.
+    func qmtaSend(_ args: [String] = [], timeout: Int = 60) throws -> TestEnv.Output {
+        try TestEnv.run("/usr/bin/timeout", ["\(timeout)", TestEnv.program("qmta-send")] + args, environment: environment)
+    }
+
+    /// A running engine process with its log in a file.
+    final class Daemon {
+        let pid: pid_t
+        let logPath: String
+        init(pid: pid_t, logPath: String) { self.pid = pid; self.logPath = logPath }
+        var log: String { String(decoding: TestEnv.read(logPath), as: UTF8.self) }
+        func signal(_ s: Int32) { kill(pid, s) }
+        func stop() -> ExitStatus? {
+            kill(pid, SIGTERM)
+            return try? Spawn.wait(pid)
+        }
+        func kill9() { kill(pid, SIGKILL); _ = try? Spawn.wait(pid) }
+    }
+
+    func startDaemon(_ program: String = "qmail-send", _ args: [String] = [], logName: String = "send.log") throws -> Daemon {
+        let logPath = dir + "/" + logName
+        let fd = open(logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        defer { close(fd) }
+        let null = open("/dev/null", O_RDONLY)
+        defer { close(null) }
+        let pid = try Spawn.start(TestEnv.program(program), arguments: [program] + args, environment: environment,
+                                  fds: [.init(null, at: 0), .init(fd, at: 1), .init(fd, at: 2)], keepStandard: false)
+        return Daemon(pid: pid, logPath: logPath)
+    }
+
+    /// Waits until `condition` holds (polling every 20 ms) or fails after `seconds`.
+    func waitFor(_ what: String, seconds: Double = 20, file: StaticString = #filePath, line: UInt = #line, _ condition: () -> Bool) {
+        let deadline = Double(time(nil)) + seconds
+        while !condition() {
+            if Double(time(nil)) > deadline { XCTFail("timed out waiting for \(what)", file: file, line: line); return }
+            usleep(20_000)
+        }
+    }
+
+    func maildir(_ user: String) -> [String] {
+        ((try? Sys.listDirectory(home(user) + "/Maildir/new")) ?? []).sorted()
+    }
+
+    func maildirMessages(_ user: String) -> [String] {
+        maildir(user).map { String(decoding: TestEnv.read(home(user) + "/Maildir/new/" + $0), as: UTF8.self) }
+    }
+
+    /// Files left in the queue's message folders.
+    func queueFiles() -> [String] {
+        ["mess", "intd", "todo", "info", "local", "remote", "bounce"].flatMap { f in TestEnv.files(under: queue + "/" + f).map { f + "/" + $0 } }
+    }
+
+    func cleanup() { TestEnv.remove(dir) }
+}
