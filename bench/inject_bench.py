@@ -294,6 +294,13 @@ def worker_main(ctx, go_fd, result_path):
         os.setpgid(0, 0)
     except OSError:
         pass
+    try:  # die with the parent even if it is killed with SIGKILL
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != ctx["parent"]:
+            os._exit(1)
+    except (OSError, AttributeError):
+        pass
     try:
         ctx["errfd"] = os.open(f"{ctx['tmp']}/stderr.{ctx['phase']}.{ctx['wid']}",
                                os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -400,7 +407,7 @@ def run_phase(name, base_ctx, args, tmp):
     jif0 = cpu_jiffies()
     try:
         for wid in range(args.parallel):
-            ctx = dict(base_ctx, wid=wid, phase=name, tmp=tmp, seconds=seconds, quota=quota)
+            ctx = dict(base_ctx, wid=wid, phase=name, tmp=tmp, seconds=seconds, quota=quota, parent=os.getpid())
             rpath = f"{tmp}/result.{name}.{wid}"
             pid = os.fork()
             if pid == 0:
@@ -470,6 +477,8 @@ def run_phase(name, base_ctx, args, tmp):
         "cpu_driver_ms_per_op": 1000.0 * cpu_driver / ops if ops else float("nan"),
         "machine_cpu_busy_pct": round(100.0 - cpu["idle"] - cpu["iowait"], 1),
         "our_cpu_pct": 100.0 * (cpu_prog + cpu_driver) / (elapsed * ncpu),
+        "other_cpu_pct": max(0.0, 100.0 - cpu["idle"] - cpu["iowait"]
+                             - 100.0 * (cpu_prog + cpu_driver) / (elapsed * ncpu)),
         "machine_cpu": cpu,
     }
 
@@ -540,7 +549,7 @@ def summarize(rounds, phases):
     for ph in phases:
         s[ph] = {k: med(rounds, ph, k) for k in
                  ("rate", "p50_ms", "p90_ms", "p99_ms", "max_ms", "cpu_prog_ms_per_op",
-                  "cpu_driver_ms_per_op", "machine_cpu_busy_pct", "our_cpu_pct")}
+                  "cpu_driver_ms_per_op", "machine_cpu_busy_pct", "our_cpu_pct", "other_cpu_pct")}
         s[ph]["per_round_rate"] = [round(r[ph]["rate"], 1) for r in rounds if ph in r]
         s[ph]["errors"] = sum(r[ph]["errors"] for r in rounds if ph in r)
     inj, pat, raw = s["inject"]["rate"], s["pattern"]["rate"], s["raw"]["rate"]
@@ -596,17 +605,18 @@ def text_report(info, summary, phases, args, problems):
                + f" size={args.size} rounds={args.rounds}; medians over rounds")
     out.append("")
     hdr = (f"{'measurement':46} {'ops/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'prog CPU':>8} "
-           f"{'drv CPU':>7} {'busy%':>5}  per round ops/s")
+           f"{'drv CPU':>7} {'busy%':>5} {'other%':>6}  per round ops/s")
     out.append(hdr)
     out.append("-" * len(hdr))
     for ph in phases:
         m = summary[ph]
         prog, drv = cpu_of(ph, m)
         out.append(f"{LABELS[ph]:46} {fmt(m['rate']):>9} {fmt(m['p50_ms'], 2):>7} {fmt(m['p90_ms'], 2):>7} "
-                   f"{fmt(m['p99_ms'], 2):>7} {fmt(prog, 2):>8} {fmt(drv, 2):>7} {fmt(m['machine_cpu_busy_pct'], 0):>5}  "
+                   f"{fmt(m['p99_ms'], 2):>7} {fmt(prog, 2):>8} {fmt(drv, 2):>7} {fmt(m['machine_cpu_busy_pct'], 0):>5} {fmt(m['other_cpu_pct'], 0):>6}  "
                    f"{m['per_round_rate']}")
     out.append("(prog/drv CPU: ms of CPU per operation in the spawned program / in the Python worker; "
-               "busy%: whole machine, not idle and not iowait)")
+               "busy%: whole machine, not idle and not iowait; other%: busy minus our\n"
+               " processes: kernel threads doing our I/O, and anything else running on the machine)")
     out.append("")
     out.append(f"qmail-queue injections/s = {fmt(summary['inject_pct_of_pattern'])}% of the fsync-bound rate (b) "
                f"(target >= 80%; per round {summary['per_round_pct_of_pattern']}), "
@@ -644,8 +654,8 @@ def markdown_report(info, summary, phases, args, problems):
              + f" per measurement, {args.size}-byte message, {args.rounds} rounds (medians) |")
     o.append("")
     o.append("| measurement | ops/s | p50 ms | p90 ms | p99 ms | program CPU ms/op | driver CPU ms/op "
-             "| machine busy % | ops/s per round |")
-    o.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+             "| machine busy % | of which not ours % | ops/s per round |")
+    o.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for ph in phases:
         m = summary[ph]
         prog, drv = cpu_of(ph, m)
@@ -653,7 +663,7 @@ def markdown_report(info, summary, phases, args, problems):
         if ph == "inject":
             name = f"**{name}**"
         o.append(f"| {name} | {fmt(m['rate'])} | {fmt(m['p50_ms'], 2)} | {fmt(m['p90_ms'], 2)} | "
-                 f"{fmt(m['p99_ms'], 2)} | {fmt(prog, 2)} | {fmt(drv, 2)} | {fmt(m['machine_cpu_busy_pct'], 0)} | "
+                 f"{fmt(m['p99_ms'], 2)} | {fmt(prog, 2)} | {fmt(drv, 2)} | {fmt(m['machine_cpu_busy_pct'], 0)} | {fmt(m['other_cpu_pct'], 0)} | "
                  f"{', '.join(fmt(x) for x in m['per_round_rate'])} |")
     o.append("")
     o.append(f"**qmail-queue: {fmt(summary['inject_pct_of_pattern'])}% of the fsync-bound rate (b)** "
@@ -667,7 +677,9 @@ def markdown_report(info, summary, phases, args, problems):
     o.append("Medians over the rounds. Latency: one operation, from before the spawn (or the first "
              "system call) to after waitpid (or the last). Program CPU: user + system time of the spawned "
              "program per operation. Driver CPU: the Python worker (for (a) and (b) it does all the work). "
-             "Machine busy: share of all CPUs neither idle nor waiting for I/O, whoever used it.")
+             "Machine busy: share of all CPUs neither idle nor waiting for I/O, whoever used it; "
+             "not ours: that minus the CPU time of the workers and their programs (kernel threads doing "
+             "the block I/O, and any other load on the machine).")
     errs = [ph for ph in phases if summary[ph]["errors"]]
     if errs or problems:
         o.append("")
@@ -807,7 +819,8 @@ def run(args, tmp):
             remove_tree(work)
             res[ph] = r
             print(f"  round {rnd} {ph:14} {r['rate']:9.1f} ops/s  p50 {r['p50_ms']:7.2f} ms  "
-                  f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}", file=sys.stderr)
+                  f"p99 {r['p99_ms']:7.2f} ms  busy {r['machine_cpu_busy_pct']:3.0f}%  "
+                  f"not ours {r['other_cpu_pct']:3.0f}%  errors {r['errors']}", file=sys.stderr)
         rounds.append(res)
 
     summary = summarize(rounds, phases)

@@ -78,6 +78,9 @@ public final class Engine {
     var nextTodoScan: Time = 0
     var nextCleanup: Time = 0
     var exiting = false
+    /// Deliveries started and not yet reported, as the log has shown them.
+    var running = [0, 0]
+    var deliveryChannels: [Int: Channel] = [:]
 
     func clock() -> Time { options.clock() }
 
@@ -346,6 +349,7 @@ public final class Engine {
                 log.line("warning: trouble with todo/\(id): \(e); will try again later")
             }
         case let .delivered(number, report):
+            if let c = deliveryChannels.removeValue(forKey: number) { running[c.rawValue] -= 1 }
             let (final, actions) = scheduler.finished(number, report, now: now)
             let word = final.kind == .success ? "success" : final.kind == .failure ? "failure" : "deferral"
             log.line("delivery \(number): \(word): \(EngineLog.safe(final.text))")
@@ -383,6 +387,8 @@ public final class Engine {
                 queue += scheduler.jobLoaded(key, load(key), now: now)
             case .start(let d):
                 log.line("starting delivery \(d.number): msg \(d.key.id) to \(d.key.channel.name) \(EngineLog.safe(d.recipient.address))")
+                running[d.key.channel.rawValue] += 1
+                deliveryChannels[d.number] = d.key.channel
                 logStatus()
                 let mess = files.path(.mess, d.key.id)
                 if d.key.channel == .local {
@@ -513,7 +519,7 @@ public final class Engine {
 
     func logStatus() {
         let c = scheduler.config
-        log.line("status: local \(scheduler.inFlight[0])/\(c.concurrency[0]) remote \(scheduler.inFlight[1])/\(c.concurrency[1])")
+        log.line("status: local \(running[0])/\(c.concurrency[0]) remote \(running[1])/\(c.concurrency[1])")
     }
 }
 

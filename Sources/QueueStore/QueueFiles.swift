@@ -203,11 +203,24 @@ public struct QueueFiles: Sendable {
         try Sys.unlinkIfPresent(channelPath(id, local: local))
     }
 
-    /// The last step of a message: info, then intd, then mess (S5 → S1).
+    /// The last step of a message (S5 → S1): intd, then mess, then info.
+    /// (qmail removes info first; we keep it to the end so that a crash in
+    /// between leaves a state the next start recognises and finishes, instead
+    /// of a bare mess file that waits for OSSIFIED.)
+    ///
+    /// A mess file newer than the info file is not this message's: its inode
+    /// was freed by an earlier, interrupted removal and reused by a new
+    /// injection. It is left alone.
     public func removeMessage(_ id: UInt64) throws {
-        try Sys.unlinkIfPresent(path(.info, id))
+        let infoPath = path(.info, id), messPath = path(.mess, id)
+        if let info = try Sys.stat(infoPath), let mess = try Sys.stat(messPath),
+           (mess.st_mtim.tv_sec, mess.st_mtim.tv_nsec) > (info.st_mtim.tv_sec, info.st_mtim.tv_nsec) {
+            try Sys.unlinkIfPresent(infoPath)
+            return
+        }
         try Sys.unlinkIfPresent(path(.intd, id))
-        try Sys.unlinkIfPresent(path(.mess, id))
+        try Sys.unlinkIfPresent(messPath)
+        try Sys.unlinkIfPresent(infoPath)
     }
 
     public func hasBounce(_ id: UInt64) -> Bool { Sys.exists(path(.bounce, id)) }

@@ -193,9 +193,14 @@ public struct Scheduler: Sendable {
         guard loading[key.channel] == key else { return [] }
         loading[key.channel] = nil
         guard let job else {
+            // The channel file is gone (a crash after it was finished): if no
+            // other channel is pending, the message itself is finished.
             pendingChannels[key.id]?.remove(key.channel)
-            if pendingChannels[key.id]?.isEmpty ?? false { pendingChannels[key.id] = nil }
-            return [.forget(key)]
+            if pendingChannels[key.id]?.isEmpty ?? true {
+                pendingChannels[key.id] = nil
+                return [.forget(key), .messageDone(key.id)] + step(now: now)
+            }
+            return [.forget(key)] + step(now: now)
         }
         let lifetime = job.sender.isEmpty ? config.bounceLifetime : config.queueLifetime
         let retry = RetrySchedule.nextRetry(birth: job.birth, now: now, channel: key.channel)

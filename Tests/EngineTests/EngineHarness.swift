@@ -17,7 +17,9 @@ final class EngineHarness {
     let gid: gid_t = 65534
     var extraEnv: [String: String?] = [:]
 
-    init(me: String = "example.test", split: Int = 23) {
+    /// `alias`: a catch-all users/assign entry to an alias user with its own home,
+    /// as a qmail installation has (mail for unknown users ends at alias/.qmail-<local>).
+    init(me: String = "example.test", split: Int = 23, alias: Bool = false) {
         signal(SIGPIPE, SIG_IGN)
         dir = TestEnv.temporaryDirectory("engine")
         chmod(dir, 0o755)
@@ -32,6 +34,10 @@ final class EngineHarness {
             let home = dir + "/home/" + user
             makeMaildirHome(home)
             assign += "=\(user):\(user):\(uid):\(gid):\(home):::\n+\(user)-:\(user):\(uid):\(gid):\(home):-::\n"
+        }
+        if alias {
+            makeMaildirHome(dir + "/home/alias")
+            assign += "+:alias:\(uid):\(gid):\(dir)/home/alias:-::\n"
         }
         TestEnv.write(dir + "/users/assign", assign + ".\n")
     }

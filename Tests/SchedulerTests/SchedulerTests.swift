@@ -168,7 +168,7 @@ final class SchedulerTests: XCTestCase {
         var s = Scheduler(config: SchedulerConfig())
         _ = s.add(8, channels: [.remote: 0])
         let k = loads(s.step(now: 0))[0]
-        XCTAssertEqual(s.jobLoaded(k, nil, now: 0), [.forget(k)])
+        XCTAssertEqual(s.jobLoaded(k, nil, now: 0), [.forget(k), .messageDone(8)])
         XCTAssertTrue(s.isIdle)
     }
 
