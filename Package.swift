@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "qmail-send", targets: ["qmail-send"]),
         .executable(name: "qmta-send", targets: ["qmta-send"]),
         .executable(name: "qmail-local", targets: ["qmail-local"]),
+        .executable(name: "qmail-lspawn", targets: ["qmail-lspawn"]),
         .library(name: "QueueFormat", targets: ["QueueFormat"]),
         .library(name: "QueueClient", targets: ["QueueClient"]),
         .library(name: "LMDB", targets: ["LMDB"]),
@@ -59,6 +60,7 @@ let package = Package(
 
         .executableTarget(name: "qmail-send", dependencies: ["Engine"]),
         .executableTarget(name: "qmta-send", dependencies: ["Engine"]),
+        .executableTarget(name: "qmail-lspawn", dependencies: ["Engine", "LocalDelivery", "SystemIO", "ControlFiles"]),
         .executableTarget(name: "qmail-local", dependencies: ["LocalDelivery"], linkerSettings: staticExe),
 
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport"]),

@@ -27,6 +27,9 @@ public struct EngineOptions: Sendable {
     public var remoteProgram: String
     public var ossified: Int64
     public var logFD: Int32
+    /// External spawners (`qmta-send -l` / `-r`): program and arguments.
+    public var localSpawner: [String]? = nil
+    public var remoteSpawner: [String]? = nil
     /// The time source (tests drive the engine with a fake clock).
     public var clock: @Sendable () -> Int64 = { Int64(Glibc.time(nil)) }
 
@@ -65,6 +68,7 @@ public final class Engine {
     let deliveries: WorkerPool
     let chores: WorkerPool
     var watcher: TodoWatcher!
+    var spawners: [ExternalSpawner?] = [nil, nil]
     var signalRead: Int32 = -1
     var mutexFD: Int32 = -1
 
@@ -118,6 +122,14 @@ public final class Engine {
         do { store = try ScheduleStore(path: options.queueDir + "/lock/engine.lmdb") } catch {
             throw StartError(message: "alert: cannot start: unable to open the schedule \(options.queueDir)/lock/engine.lmdb: \(error)")
         }
+        for (i, spec) in [options.localSpawner, options.remoteSpawner].enumerated() {
+            guard let spec, let program = spec.first else { continue }
+            let sp: ExternalSpawner
+            do { sp = try ExternalSpawner(program: program, arguments: Array(spec.dropFirst()), queueDir: options.queueDir, names: options.names) } catch {
+                throw StartError(message: "\(error)")
+            }
+            spawners[i] = sp
+        }
         let wake1 = try Spawn.pipe(), wake2 = try Spawn.pipe()
         _ = fcntl(wake1.read, F_SETFL, O_NONBLOCK); _ = fcntl(wake1.write, F_SETFL, O_NONBLOCK)
         _ = fcntl(wake2.read, F_SETFL, O_NONBLOCK); _ = fcntl(wake2.write, F_SETFL, O_NONBLOCK)
@@ -127,6 +139,13 @@ public final class Engine {
         do { watcher = try TodoWatcher(root: options.queueDir, names: options.names, useInotify: notify != "trigger") } catch {
             throw StartError(message: "alert: cannot start: \(error)")
         }
+    }
+
+    /// Concurrency clamped to what each external spawner announced.
+    func schedulerConfig(_ c: EngineControls) -> SchedulerConfig {
+        var cfg = Engine.schedulerConfig(c)
+        for ch in Channel.allCases { if let sp = spawners[ch.rawValue] { cfg.concurrency[ch.rawValue] = min(cfg.concurrency[ch.rawValue], sp.limit) } }
+        return cfg
     }
 
     static func schedulerConfig(_ c: EngineControls) -> SchedulerConfig {
@@ -167,6 +186,7 @@ public final class Engine {
     public func start() {
         if started { return }
         started = true
+        scheduler.reconfigure(schedulerConfig(controls))
         let sig = try! Spawn.pipe()
         _ = fcntl(sig.read, F_SETFL, O_NONBLOCK); _ = fcntl(sig.write, F_SETFL, O_NONBLOCK)
         signalRead = sig.read
@@ -199,6 +219,16 @@ public final class Engine {
             }
             startTodo(now: now)
             for event in chores.drain() + deliveries.drain() { handle(event, now: clock()) }
+            for sp in spawners.compactMap({ $0 }) {
+                for (number, report) in sp.collect() { handle(.delivered(number: number, report: report), now: clock()) }
+                if !sp.alive {
+                    // qmail-send dies here too: without its spawner nothing can be delivered.
+                    log.line("alert: oh no! lost spawn connection! dying...")
+                    persistRetryTimes()
+                    log.flush()
+                    return 111
+                }
+            }
             if !exiting { execute(scheduler.step(now: clock()), now: clock()) }
             retryDone(now: now)
             if !reconcileDone { reconcileStep(now: now) }
@@ -215,6 +245,7 @@ public final class Engine {
 
             if exiting && scheduler.isIdle && deliveries.pending == 0 && chores.pending == 0 {
                 persistRetryTimes()
+                for sp in spawners.compactMap({ $0 }) { sp.finish() }
                 log.line("status: exiting")
                 log.flush()
                 return 0
@@ -222,6 +253,7 @@ public final class Engine {
             if !options.daemon && isQuiet(now: clock()) {
                 let waiting = scheduler.waitingCount(after: clock())
                 persistRetryTimes()
+                for sp in spawners.compactMap({ $0 }) { sp.finish() }
                 log.line("info: \(options.program): no pending deliveries; \(waiting) job\(waiting == 1 ? "" : "s") wait\(waiting == 1 ? "s" : "") for a later retry. quitting...")
                 log.flush()
                 return 0
@@ -254,7 +286,9 @@ public final class Engine {
                    pollfd(fd: watcher.inotifyFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: watcher.triggerFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: deliveries.wakeFD, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: chores.wakeFD, events: Int16(POLLIN), revents: 0)]
+                   pollfd(fd: chores.wakeFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: spawners[0]?.resultsFD ?? -1, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: spawners[1]?.resultsFD ?? -1, events: Int16(POLLIN), revents: 0)]
         let ms = Int32(min(timeout * 1000 + (timeout > 0 ? 5 : 0), 60_000))
         _ = poll(&fds, nfds_t(fds.count), ms)
     }
@@ -295,7 +329,7 @@ public final class Engine {
         if new.holdRemote != controls.holdRemote { log.line(new.holdRemote ? "info: remote deliveries temporarily held" : "info: remote deliveries resumed") }
         controls = new
         rewriter = AddressRewriter(controls: new)
-        scheduler.reconfigure(Engine.schedulerConfig(new))
+        scheduler.reconfigure(schedulerConfig(new))
         deliveries.ensure(threads: new.concurrencyLocal + new.concurrencyRemote)
         bounce.settings = Engine.bounceSettings(new, program: options.program, control: options.control)
         if let assign = try? AssignTable.load(qmailHome: options.qmailHome) { local.assign = assign }
@@ -391,7 +425,12 @@ public final class Engine {
                 deliveryChannels[d.number] = d.key.channel
                 logStatus()
                 let mess = files.path(.mess, d.key.id)
-                if d.key.channel == .local {
+                if let sp = spawners[d.key.channel.rawValue] {
+                    if !sp.send(d) {
+                        log.line("alert: oh no! lost spawn connection! deferring delivery \(d.number)")
+                        execute(scheduler.finished(d.number, DeliveryReport(.deferral, "lost spawn connection"), now: now).actions, now: now)
+                    }
+                } else if d.key.channel == .local {
                     let worker = local
                     deliveries.submit { .delivered(number: d.number, report: worker.deliver(d, messagePath: mess)) }
                 } else {

@@ -41,7 +41,7 @@ public enum FrontEnd {
             """
         case .qmtaSend:
             return """
-            usage: qmta-send [-d] [-s split] [-b] [defaultdelivery]
+            usage: qmta-send [-d] [-s split] [-b] [-l] [-r] [defaultdelivery]
 
             A standalone delivery engine for small hosts: without -d it delivers
             everything that is due in the queue, then exits 0 when what is left only
@@ -53,6 +53,10 @@ public enum FrontEnd {
               -d         daemon: keep running, notice new mail with inotify
               -s split   queue split (default $CONFSPLIT or 23)
               -b         todo/ and intd/ are split too (BIGTODO)
+              -l         local deliveries through an external qmail-lspawn-compatible
+                         spawner ($QMAILLSPAWN, else qmail-lspawn beside qmta-send)
+              -r         remote deliveries through an external qmail-rspawn-compatible
+                         spawner ($QMAILRSPAWN, else qmail-rspawn beside qmta-send)
 
             signals, environment and control files: as qmail-send(8); the default queue
             is $QMAILHOME/queue/qmta.
@@ -68,6 +72,7 @@ public enum FrontEnd {
         var names = QueueEnvironment.names()
         var daemon = kind == .qmailSend
         var delivery = kind == .qmailSend ? "./Mailbox" : "./Maildir/"
+        var externalLocal = false, externalRemote = false
         while let a = args.first {
             if a == "--help" || a == "-h" { printOut(help(kind)); return 0 }
             guard kind == .qmtaSend, a.hasPrefix("-"), a.count > 1 else { break }
@@ -75,6 +80,8 @@ public enum FrontEnd {
             switch a {
             case "-d": daemon = true
             case "-b": names.bigTodo = true
+            case "-l": externalLocal = true
+            case "-r": externalRemote = true
             case "-s":
                 guard let v = args.first.flatMap({ Int($0) }), v > 0 else {
                     printError("\(program): usage: -s needs a positive number"); return 100
@@ -84,7 +91,7 @@ public enum FrontEnd {
             case "--": break
             default:
                 printError("\(program): usage: unknown option \(a)")
-                printError("usage: qmta-send [-d] [-s split] [-b] [defaultdelivery]")
+                printError("usage: qmta-send [-d] [-s split] [-b] [-l] [-r] [defaultdelivery]")
                 return 100
             }
         }
@@ -98,8 +105,14 @@ public enum FrontEnd {
         let options = EngineOptions(program: program, queueDir: queue, names: names, sync: SyncPolicy.fromEnvironment(),
                                     control: ControlDirectory.fromEnvironment(), qmailHome: home,
                                     defaultDelivery: delivery, daemon: daemon, remoteProgram: remote, ossified: ossified)
+        func sibling(_ env: String, _ name: String) -> String {
+            Sys.environment(env).flatMap { $0.isEmpty ? nil : $0 } ?? Paths.program(name)
+        }
+        var opts = options
+        if externalLocal { opts.localSpawner = [sibling("QMAILLSPAWN", "qmail-lspawn"), delivery] }
+        if externalRemote { opts.remoteSpawner = [sibling("QMAILRSPAWN", "qmail-rspawn")] }
         let engine: Engine
-        do { engine = try Engine(options: options) } catch {
+        do { engine = try Engine(options: opts) } catch {
             printOut("\(error)\n")
             printError("\(program): \(error)")
             return 111

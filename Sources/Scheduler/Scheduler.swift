@@ -35,6 +35,15 @@ public struct Delivery: Sendable, Equatable {
     public var sender: [UInt8]
     public var qqeh: [UInt8]
     public var envHeaders: [UInt8]
+
+    public init(number: Int, key: JobKey, recipient: LoadedJob.Recipient, sender: [UInt8], qqeh: [UInt8], envHeaders: [UInt8]) {
+        self.number = number
+        self.key = key
+        self.recipient = recipient
+        self.sender = sender
+        self.qqeh = qqeh
+        self.envHeaders = envHeaders
+    }
 }
 
 /// Decisions the scheduler hands to the engine, in the order to carry them out.

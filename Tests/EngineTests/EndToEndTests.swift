@@ -107,3 +107,50 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(records.map(\.done), [true, false])
     }
 }
+
+/// qmta-send with external spawners over qmail's byte protocol.
+final class SpawnerTests: XCTestCase {
+    var h: EngineHarness!
+    override func setUp() { h = EngineHarness() }
+    override func tearDown() { h.cleanup() }
+
+    func testQmtaSendDashLUsesQmailLspawn() throws {
+        try h.inject("To: alice@example.test, bob@example.test\nSubject: via lspawn\n\nx\n")
+        let out = try h.qmtaSend(["-l", "./Maildir/"])
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        XCTAssertEqual(h.maildir("alice").count, 1, out.stdoutText)
+        XCTAssertEqual(h.maildir("bob").count, 1, out.stdoutText)
+        XCTAssertTrue(out.stdoutText.contains("success: did_1+0+0/"), out.stdoutText)
+        XCTAssertEqual(h.queueFiles(), [])
+    }
+
+    func testAForeignSpawnerSpeakingTheProtocolIsPluggedIn() throws {
+        // A spawner in Python: announces 2 slots, answers every command with
+        // a permanent failure naming the path, sender and recipient it got.
+        let spawner = h.dir + "/spawner.py"
+        TestEnv.write(spawner, """
+        #!/usr/bin/env python3
+        import os, sys
+        os.write(1, bytes([2, 0]))
+        buf = b""
+        while True:
+            chunk = os.read(0, 65536)
+            if not chunk: break
+            buf += chunk
+            while True:
+                parts = buf[2:].split(b"\\0", 5)
+                if len(parts) < 6: break
+                slot = buf[:2]
+                path, sender, qqeh, envh, rcpt = parts[:5]
+                buf = parts[5]
+                os.write(1, slot + b"Dno thanks: " + path.split(b"/")[0] + b" " + sender + b" " + rcpt + b"\\n\\0")
+        """, mode: 0o755)
+        h.extraEnv["QMAILLSPAWN"] = spawner
+        try h.inject("To: alice@example.test\n\nx\n", ["-f", ""])
+        let out = try h.qmtaSend(["-l", "./Maildir/"])
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        XCTAssertTrue(out.stdoutText.contains("status: local 1/2 remote 0/20"), "concurrency clamped to the spawner's limit: " + out.stdoutText)
+        let id = try XCTUnwrap(out.stdoutText.split(separator: "\n").first { $0.hasPrefix("new msg ") }.map { UInt64($0.dropFirst(8))! })
+        XCTAssertTrue(out.stdoutText.contains("delivery 1: failure: no_thanks:_\(id % 23)__alice@example.test/"), out.stdoutText)
+    }
+}

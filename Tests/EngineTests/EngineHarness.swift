@@ -76,7 +76,7 @@ final class EngineHarness {
 
     /// qmta-send for one pass; returns its log.
     func qmtaSend(_ args: [String] = [], timeout: Int = 60) throws -> TestEnv.Output {
-        try TestEnv.run("/usr/bin/timeout", ["\(timeout)", TestEnv.program("qmta-send")] + args, environment: environment)
+        try TestEnv.run("/usr/bin/timeout", ["-k", "5", "\(timeout)", TestEnv.program("qmta-send")] + args, environment: environment)
     }
 
     /// A running engine process with its log in a file.
@@ -86,9 +86,18 @@ final class EngineHarness {
         init(pid: pid_t, logPath: String) { self.pid = pid; self.logPath = logPath }
         var log: String { String(decoding: TestEnv.read(logPath), as: UTF8.self) }
         func signal(_ s: Int32) { kill(pid, s) }
+        /// TERM, then KILL if it has not exited within 30 s (a hung engine fails the test, not CI).
         func stop() -> ExitStatus? {
             kill(pid, SIGTERM)
-            return try? Spawn.wait(pid)
+            var status: Int32 = 0
+            for _ in 0..<3000 {
+                let r = waitpid(pid, &status, WNOHANG)
+                if r == pid { return Spawn.decode(status) }
+                usleep(10_000)
+            }
+            kill(pid, SIGKILL)
+            _ = try? Spawn.wait(pid)
+            return nil
         }
         func kill9() { kill(pid, SIGKILL); _ = try? Spawn.wait(pid) }
     }
