@@ -17,6 +17,8 @@ let package = Package(
         .executable(name: "qmta-send", targets: ["qmta-send"]),
         .executable(name: "qmail-local", targets: ["qmail-local"]),
         .executable(name: "qmail-lspawn", targets: ["qmail-lspawn"]),
+        .executable(name: "qmail-remote", targets: ["qmail-remote"]),
+        .executable(name: "qmail-rspawn", targets: ["qmail-rspawn"]),
         .library(name: "QueueFormat", targets: ["QueueFormat"]),
         .library(name: "QueueClient", targets: ["QueueClient"]),
         .library(name: "LMDB", targets: ["LMDB"]),
@@ -24,6 +26,9 @@ let package = Package(
     targets: [
         // C shims: posix_spawn with exact fd control, wait-status macros, signal-safe alarms.
         .target(name: "CShims", cSettings: [.define("_GNU_SOURCE")]),
+        // Sockets with timeouts and a TLS client over OpenSSL (Debian's libssl-dev).
+        .target(name: "CNet", cSettings: [.define("_GNU_SOURCE")],
+                linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         // Thin typed wrapper over LMDB.
         .target(name: "LMDB", dependencies: ["CLMDB"]),
@@ -45,7 +50,9 @@ let package = Package(
         .target(name: "Bounce", dependencies: ["QueueFormat"]),
         // The delivery engine: inotify, todo processing, workers, LMDB schedule, logging, signals.
         .target(name: "Engine", dependencies: ["CShims", "SystemIO", "QueueFormat", "QueueStore", "QueueClient",
-                                               "ControlFiles", "Scheduler", "LocalDelivery", "Bounce", "LMDB"]),
+                                               "ControlFiles", "Scheduler", "LocalDelivery", "Bounce", "LMDB", "RemoteDelivery"]),
+        // Remote delivery: DNS, smtproutes, the SMTP client with STARTTLS and connection reuse.
+        .target(name: "RemoteDelivery", dependencies: ["CNet", "SystemIO", "ControlFiles", "Scheduler", "LMDB"]),
         // qmail-inject's header processing.
         .target(name: "Inject", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO"]),
 
@@ -61,9 +68,12 @@ let package = Package(
         .executableTarget(name: "qmail-send", dependencies: ["Engine"]),
         .executableTarget(name: "qmta-send", dependencies: ["Engine"]),
         .executableTarget(name: "qmail-lspawn", dependencies: ["Engine", "LocalDelivery", "SystemIO", "ControlFiles"]),
+        .executableTarget(name: "qmail-remote", dependencies: ["RemoteDelivery"], linkerSettings: staticExe),
+        .executableTarget(name: "qmail-rspawn", dependencies: ["Engine", "RemoteDelivery", "SystemIO", "ControlFiles", "Scheduler"]),
         .executableTarget(name: "qmail-local", dependencies: ["LocalDelivery"], linkerSettings: staticExe),
 
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport"]),
+        .testTarget(name: "RemoteDeliveryTests", dependencies: ["RemoteDelivery", "Engine", "Scheduler", "SystemIO", "TestSupport"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"]),
         .testTarget(name: "QueueFormatTests", dependencies: ["QueueFormat", "TestSupport", "SystemIO"]),
         .testTarget(name: "LMDBTests", dependencies: ["LMDB", "TestSupport"]),

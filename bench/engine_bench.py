@@ -258,7 +258,50 @@ def cpu_ticks(pid):
     return int(f[11]) + int(f[12])
 
 
-BUILD_COMMS = {"swift-build", "swift-frontend", "swiftc", "swift-driver", "clang", "ld", "ld.gold", "ld.lld"}
+BUILD_COMMS = {"swift-build", "swift-frontend", "swiftc", "swift-driver", "swift-test", "clang", "ld", "ld.gold",
+               "ld.lld"}
+FOREIGN_CMDLINE = ("inject_bench.py", ".xctest")
+
+
+def foreign_activity(table=None):
+    """Other heavy work on the machine (builds, tests, other benchmarks)."""
+    table = table or proc_table()
+    out = set()
+    mine = set(descendants(os.getpid(), table)) | {os.getpid()}
+    for pid, (_, comm) in table.items():
+        if pid in mine:
+            continue
+        if comm in BUILD_COMMS:
+            out.add(comm)
+        elif comm.startswith("python") or comm.endswith("xctest") or "PackageTe" in comm:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().decode(errors="replace")
+            except OSError:
+                continue
+            for k in FOREIGN_CMDLINE:
+                if k in cmd:
+                    out.add(k)
+    return sorted(out)
+
+
+def wait_quiet(limit):
+    """Waits (at most `limit` s) until no build, test or other benchmark runs."""
+    t0 = time.time()
+    said = False
+    while True:
+        busy = foreign_activity()
+        if not busy:
+            if said:
+                log(f"    machine quiet after {time.time() - t0:.0f} s")
+            return []
+        if time.time() - t0 > limit:
+            log(f"    still busy after {limit:.0f} s ({busy}); measuring anyway")
+            return busy
+        if not said:
+            log(f"    waiting for other work to finish: {busy}")
+            said = True
+        time.sleep(5)
 
 
 class Sampler:
@@ -291,9 +334,8 @@ class Sampler:
         self.peak_sum_pss = max(self.peak_sum_pss, s_pss)
         self.max_procs = max(self.max_procs, len(mine))
         self.samples += 1
-        for pid, (_, comm) in table.items():
-            if comm in BUILD_COMMS:
-                self.foreign.add(comm)
+        if self.samples % 8 == 1:
+            self.foreign.update(foreign_activity(table))
 
     def result(self):
         top = max(self.hwm.values(), default=(0, "-"))
@@ -303,7 +345,7 @@ class Sampler:
         return {"max_vmhwm_kb": top[0], "max_vmhwm_process": top[1], "peak_sum_rss_kb": self.peak_sum_rss,
                 "peak_sum_pss_kb": self.peak_sum_pss, "max_processes": self.max_procs,
                 "vmhwm_by_name_kb": by_name, "samples": self.samples,
-                "build_processes_seen": sorted(self.foreign)}
+                "foreign_activity_seen": sorted(self.foreign)}
 
 
 def processes_referencing(path, exclude=()):
@@ -1691,6 +1733,8 @@ def main():
     ap.add_argument("--term-grace", type=float, default=60,
                     help="(B) seconds TERM may take before the harness holds local deliveries (holdlocal + HUP)")
     ap.add_argument("--cold", action="store_true", help="(B) drop the page cache before the restart")
+    ap.add_argument("--wait-quiet", type=float, default=3600,
+                    help="seconds to wait for builds/tests/other benchmarks to end before each measurement")
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--keep", action="store_true", help="keep temp folders (debugging)")
     args = ap.parse_args()
@@ -1734,11 +1778,13 @@ def main():
                 order = targets if rnd % 2 == 1 else list(reversed(targets))
                 for t in order:
                     log(f"(A) round {rnd}: {t}, {args.messages} messages, {args.parallel} clients")
+                    busy = wait_quiet(args.wait_quiet)
                     try:
                         r = run_delivery(run, args, classes[t], pw, home, rnd)
                     except BenchError as e:
                         r = {"target": t, "round": rnd, "ok": False, "error": str(e)}
                         status = 1
+                    r["busy_at_start"] = busy
                     out["a_runs"].append(r)
                     if r.get("delivered"):
                         log(f"    {t}: {r['delivered']}/{args.messages} delivered, {r['msgs_per_s']} msgs/s, "
@@ -1755,8 +1801,10 @@ def main():
             out["a_summary"] = summarize_a(out["a_runs"])
         if args.restart_messages > 0:
             log(f"(B) restart with {args.restart_messages} queued messages")
+            busy = wait_quiet(args.wait_quiet)
             try:
                 out["b"] = run_restart(run, args, pw, home)
+                out["b"]["busy_at_start"] = busy
             except BenchError as e:
                 out["b"] = {"ok": False, "error": str(e)}
                 status = 1

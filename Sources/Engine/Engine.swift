@@ -10,6 +10,7 @@ import ControlFiles
 import Scheduler
 import LocalDelivery
 import Bounce
+import RemoteDelivery
 
 /// How a front end configures the engine: `qmail-send`, `qmta-send` (and
 /// `slowq-send`) are the same services with different settings.
@@ -23,8 +24,9 @@ public struct EngineOptions: Sendable {
     public var defaultDelivery: String
     /// Keep running until TERM (qmail-send, `qmta-send -d`); false = one pass.
     public var daemon: Bool
-    /// The queue-program / remote program to run for the remote channel.
-    public var remoteProgram: String
+    /// An external qmail-remote-compatible program for the remote channel;
+    /// nil = the in-process SMTP client.
+    public var remoteProgram: String?
     public var ossified: Int64
     public var logFD: Int32
     /// External spawners (`qmta-send -l` / `-r`): program and arguments.
@@ -34,7 +36,7 @@ public struct EngineOptions: Sendable {
     public var clock: @Sendable () -> Int64 = { Int64(Glibc.time(nil)) }
 
     public init(program: String, queueDir: String, names: QueueNames, sync: SyncPolicy, control: ControlDirectory,
-                qmailHome: String, defaultDelivery: String, daemon: Bool, remoteProgram: String,
+                qmailHome: String, defaultDelivery: String, daemon: Bool, remoteProgram: String?,
                 ossified: Int64 = 129600, logFD: Int32 = 1) {
         self.program = program
         self.queueDir = queueDir
@@ -63,7 +65,9 @@ public final class Engine {
     var scheduler: Scheduler
     let store: ScheduleStore
     var local: LocalWorker
-    var remote: ExternalRemoteWorker
+    var remote: ExternalRemoteWorker?
+    var smtp: SMTPWorker?
+    var remoteBatch: [Delivery] = []
     var bounce: BounceWorker
     let deliveries: WorkerPool
     let chores: WorkerPool
@@ -108,7 +112,7 @@ public final class Engine {
             throw StartError(message: "alert: cannot start: \(options.qmailHome)/users/assign: \(error)")
         }
         local = LocalWorker(assign: assign, defaultDelivery: options.defaultDelivery)
-        remote = ExternalRemoteWorker(program: options.remoteProgram)
+        remote = options.remoteProgram.map { ExternalRemoteWorker(program: $0) }
         bounce = BounceWorker(settings: Engine.bounceSettings(controls, program: options.program, control: options.control))
 
         // One exclusive lock per queue: a second engine refuses to start.
@@ -129,6 +133,14 @@ public final class Engine {
                 throw StartError(message: "\(error)")
             }
             spawners[i] = sp
+        }
+        if remote == nil {
+            let settings: SMTPSettings
+            do { settings = try SMTPSettings.load(options.control) } catch {
+                throw StartError(message: "alert: cannot start: unable to read controls: \(error)")
+            }
+            let hostStore = try? LMDBHostMemoryStore(env: store.env)
+            smtp = SMTPWorker(client: SMTPClient(settings: settings, hosts: HostMemory(store: hostStore)))
         }
         let wake1 = try Spawn.pipe(), wake2 = try Spawn.pipe()
         _ = fcntl(wake1.read, F_SETFL, O_NONBLOCK); _ = fcntl(wake1.write, F_SETFL, O_NONBLOCK)
@@ -382,6 +394,8 @@ public final class Engine {
                 todoFailedAt[id] = now
                 log.line("warning: trouble with todo/\(id): \(e); will try again later")
             }
+        case let .deliveredBatch(results):
+            for (number, report) in results { handle(.delivered(number: number, report: report), now: now) }
         case let .delivered(number, report):
             if let c = deliveryChannels.removeValue(forKey: number) { running[c.rawValue] -= 1 }
             let (final, actions) = scheduler.finished(number, report, now: now)
@@ -414,6 +428,30 @@ public final class Engine {
     }
 
     func execute(_ actions: [SchedulerAction], now: Time) {
+        executeActions(actions, now: now)
+        flushRemoteBatch()
+    }
+
+    /// Recipients of one message for one domain started together share one SMTP transaction.
+    func flushRemoteBatch() {
+        guard let smtp, !remoteBatch.isEmpty else { return }
+        var groups: [(key: String, items: [Delivery])] = []
+        var index: [String: Int] = [:]
+        for d in remoteBatch {
+            let r = String(decoding: d.recipient.address, as: UTF8.self)
+            let domain = r.lastIndex(of: "@").map { r[r.index(after: $0)...].lowercased() } ?? r
+            let key = "\(d.key.id) \(domain)"
+            if let i = index[key] { groups[i].items.append(d) } else { index[key] = groups.count; groups.append((key, [d])) }
+        }
+        remoteBatch.removeAll()
+        for g in groups {
+            let mess = files.path(.mess, g.items[0].key.id)
+            let batch = g.items
+            deliveries.submit { .deliveredBatch(smtp.deliver(batch, messagePath: mess)) }
+        }
+    }
+
+    func executeActions(_ actions: [SchedulerAction], now: Time) {
         var queue = actions[...]
         while let a = queue.popFirst() {
             switch a {
@@ -433,9 +471,10 @@ public final class Engine {
                 } else if d.key.channel == .local {
                     let worker = local
                     deliveries.submit { .delivered(number: d.number, report: worker.deliver(d, messagePath: mess)) }
-                } else {
-                    let worker = remote
+                } else if let worker = remote {
                     deliveries.submit { .delivered(number: d.number, report: worker.deliver(d, messagePath: mess)) }
+                } else {
+                    remoteBatch.append(d)
                 }
             case let .markDone(key, offset):
                 do { try files.markDone(key.id, local: key.channel == .local, offset: offset) } catch {

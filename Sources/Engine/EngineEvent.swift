@@ -5,6 +5,8 @@ import QueueStore
 public enum EngineEvent: Sendable {
     case preprocessed(UInt64, Result<QueueFiles.Preprocessed, QueueFiles.TodoError>)
     case delivered(number: Int, report: DeliveryReport)
+    /// One SMTP transaction for several recipients of a message.
+    case deliveredBatch([(Int, DeliveryReport)])
     case bounced(UInt64, BounceOutcome)
 }
 

@@ -29,13 +29,15 @@ public enum FrontEnd {
             signals: TERM finish and exit; ALRM retry everything now; HUP reread controls
             environment: QMAILHOME (/var/qmail), QUEUEDIR ($QMAILHOME/queue), CONTROLDIR
               ($QMAILHOME/control), CONFSPLIT (23), BIGTODO (0), USE_FSYNC, USE_FDATASYNC,
-              QMAILREMOTE (remote delivery program), QMAILQUEUE, BOUNCEQUEUE, OSSIFIED (129600),
+              QMAILREMOTE (an external qmail-remote program; default: the built-in SMTP
+              client), DNS_SERVER, TLS_CA_FILE, QMAILQUEUE, BOUNCEQUEUE, OSSIFIED (129600),
               TODO_NOTIFY (inotify, or trigger: classic trigger FIFO and periodic scan only)
             control files: me, locals, virtualdomains, percenthack, envnoathost,
               concurrencylocal, concurrencyremote, concurrencyl.<queue>, concurrencyr.<queue>,
               holdlocal, holdremote, queuelifetime, bouncelifetime, bouncefrom, bouncehost,
               doublebouncehost, doublebounceto, bouncemaxbytes, bouncesubject,
-              doublebouncesubject, bouncemessage, doublebouncemessage, todointerval
+              doublebouncesubject, bouncemessage, doublebouncemessage, todointerval,
+              helohost, smtproutes, timeoutconnect, timeoutremote, tlsdestinations, tlsca, notls
             exit codes: 0 stopped by TERM; 111 cannot start (controls, queue, already running)
 
             """
@@ -99,7 +101,8 @@ public enum FrontEnd {
         let home = Paths.qmailHome
         var queue = Paths.queueDir
         if kind == .qmtaSend, Sys.environment("QUEUEDIR").map({ $0.isEmpty }) ?? true { queue = home + "/queue/qmta" }
-        let remote = Sys.environment("QMAILREMOTE").flatMap { $0.isEmpty ? nil : $0 } ?? Paths.program("qmail-remote")
+        // QMAILREMOTE names an external qmail-remote; otherwise the in-process SMTP client.
+        let remote = Sys.environment("QMAILREMOTE").flatMap { $0.isEmpty ? nil : $0 }
         var ossified: Int64 = 129600
         if let o = Sys.environment("OSSIFIED"), let v = Int64(o), v > 0 { ossified = v }
         let options = EngineOptions(program: program, queueDir: queue, names: names, sync: SyncPolicy.fromEnvironment(),

@@ -5,7 +5,7 @@ import Scheduler
 /// time, in LMDB beside the queue, so a restart with a huge queue does not
 /// stat every file. The queue files stay the truth.
 public final class ScheduleStore: @unchecked Sendable {
-    let env: LMDBEnvironment
+    public let env: LMDBEnvironment
     let db: LMDBDatabase
     var pending: [JobKey: Time?] = [:]
 

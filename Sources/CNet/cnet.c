@@ -1,0 +1,160 @@
+#define _GNU_SOURCE
+#include "cnet.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+int qs_connect(const unsigned char *addr, int addrlen, int port, int timeout_ms)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int fd, flags, rc, err = 0;
+    socklen_t el = sizeof err;
+    struct pollfd p;
+    memset(&ss, 0, sizeof ss);
+    if (addrlen == 4) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET; s4->sin_port = htons(port); memcpy(&s4->sin_addr, addr, 4); sl = sizeof *s4;
+    } else if (addrlen == 16) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6; s6->sin6_port = htons(port); memcpy(&s6->sin6_addr, addr, 16); sl = sizeof *s6;
+    } else return -EINVAL;
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd == -1) return -errno;
+    rc = connect(fd, (struct sockaddr *)&ss, sl);
+    if (rc == -1 && errno != EINPROGRESS) { rc = -errno; close(fd); return rc; }
+    if (rc == -1) {
+        p.fd = fd; p.events = POLLOUT; p.revents = 0;
+        do { rc = poll(&p, 1, timeout_ms); } while (rc == -1 && errno == EINTR);
+        if (rc == 0) { close(fd); return -ETIMEDOUT; }
+        if (rc == -1) { rc = -errno; close(fd); return rc; }
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == -1) { rc = -errno; close(fd); return rc; }
+        if (err) { close(fd); return -err; }
+    }
+    flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    rc = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &rc, sizeof rc);
+    return fd;
+}
+
+int qs_socket_timeout(int fd, int timeout_ms)
+{
+    struct timeval tv;
+    tv.tv_sec = timeout_ms / 1000; tv.tv_usec = (timeout_ms % 1000) * 1000;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == -1) return -1;
+    return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+int qs_peer_name(int fd, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == -1) return -1;
+    if (ss.ss_family == AF_INET) return inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, len) ? 0 : -1;
+    return inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, len) ? 0 : -1;
+}
+
+int qs_parse_ip(const char *text, unsigned char *out)
+{
+    if (inet_pton(AF_INET, text, out) == 1) return 4;
+    if (inet_pton(AF_INET6, text, out) == 1) return 16;
+    return 0;
+}
+
+int qs_format_ip(const unsigned char *addr, int addrlen, char *buf, size_t len)
+{
+    return inet_ntop(addrlen == 4 ? AF_INET : AF_INET6, addr, buf, len) ? 0 : -1;
+}
+
+static SSL_CTX *ctx_verify = 0, *ctx_noverify = 0;
+
+void *qs_tls_connect(int fd, const char *servername, int verify, const char *cafile, char *err, size_t errlen)
+{
+    SSL_CTX **slot = verify ? &ctx_verify : &ctx_noverify;
+    SSL *ssl;
+    if (!*slot) {
+        SSL_CTX *c = SSL_CTX_new(TLS_client_method());
+        if (!c) { snprintf(err, errlen, "unable to create TLS context"); return 0; }
+        SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+        if (verify) {
+            SSL_CTX_set_verify(c, SSL_VERIFY_PEER, 0);
+            if (cafile && *cafile) SSL_CTX_load_verify_locations(c, cafile, 0);
+            else SSL_CTX_set_default_verify_paths(c);
+        } else {
+            SSL_CTX_set_verify(c, SSL_VERIFY_NONE, 0);
+        }
+        *slot = c;
+    }
+    ssl = SSL_new(*slot);
+    if (!ssl) { snprintf(err, errlen, "unable to create TLS session"); return 0; }
+    SSL_set_fd(ssl, fd);
+    if (servername && *servername) {
+        SSL_set_tlsext_host_name(ssl, servername);
+        if (verify) SSL_set1_host(ssl, servername);
+    }
+    if (SSL_connect(ssl) != 1) {
+        unsigned long e = ERR_get_error();
+        long vr = SSL_get_verify_result(ssl);
+        if (vr != X509_V_OK) snprintf(err, errlen, "certificate verification failed: %s", X509_verify_cert_error_string(vr));
+        else if (e) ERR_error_string_n(e, err, errlen);
+        else snprintf(err, errlen, "TLS handshake failed");
+        SSL_free(ssl);
+        ERR_clear_error();
+        return 0;
+    }
+    return ssl;
+}
+
+ssize_t qs_tls_read(void *tls, void *buf, size_t len)
+{
+    int n = SSL_read((SSL *)tls, buf, (int)len);
+    if (n > 0) return n;
+    if (SSL_get_error((SSL *)tls, n) == SSL_ERROR_ZERO_RETURN) return 0;
+    return -1;
+}
+
+ssize_t qs_tls_write(void *tls, const void *buf, size_t len)
+{
+    int n = SSL_write((SSL *)tls, buf, (int)len);
+    return n > 0 ? n : -1;
+}
+
+void qs_tls_close(void *tls)
+{
+    if (!tls) return;
+    SSL_shutdown((SSL *)tls);
+    SSL_free((SSL *)tls);
+}
+
+int qs_tls_description(void *tls, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s %s", SSL_get_version((SSL *)tls), SSL_get_cipher((SSL *)tls));
+    return 0;
+}
+
+int qs_connect_udp(int fd, const unsigned char *addr, int addrlen, int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    if (addrlen == 4) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET; s4->sin_port = htons(port); memcpy(&s4->sin_addr, addr, 4); sl = sizeof *s4;
+    } else {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6; s6->sin6_port = htons(port); memcpy(&s6->sin6_addr, addr, 16); sl = sizeof *s6;
+    }
+    return connect(fd, (struct sockaddr *)&ss, sl) == -1 ? -errno : 0;
+}

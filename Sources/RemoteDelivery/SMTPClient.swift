@@ -1,0 +1,438 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CNet
+import SystemIO
+import ControlFiles
+import Synchronization
+
+/// What one SMTP attempt produced, in qmail-remote's report format: one
+/// report per recipient (`r` accepted, `h` refused for good, `s` refused for
+/// now) and one message report (`K`, `Z`, `D`), each the letter and text.
+public struct RemoteOutcome: Equatable, Sendable {
+    public var recipientReports: [[UInt8]]
+    public var messageReport: [UInt8]
+
+    /// qmail-remote's standard output: every report NUL-terminated.
+    public var outputBytes: [UInt8] {
+        var out: [UInt8] = []
+        for r in recipientReports { out += r; out.append(0) }
+        out += messageReport; out.append(0)
+        return out
+    }
+
+    /// Bytes qmail-rspawn would fold for recipient `i` (its report, then the message report).
+    public func output(forRecipient i: Int) -> [UInt8] {
+        var out: [UInt8] = []
+        if i < recipientReports.count { out += recipientReports[i]; out.append(0) }
+        out += messageReport; out.append(0)
+        return out
+    }
+
+    static func all(_ n: Int, message: String) -> RemoteOutcome {
+        RemoteOutcome(recipientReports: [], messageReport: Array(message.utf8))
+    }
+}
+
+/// Settings from the control files qmail-remote reads.
+public struct SMTPSettings: Sendable {
+    public var heloHost: String = "localhost"
+    public var timeoutConnect: Int = 60
+    public var timeoutRemote: Int = 1200
+    public var routes = SMTPRoutes()
+    /// Destinations (domains, `.suffix`, or `*`) that require TLS with a verified certificate.
+    public var tlsRequired: [String] = []
+    public var caFile: String? = nil
+    /// Opportunistic STARTTLS when offered (on unless `notls` says otherwise).
+    public var startTLS = true
+    public var idleTimeout: Int64 = 30
+    public var maxMessagesPerConnection = 100
+
+    public init() {}
+
+    /// `helohost` (default `me`), `timeoutconnect`, `timeoutremote`, `smtproutes`,
+    /// `tlsdestinations`, `tlsca` (or `$TLS_CA_FILE`), `notls`.
+    public static func load(_ control: ControlDirectory) throws -> SMTPSettings {
+        var s = SMTPSettings()
+        s.heloHost = try control.readLine("helohost").flatMap { $0.isEmpty ? nil : $0 } ?? control.readLine("me") ?? "localhost"
+        s.timeoutConnect = try control.readInt("timeoutconnect", default: 60)
+        s.timeoutRemote = try control.readInt("timeoutremote", default: 1200)
+        s.routes = try SMTPRoutes.load(control)
+        s.tlsRequired = try control.readLines("tlsdestinations")?.map { $0.lowercased() } ?? []
+        if let ca = Sys.environment("TLS_CA_FILE") { s.caFile = ca } else { s.caFile = try control.readLine("tlsca") }
+        s.startTLS = try control.readInt("notls", default: 0) == 0
+        return s
+    }
+
+    public func requiresTLS(_ domain: String) -> Bool {
+        let d = domain.lowercased()
+        for t in tlsRequired {
+            if t == "*" || t == d { return true }
+            if t.hasPrefix(".") && d.hasSuffix(t) { return true }
+        }
+        return false
+    }
+}
+
+/// Idle connections kept for the next message to the same destination.
+public final class ConnectionPool: @unchecked Sendable {
+    private var idle: [String: [SMTPConnection]] = [:]
+    private var lock = pthread_mutex_t()
+    public let maxIdle: Int
+
+    public init(maxIdle: Int = 64) {
+        self.maxIdle = maxIdle
+        pthread_mutex_init(&lock, nil)
+    }
+
+    static func now() -> Int64 { Int64(time(nil)) }
+
+    public func checkout(_ key: String, idleTimeout: Int64) -> SMTPConnection? {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        while var list = idle[key], let c = list.popLast() {
+            idle[key] = list
+            if ConnectionPool.now() - c.lastUsed <= idleTimeout { return c }
+            c.close()
+        }
+        return nil
+    }
+
+    public func checkin(_ key: String, _ c: SMTPConnection) {
+        c.lastUsed = ConnectionPool.now()
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        let total = idle.values.reduce(0) { $0 + $1.count }
+        if total >= maxIdle { c.close(); return }
+        idle[key, default: []].append(c)
+    }
+
+    /// Closes every idle connection (QUIT first).
+    public func closeAll() {
+        pthread_mutex_lock(&lock)
+        let all = idle.values.flatMap { $0 }
+        idle.removeAll()
+        pthread_mutex_unlock(&lock)
+        for c in all { _ = try? c.command("QUIT"); c.close() }
+    }
+
+    public var idleCount: Int {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return idle.values.reduce(0) { $0 + $1.count }
+    }
+}
+
+/// Remembers hosts whose connections time out (qmail's `lock/tcpto`), so a
+/// dead MX does not cost every message a connect timeout: after two timeouts
+/// within the tolerance window a host is skipped for `backoff` seconds.
+public final class HostMemory: @unchecked Sendable {
+    struct Entry { var failures: Int; var last: Int64 }
+    private var table: [String: Entry] = [:]
+    private var lock = pthread_mutex_t()
+    public var backoff: Int64 = 3600
+    public var tolerance: Int64 = 120
+    let store: HostMemoryStore?
+
+    public init(store: HostMemoryStore? = nil) {
+        self.store = store
+        pthread_mutex_init(&lock, nil)
+        if let store { for (ip, f, t) in store.load() { table[ip] = Entry(failures: f, last: t) } }
+    }
+
+    public func shouldSkip(_ ip: String, now: Int64) -> Bool {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        guard let e = table[ip] else { return false }
+        return e.failures >= 2 && now - e.last < backoff
+    }
+
+    public func timedOut(_ ip: String, now: Int64) {
+        pthread_mutex_lock(&lock)
+        var e = table[ip] ?? Entry(failures: 0, last: 0)
+        if now - e.last > tolerance || e.failures == 0 { e.failures = min(e.failures + 1, 10) }
+        e.last = now
+        table[ip] = e
+        pthread_mutex_unlock(&lock)
+        store?.save(ip, failures: e.failures, last: now)
+    }
+
+    public func succeeded(_ ip: String) {
+        pthread_mutex_lock(&lock)
+        let had = table.removeValue(forKey: ip) != nil
+        pthread_mutex_unlock(&lock)
+        if had { store?.remove(ip) }
+    }
+}
+
+/// Where host failure memory persists (the engine keeps it in LMDB).
+public protocol HostMemoryStore: Sendable {
+    func load() -> [(String, Int, Int64)]
+    func save(_ ip: String, failures: Int, last: Int64)
+    func remove(_ ip: String)
+}
+
+/// The SMTP client: routes and MX lookup, every MX in turn on temporary
+/// failures, EHLO/HELO, STARTTLS, SIZE, 8BITMIME, one transaction with every
+/// recipient for the host, dot-stuffing and CRLF, connection reuse.
+public final class SMTPClient: @unchecked Sendable {
+    public var settings: SMTPSettings
+    public let resolver: DNSResolver
+    public let pool: ConnectionPool
+    public let hosts: HostMemory
+
+    public init(settings: SMTPSettings, resolver: DNSResolver = .system(), pool: ConnectionPool = ConnectionPool(), hosts: HostMemory = HostMemory()) {
+        self.settings = settings
+        self.resolver = resolver
+        self.pool = pool
+        self.hosts = hosts
+    }
+
+    struct Target { var name: String; var address: [UInt8]; var port: Int }
+
+    enum Resolution { case targets([Target]), failure(String) }
+
+    static func literal(_ s: String) -> [UInt8]? {
+        guard s.hasPrefix("["), s.hasSuffix("]") else { return nil }
+        var inner = String(s.dropFirst().dropLast())
+        if inner.lowercased().hasPrefix("ipv6:") { inner = String(inner.dropFirst(5)) }
+        var buf = [UInt8](repeating: 0, count: 16)
+        let n = qs_parse_ip(inner, &buf)
+        return n == 0 ? nil : Array(buf[0..<Int(n)])
+    }
+
+    func addressTargets(_ name: String, port: Int) -> Resolution {
+        if let lit = SMTPClient.literal(name) { return .targets([Target(name: name, address: lit, port: port)]) }
+        var buf = [UInt8](repeating: 0, count: 16)
+        let n = qs_parse_ip(name, &buf)
+        if n > 0 { return .targets([Target(name: name, address: Array(buf[0..<Int(n)]), port: port)]) }
+        switch resolver.addresses(of: name) {
+        case .records(let r):
+            let t = r.compactMap { rec -> Target? in
+                if case .a(let a) = rec { return Target(name: name, address: a, port: port) }
+                if case .aaaa(let a) = rec { return Target(name: name, address: a, port: port) }
+                return nil
+            }
+            return t.isEmpty ? .failure("DSorry, I couldn't find any host named \(name). (#5.1.2)\n") : .targets(t)
+        case .nxdomain: return .failure("DSorry, I couldn't find any host named \(name). (#5.1.2)\n")
+        case .temporaryFailure: return .failure("ZSorry, I couldn't find any host by that name. (#4.1.2)\n")
+        }
+    }
+
+    /// The hosts to try for `domain`, in order.
+    func resolve(_ domain: String) -> Resolution {
+        if let route = settings.routes.route(for: domain), let relay = route.relay {
+            return addressTargets(relay, port: route.port)
+        }
+        let port = settings.routes.route(for: domain)?.port ?? 25
+        if SMTPClient.literal(domain) != nil { return addressTargets(domain, port: port) }
+        switch resolver.query(domain, .mx) {
+        case .nxdomain: return .failure("DSorry, I couldn't find any host named \(domain). (#5.1.2)\n")
+        case .temporaryFailure: return .failure("ZSorry, I couldn't find any host by that name. (#4.1.2)\n")
+        case .records(let records):
+            var mxs = records.compactMap { r -> (Int, String)? in if case let .mx(p, e) = r { return (p, e) }; return nil }
+            if mxs.isEmpty { return addressTargets(domain, port: port) }
+            // Preference order; random among equals.
+            mxs.shuffle()
+            mxs.sort { $0.0 < $1.0 }
+            var targets: [Target] = []
+            var lastFailure: String? = nil
+            for (_, name) in mxs {
+                switch addressTargets(name, port: port) {
+                case .targets(let t): targets += t
+                case .failure(let f): lastFailure = f
+                }
+            }
+            if targets.isEmpty {
+                return .failure(lastFailure?.hasPrefix("Z") == true ? lastFailure! : "ZSorry, I couldn't find any host by that name. (#4.1.2)\n")
+            }
+            return .targets(targets)
+        }
+    }
+
+    /// Message bytes for DATA: bare LF → CRLF, leading dots doubled, ".\r\n" at the end.
+    public static func dataBytes(_ message: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(message.count + message.count / 40 + 8)
+        var atLineStart = true
+        var prev: UInt8 = 0
+        for b in message {
+            if atLineStart && b == UInt8(ascii: ".") { out.append(UInt8(ascii: ".")) }
+            if b == 10 && prev != 13 { out.append(13) }
+            out.append(b)
+            atLineStart = b == 10
+            prev = b
+        }
+        if !atLineStart { out += [13, 10] }
+        out += Array(".\r\n".utf8)
+        return out
+    }
+
+    static func said(_ r: SMTPConnection.Reply) -> String { "Remote host said: " + r.text + "\n" }
+
+    /// Delivers one message to `recipients` at `domain`.
+    public func deliver(domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8]) -> RemoteOutcome {
+        let targets: [Target]
+        switch resolve(domain) {
+        case .failure(let f): return .all(recipients.count, message: f)
+        case .targets(let t): targets = t
+        }
+        let requireTLS = settings.requiresTLS(domain)
+        var lastTemporary: String? = nil
+        let now = Int64(time(nil))
+        let usable = targets.filter { !hosts.shouldSkip(ip($0), now: now) }
+        for target in (usable.isEmpty ? targets : usable) {
+            switch attempt(target, domain: domain, sender: sender, recipients: recipients, message: message, requireTLS: requireTLS) {
+            case .done(let outcome): return outcome
+            case .tryNext(let why): lastTemporary = why
+            }
+        }
+        return .all(recipients.count, message: lastTemporary ?? "ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n")
+    }
+
+    func ip(_ t: Target) -> String {
+        var name = [CChar](repeating: 0, count: 64)
+        _ = t.address.withUnsafeBufferPointer { qs_format_ip($0.baseAddress, Int32($0.count), &name, 64) }
+        return String(cString: name)
+    }
+
+    enum Attempt { case done(RemoteOutcome), tryNext(String?) }
+
+    func attempt(_ target: Target, domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8], requireTLS: Bool) -> Attempt {
+        let key = "\(ip(target)):\(target.port)"
+        var conn = pool.checkout(key, idleTimeout: settings.idleTimeout)
+        var reused = conn != nil
+        var allowTLS = settings.startTLS || requireTLS
+        var tries = 0
+        while tries < 3 {
+            tries += 1
+            if conn == nil {
+                let (c, err) = SMTPConnection.connect(address: target.address, port: target.port,
+                                                      timeout: settings.timeoutConnect, ioTimeout: settings.timeoutRemote)
+                guard let c else {
+                    if err == ETIMEDOUT { hosts.timedOut(ip(target), now: Int64(time(nil))) }
+                    return .tryNext(nil)
+                }
+                hosts.succeeded(c.ip)
+                conn = c
+                reused = false
+                switch open(c, target: target, domain: domain, requireTLS: requireTLS, allowTLS: allowTLS) {
+                case .ok: break
+                case .retryWithoutTLS:
+                    c.close(); conn = nil; allowTLS = false
+                    continue
+                case .fail(let a):
+                    c.close()
+                    return a
+                }
+            }
+            let c = conn!
+            do {
+                c.recipientsSent = false
+            if c.messagesSent > 0 {
+                    let r = try c.command("RSET")
+                    if r.code != 250 { throw SMTPConnection.Failure.died }
+                }
+                let outcome = try transaction(c, sender: sender, recipients: recipients, message: message)
+                c.messagesSent += 1
+                if c.messagesSent < settings.maxMessagesPerConnection { pool.checkin(key, c) }
+                else { _ = try? c.command("QUIT"); c.close() }
+                return .done(outcome)
+            } catch {
+                c.close()
+                conn = nil
+                // An idle connection the server had closed fails at RSET or MAIL: reconnect.
+                if reused && !c.recipientsSent { continue }
+                return .done(.all(recipients.count, message: "ZConnected to \(c.ip) but connection died. (#4.4.2)\n"))
+            }
+        }
+        return .tryNext(nil)
+    }
+
+    enum Open { case ok, retryWithoutTLS, fail(Attempt) }
+
+    func open(_ c: SMTPConnection, target: Target, domain: String, requireTLS: Bool, allowTLS: Bool) -> Open {
+        do {
+            let greeting = try c.reply()
+            if greeting.code < 200 || greeting.code >= 300 {
+                let letter = greeting.code >= 500 ? "D" : "Z"
+                if letter == "Z" { return .fail(.tryNext("ZConnected to \(c.ip) but greeting failed.\n" + SMTPClient.said(greeting))) }
+                return .fail(.done(.all(0, message: "DConnected to \(c.ip) but greeting failed.\n" + SMTPClient.said(greeting))))
+            }
+            let hello = try c.hello(settings.heloHost)
+            if hello.code < 200 || hello.code >= 300 {
+                return .fail(.done(.all(0, message: (hello.code >= 500 ? "D" : "Z") + "Connected to \(c.ip) but my name was rejected.\n" + SMTPClient.said(hello))))
+            }
+            if allowTLS && c.extensions.contains("STARTTLS") {
+                let name = SMTPClient.literal(target.name) == nil ? target.name : domain
+                if let why = try c.startTLS(serverName: name, verify: requireTLS, caFile: settings.caFile) {
+                    if requireTLS { return .fail(.tryNext("ZTLS negotiation with \(c.ip) failed: \(why). (#4.7.5)\n")) }
+                    return .retryWithoutTLS
+                }
+                let again = try c.hello(settings.heloHost)
+                if again.code != 250 {
+                    return .fail(.done(.all(0, message: "ZConnected to \(c.ip) but my name was rejected after STARTTLS.\n" + SMTPClient.said(again))))
+                }
+            } else if requireTLS {
+                return .fail(.tryNext("Z\(c.ip) does not offer STARTTLS, which \(domain) requires. (#4.7.5)\n"))
+            }
+            return .ok
+        } catch {
+            return .fail(.tryNext("ZConnected to \(c.ip) but connection died. (#4.4.2)\n"))
+        }
+    }
+
+    func transaction(_ c: SMTPConnection, sender: [UInt8], recipients: [[UInt8]], message: [UInt8]) throws(SMTPConnection.Failure) -> RemoteOutcome {
+        let s = String(decoding: sender, as: UTF8.self)
+        var mail = "MAIL FROM:<\(s)>"
+        if c.extensions.contains("SIZE") { mail += " SIZE=\(message.count)" }
+        if c.extensions.contains("8BITMIME") && message.contains(where: { $0 >= 128 }) { mail += " BODY=8BITMIME" }
+        if let limit = c.sizeLimit, message.count > limit {
+            return .all(recipients.count, message: "DConnected to \(c.ip) but the message is larger than the \(limit) bytes it accepts. (#5.3.4)\n")
+        }
+        let m = try c.command(mail)
+        if m.code >= 500 { return .all(recipients.count, message: "DConnected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m)) }
+        if m.code >= 400 || m.code < 200 { return .all(recipients.count, message: "ZConnected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m)) }
+        var reports: [[UInt8]] = []
+        var accepted = 0
+        let pipelining = c.extensions.contains("PIPELINING")
+        var replies: [SMTPConnection.Reply] = []
+        c.recipientsSent = true
+        if pipelining {
+            var batch: [UInt8] = []
+            for r in recipients { batch += Array(("RCPT TO:<" + String(decoding: r, as: UTF8.self) + ">\r\n").utf8) }
+            try c.send(batch)
+            for _ in recipients { replies.append(try c.reply()) }
+        } else {
+            for r in recipients { replies.append(try c.command("RCPT TO:<" + String(decoding: r, as: UTF8.self) + ">")) }
+        }
+        for (r, reply) in zip(recipients, replies) {
+            let head = "From: <\(s)> RCPT: <\(String(decoding: r, as: UTF8.self))> "
+            if reply.code >= 200 && reply.code < 300 {
+                reports.append(Array(("r" + head).utf8)); accepted += 1
+            } else {
+                let letter = reply.code >= 500 ? "h" : "s"
+                reports.append(Array((letter + head + "\(c.ip) does not like recipient.\n" + SMTPClient.said(reply)).utf8))
+            }
+        }
+        if accepted == 0 {
+            return RemoteOutcome(recipientReports: reports, messageReport: Array("DGiving up on \(c.ip).\n".utf8))
+        }
+        let d = try c.command("DATA")
+        if d.code != 354 {
+            let letter = d.code >= 500 ? "D" : "Z"
+            return RemoteOutcome(recipientReports: reports, messageReport: Array((letter + "\(c.ip) failed on DATA command.\n" + SMTPClient.said(d)).utf8))
+        }
+        try c.send(SMTPClient.dataBytes(message))
+        let final: SMTPConnection.Reply
+        do { final = try c.reply() } catch {
+            // Sent but unconfirmed: a retry may deliver twice, as qmail accepts.
+            throw error
+        }
+        let text: String
+        if final.code >= 200 && final.code < 300 { text = "K\(c.ip) accepted message - Protocol SMTP.\n" + SMTPClient.said(final) }
+        else if final.code >= 500 { text = "D\(c.ip) failed after I sent the message.\n" + SMTPClient.said(final) }
+        else { text = "Z\(c.ip) failed after I sent the message.\n" + SMTPClient.said(final) }
+        return RemoteOutcome(recipientReports: reports, messageReport: Array(text.utf8))
+    }
+}

@@ -1,0 +1,153 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CNet
+import SystemIO
+
+/// One SMTP connection: a socket, optionally wrapped in TLS after STARTTLS,
+/// with reply parsing (multi-line replies) and timeouts per operation.
+public final class SMTPConnection: @unchecked Sendable {
+    public let fd: Int32
+    public let ip: String
+    public let port: Int
+    var tls: UnsafeMutableRawPointer? = nil
+    var buffer: [UInt8] = []
+    var start = 0
+    public private(set) var extensions: Set<String> = []
+    public private(set) var sizeLimit: Int? = nil
+    public var isTLS: Bool { tls != nil }
+    public var messagesSent = 0
+    public var lastUsed: Int64 = 0
+    public var greetedAs: String = ""
+    /// The current transaction got past MAIL FROM (a failure now is not a stale connection).
+    public var recipientsSent = false
+
+    public struct Reply: Equatable, Sendable {
+        public var code: Int
+        public var lines: [String]
+        /// The reply as qmail quotes it after "Remote host said: ".
+        public var text: String { lines.joined(separator: "\n") }
+    }
+
+    public enum Failure: Error, Equatable { case died, timeout }
+
+    init(fd: Int32, ip: String, port: Int) {
+        self.fd = fd
+        self.ip = ip
+        self.port = port
+    }
+
+    deinit { close() }
+
+    public func close() {
+        if let t = tls { qs_tls_close(t); tls = nil }
+        if fd >= 0 { Glibc.close(fd) }
+    }
+
+    /// Connects within `timeout` seconds; nil plus errno on failure.
+    public static func connect(address: [UInt8], port: Int, timeout: Int, ioTimeout: Int) -> (SMTPConnection?, Int32) {
+        let fd = address.withUnsafeBufferPointer { qs_connect($0.baseAddress, Int32($0.count), Int32(port), Int32(timeout * 1000)) }
+        if fd < 0 { return (nil, -fd) }
+        _ = qs_socket_timeout(fd, Int32(ioTimeout * 1000))
+        var name = [CChar](repeating: 0, count: 64)
+        _ = address.withUnsafeBufferPointer { qs_format_ip($0.baseAddress, Int32($0.count), &name, 64) }
+        return (SMTPConnection(fd: fd, ip: String(cString: name), port: port), 0)
+    }
+
+    func rawRead(_ buf: UnsafeMutableRawPointer, _ len: Int) -> Int {
+        if let tls { return qs_tls_read(tls, buf, len) }
+        while true {
+            let n = read(fd, buf, len)
+            if n == -1 && errno == EINTR { continue }
+            return n
+        }
+    }
+
+    func rawWrite(_ bytes: [UInt8]) throws(Failure) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { raw -> Int in
+                if let tls { return qs_tls_write(tls, raw.baseAddress! + off, raw.count - off) }
+                return Glibc.send(fd, raw.baseAddress! + off, raw.count - off, Int32(MSG_NOSIGNAL))
+            }
+            if n <= 0 {
+                if n == -1 && errno == EINTR { continue }
+                throw (errno == EAGAIN || errno == EWOULDBLOCK) ? .timeout : .died
+            }
+            off += n
+        }
+    }
+
+    func readLine() throws(Failure) -> [UInt8] {
+        while true {
+            if let nl = buffer[start...].firstIndex(of: 10) {
+                var line = Array(buffer[start..<nl])
+                start = nl + 1
+                if start > 65536 { buffer.removeFirst(start); start = 0 }
+                if line.last == 13 { line.removeLast() }
+                return line
+            }
+            var chunk = [UInt8](repeating: 0, count: 16384)
+            let n = chunk.withUnsafeMutableBytes { rawRead($0.baseAddress!, $0.count) }
+            if n <= 0 { throw (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) ? .timeout : .died }
+            buffer += chunk[0..<n]
+            if buffer.count - start > 1_000_000 { throw .died }   // a hostile server sending an endless line
+        }
+    }
+
+    /// Reads one (possibly multi-line) reply.
+    public func reply() throws(Failure) -> Reply {
+        var lines: [String] = []
+        var code = 0
+        while true {
+            let line = try readLine()
+            let text = String(decoding: line.map { ($0 < 32 && $0 != 9) || $0 > 126 ? UInt8(ascii: "?") : $0 }, as: UTF8.self)
+            lines.append(text)
+            guard line.count >= 3, let c = Int(String(decoding: line[0..<3], as: UTF8.self)) else { code = 0; if line.count < 4 { break }; continue }
+            code = c
+            if line.count < 4 || line[3] != UInt8(ascii: "-") { break }
+            if lines.count > 1000 { throw .died }
+        }
+        return Reply(code: code, lines: lines)
+    }
+
+    public func command(_ line: String) throws(Failure) -> Reply {
+        try rawWrite(Array((line + "\r\n").utf8))
+        return try reply()
+    }
+
+    public func send(_ bytes: [UInt8]) throws(Failure) { try rawWrite(bytes) }
+
+    /// EHLO, falling back to HELO; records the extensions offered.
+    public func hello(_ name: String) throws(Failure) -> Reply {
+        greetedAs = name
+        let r = try command("EHLO " + name)
+        if r.code == 250 {
+            extensions = []
+            sizeLimit = nil
+            for line in r.lines.dropFirst() where line.count > 4 {
+                let words = line.dropFirst(4).split(separator: " ")
+                guard let kw = words.first?.uppercased() else { continue }
+                extensions.insert(kw)
+                if kw == "SIZE", words.count > 1, let n = Int(words[1]), n > 0 { sizeLimit = n }
+            }
+            return r
+        }
+        extensions = []
+        return try command("HELO " + name)
+    }
+
+    /// STARTTLS; nil on success, else the reason.
+    public func startTLS(serverName: String, verify: Bool, caFile: String?) throws(Failure) -> String? {
+        let r = try command("STARTTLS")
+        if r.code != 220 { return "STARTTLS refused: \(r.text)" }
+        var err = [CChar](repeating: 0, count: 256)
+        guard let t = qs_tls_connect(fd, serverName, verify ? 1 : 0, caFile, &err, 256) else {
+            return String(cString: err)
+        }
+        tls = t
+        buffer.removeAll()
+        start = 0
+        return nil
+    }
+}

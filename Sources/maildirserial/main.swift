@@ -1,0 +1,1 @@
+MaildirSerialMain.run()

@@ -1,0 +1,3 @@
+import Glibc
+import RemoteDelivery
+exit(RemoteMain.run(Array(CommandLine.arguments.dropFirst())))

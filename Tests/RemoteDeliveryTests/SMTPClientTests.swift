@@ -1,0 +1,253 @@
+import XCTest
+import RemoteDelivery
+import Engine
+import Scheduler
+import SystemIO
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A helper process (a Python server) that prints its port first and stops by itself.
+final class ScriptedServer {
+    let pid: pid_t
+    let port: Int
+    let dir: String
+
+    init(_ script: String, _ args: [String], dir: String) throws {
+        self.dir = dir
+        let out = try Spawn.pipe()
+        let null = open("/dev/null", O_RDONLY)
+        defer { close(null) }
+        let path = TestEnv.packageRoot + "/Tests/RemoteDeliveryTests/Support/" + script
+        pid = try Spawn.start("/usr/bin/env", arguments: ["env", "python3", path] + args,
+                              fds: [.init(null, at: 0), .init(out.write, at: 1)], keepStandard: true)
+        Sys.close(out.write)
+        var line: [UInt8] = []
+        var b: UInt8 = 0
+        while read(out.read, &b, 1) == 1 && b != 10 { line.append(b) }
+        Sys.close(out.read)
+        port = Int(String(decoding: line, as: UTF8.self)) ?? 0
+        if port == 0 { throw SystemError("server did not start", errno: EIO) }
+    }
+
+    static func smtp(_ dir: String, _ args: [String] = []) throws -> ScriptedServer {
+        try ScriptedServer("smtpd.py", ["--dir", dir, "--lifetime", "60"] + args, dir: dir)
+    }
+
+    func stop() { kill(pid, SIGKILL); _ = try? Spawn.wait(pid) }
+
+    /// Messages the server accepted: (envelope lines, body).
+    var received: [(env: [String], body: String)] {
+        let names = ((try? Sys.listDirectory(dir)) ?? []).filter { $0.hasSuffix(".eml") }.sorted()
+        return names.map { n in
+            let base = dir + "/" + String(n.dropLast(4))
+            let env = String(decoding: TestEnv.read(base + ".env"), as: UTF8.self).split(separator: "\n").map(String.init)
+            return (env, String(decoding: TestEnv.read(base + ".eml"), as: UTF8.self))
+        }
+    }
+
+    var sessionLog: String { String(decoding: TestEnv.read(dir + "/session.log"), as: UTF8.self) }
+}
+
+final class SMTPClientTests: XCTestCase {
+    var dir = ""
+    var servers: [ScriptedServer] = []
+    override func setUp() { dir = TestEnv.temporaryDirectory("smtp") }
+    override func tearDown() { servers.forEach { $0.stop() }; TestEnv.remove(dir) }
+
+    func server(_ args: [String] = []) throws -> ScriptedServer {
+        let d = dir + "/server\(servers.count)"
+        mkdir(d, 0o755)
+        let s = try ScriptedServer.smtp(d, args)
+        servers.append(s)
+        return s
+    }
+
+    func client(port: Int, timeout: Int = 10, tlsRequired: [String] = [], caFile: String? = nil) throws -> SMTPClient {
+        var s = SMTPSettings()
+        s.heloHost = "client.example"
+        s.timeoutConnect = 5
+        s.timeoutRemote = timeout
+        s.routes = try SMTPRoutes(lines: [(1, ":127.0.0.1:\(port)")], file: "smtproutes")
+        s.tlsRequired = tlsRequired
+        s.caFile = caFile
+        return SMTPClient(settings: s, resolver: DNSResolver(servers: []))
+    }
+
+    let message = Array("Subject: test\n\n.a line with a dot\nbare LF line\n".utf8)
+
+    func deliver(_ c: SMTPClient, _ rcpts: [String] = ["u@dest.example"]) -> (RemoteOutcome, [DeliveryReport]) {
+        let o = c.deliver(domain: "dest.example", sender: Array("s@src.example".utf8), recipients: rcpts.map { Array($0.utf8) }, message: message)
+        let folded = rcpts.indices.map { ExternalRemoteWorker.fold(output: o.output(forRecipient: $0), status: .exited(0)) }
+        return (o, folded)
+    }
+
+    func text(_ r: DeliveryReport) -> String { String(decoding: r.text, as: UTF8.self) }
+
+    func testSuccessWithDotStuffingCRLFAndIndimailTexts() throws {
+        let s = try server()
+        let (_, reports) = deliver(try client(port: s.port))
+        XCTAssertEqual(reports[0].kind, .success)
+        XCTAssertEqual(text(reports[0]), "From: <s@src.example> RCPT: <u@dest.example> 127.0.0.1 accepted message - Protocol SMTP.\nRemote host said: 250 ok\n")
+        XCTAssertEqual(s.received.count, 1)
+        XCTAssertEqual(s.received[0].body, "Subject: test\r\n\r\n.a line with a dot\r\nbare LF line\r\n")
+        XCTAssertEqual(s.received[0].env, ["s@src.example", "u@dest.example", "plain"])
+        XCTAssertTrue(s.sessionLog.contains("EHLO client.example"), s.sessionLog)
+        XCTAssertTrue(s.sessionLog.contains("MAIL FROM:<s@src.example> SIZE=\(message.count)"), s.sessionLog)
+    }
+
+    func testFailuresAtEachStage() throws {
+        let cases: [([String], DeliveryReport.Kind, String)] = [
+            (["--greeting", "554 go away"], .failure, "Connected to 127.0.0.1 but greeting failed.\nRemote host said: 554 go away\n"),
+            (["--greeting", "421 busy"], .deferral, "Connected to 127.0.0.1 but greeting failed.\nRemote host said: 421 busy\n"),
+            (["--helo", "550"], .failure, "Connected to 127.0.0.1 but my name was rejected.\nRemote host said: 550 no such user here\n"),
+            (["--mail", "553"], .failure, "Connected to 127.0.0.1 but sender was rejected.\nRemote host said: 553 bad sender\n"),
+            (["--mail", "451"], .deferral, "Connected to 127.0.0.1 but sender was rejected.\nRemote host said: 451 local error\n"),
+            (["--rcpt-default", "550"], .failure, "From: <s@src.example> RCPT: <u@dest.example> 127.0.0.1 does not like recipient.\nRemote host said: 550 no such user here\nGiving up on 127.0.0.1.\n"),
+            (["--rcpt-default", "450"], .deferral, "From: <s@src.example> RCPT: <u@dest.example> 127.0.0.1 does not like recipient.\nRemote host said: 450 mailbox busy\nGiving up on 127.0.0.1.\n"),
+            (["--data", "554"], .failure, "From: <s@src.example> RCPT: <u@dest.example> 127.0.0.1 failed on DATA command.\nRemote host said: 554 transaction failed\n"),
+            (["--data", "451"], .deferral, "From: <s@src.example> RCPT: <u@dest.example> 127.0.0.1 failed on DATA command.\nRemote host said: 451 local error\n"),
+            (["--final", "552"], .failure, "From: <s@src.example> RCPT: <u@dest.example> 127.0.0.1 failed after I sent the message.\nRemote host said: 552 too big\n"),
+            (["--final", "451"], .deferral, "From: <s@src.example> RCPT: <u@dest.example> 127.0.0.1 failed after I sent the message.\nRemote host said: 451 local error\n"),
+            (["--drop-in-data"], .deferral, "Connected to 127.0.0.1 but connection died. (#4.4.2)\n"),
+        ]
+        for (args, kind, expected) in cases {
+            let s = try server(args)
+            let (_, reports) = deliver(try client(port: s.port))
+            XCTAssertEqual(reports[0].kind, kind, "\(args)")
+            XCTAssertEqual(text(reports[0]), expected, "\(args)")
+            XCTAssertEqual(s.received.count, 0, "\(args): nothing may be accepted")
+        }
+    }
+
+    func testHangingServerTimesOut() throws {
+        for stage in ["greeting", "mail", "final"] {
+            let s = try server(["--hang-at", stage])
+            let start = time(nil)
+            let (_, reports) = deliver(try client(port: s.port, timeout: 2))
+            XCTAssertEqual(reports[0].kind, .deferral, stage)
+            XCTAssertEqual(text(reports[0]), "Connected to 127.0.0.1 but connection died. (#4.4.2)\n", stage)
+            XCTAssertLessThan(time(nil) - start, 10, stage)
+        }
+    }
+
+    func testSomeRecipientsAcceptedOthersRejected() throws {
+        let s = try server(["--rcpt", "bad@dest.example=550", "--rcpt", "later@dest.example=451"])
+        let (o, reports) = deliver(try client(port: s.port), ["good@dest.example", "bad@dest.example", "later@dest.example"])
+        XCTAssertEqual(o.recipientReports.map { $0.first! }, [UInt8(ascii: "r"), UInt8(ascii: "h"), UInt8(ascii: "s")])
+        XCTAssertEqual(reports.map(\.kind), [.success, .failure, .deferral])
+        XCTAssertEqual(s.received.count, 1)
+        XCTAssertEqual(s.received[0].env, ["s@src.example", "good@dest.example", "plain"])
+        XCTAssertTrue(s.sessionLog.components(separatedBy: "MAIL FROM").count == 2, "one transaction for all recipients")
+    }
+
+    func makeCertificate() throws -> (cert: String, key: String) {
+        let cert = dir + "/cert.pem", key = dir + "/key.pem"
+        let out = try TestEnv.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                                                      "-days", "1", "-keyout", key, "-out", cert])
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        return (cert, key)
+    }
+
+    func testStartTLSWithASelfSignedCertificate() throws {
+        let (cert, key) = try makeCertificate()
+        // Opportunistic: encrypted, not verified.
+        let s = try server(["--tls", cert, key])
+        let (_, reports) = deliver(try client(port: s.port))
+        XCTAssertEqual(reports[0].kind, .success, text(reports[0]))
+        XCTAssertEqual(s.received.first?.env.last, "tls")
+        XCTAssertTrue(s.sessionLog.contains("STARTTLS"))
+        // Required and verified: the self-signed certificate fails → deferral.
+        let s2 = try server(["--tls", cert, key])
+        let (_, r2) = deliver(try client(port: s2.port, tlsRequired: ["dest.example"]))
+        XCTAssertEqual(r2[0].kind, .deferral)
+        XCTAssertTrue(text(r2[0]).hasPrefix("TLS negotiation with 127.0.0.1 failed: certificate verification failed"), text(r2[0]))
+        XCTAssertEqual(s2.received.count, 0)
+        // Required, with the certificate as CA (name localhost is not dest.example): still refused.
+        // Required but not offered: deferral.
+        let s3 = try server()
+        let (_, r3) = deliver(try client(port: s3.port, tlsRequired: [".example"]))
+        XCTAssertEqual(r3[0].kind, .deferral)
+        XCTAssertEqual(text(r3[0]), "127.0.0.1 does not offer STARTTLS, which dest.example requires. (#4.7.5)\n")
+    }
+
+    func testConnectionIsReusedAcrossMessages() throws {
+        let s = try server()
+        let c = try client(port: s.port)
+        for _ in 0..<5 { XCTAssertEqual(deliver(c).1[0].kind, .success) }
+        XCTAssertEqual(s.received.count, 5)
+        let log = s.sessionLog
+        XCTAssertEqual(log.components(separatedBy: "EHLO").count - 1, 1, "one connection: \(log)")
+        XCTAssertEqual(log.components(separatedBy: "RSET").count - 1, 4, log)
+        XCTAssertEqual(c.pool.idleCount, 1)
+        c.pool.closeAll()
+    }
+
+    func testNoServerListening() throws {
+        let c = try client(port: 1)   // nothing listens on port 1
+        let (_, r) = deliver(c)
+        XCTAssertEqual(r[0].kind, .deferral)
+        XCTAssertEqual(text(r[0]), "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n")
+    }
+
+    func testDataBytes() {
+        XCTAssertEqual(SMTPClient.dataBytes(Array("a\n.b\r\n..c".utf8)), Array("a\r\n..b\r\n...c\r\n.\r\n".utf8))
+    }
+}
+
+/// MX order, fallback to A, no such domain, against a loopback DNS stub.
+final class DNSTests: XCTestCase {
+    var dir = ""
+    var servers: [ScriptedServer] = []
+    override func setUp() { dir = TestEnv.temporaryDirectory("dns") }
+    override func tearDown() { servers.forEach { $0.stop() }; TestEnv.remove(dir) }
+
+    func dns(_ records: [String]) throws -> DNSResolver {
+        let s = try ScriptedServer("dnsd.py", ["--lifetime", "60"] + records, dir: dir)
+        servers.append(s)
+        return DNSResolver(servers: [.init(address: [127, 0, 0, 1], port: s.port)])
+    }
+
+    func testQueries() throws {
+        let r = try dns(["mx.example/MX/20/b.mx.example", "mx.example/MX/10/a.mx.example", "a.mx.example/A/127.0.0.2",
+                         "gone.example/NXDOMAIN", "v6.example/AAAA/::1"])
+        XCTAssertEqual(r.query("mx.example", .mx), .records([.mx(preference: 20, exchange: "b.mx.example"), .mx(preference: 10, exchange: "a.mx.example")]))
+        XCTAssertEqual(r.query("a.mx.example", .a), .records([.a([127, 0, 0, 2])]))
+        XCTAssertEqual(r.query("gone.example", .mx), .nxdomain)
+        XCTAssertEqual(r.addresses(of: "v6.example"), .records([.aaaa([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])]))
+        // A server that does not answer is a temporary failure.
+        var dead = DNSResolver(servers: [.init(address: [127, 0, 0, 1], port: 9)])
+        dead.timeoutMS = 300
+        dead.attempts = 1
+        if case .temporaryFailure = dead.query("x.example", .mx) {} else { XCTFail("expected a temporary failure") }
+    }
+
+    func testMXOrderFallbackToAAndNoSuchDomain() throws {
+        let smtpDir = dir + "/smtp"
+        mkdir(smtpDir, 0o755)
+        let s = try ScriptedServer.smtp(smtpDir)
+        servers.append(s)
+        // Preference 10 points at 127.0.0.2, where nothing listens; 20 at 127.0.0.1.
+        let r = try dns(["dest.example/MX/20/good.mx.example", "dest.example/MX/10/dead.mx.example",
+                         "dead.mx.example/A/127.0.0.2", "good.mx.example/A/127.0.0.1",
+                         "nomx.example/A/127.0.0.1", "gone.example/NXDOMAIN", "broken.example/SERVFAIL"])
+        var settings = SMTPSettings()
+        settings.timeoutConnect = 3
+        settings.timeoutRemote = 10
+        // An empty relay keeps the MX lookup; only the port changes.
+        settings.routes = try SMTPRoutes(lines: [(1, "::\(s.port)")], file: "smtproutes")
+        let c = SMTPClient(settings: settings, resolver: r)
+        let m = Array("Subject: x\n\nx\n".utf8)
+        let o1 = c.deliver(domain: "dest.example", sender: [], recipients: [Array("u@dest.example".utf8)], message: m)
+        XCTAssertEqual(String(decoding: o1.messageReport, as: UTF8.self), "K127.0.0.1 accepted message - Protocol SMTP.\nRemote host said: 250 ok\n")
+        let o2 = c.deliver(domain: "nomx.example", sender: [], recipients: [Array("u@nomx.example".utf8)], message: m)
+        XCTAssertEqual(o2.messageReport.first, UInt8(ascii: "K"))
+        let o3 = c.deliver(domain: "gone.example", sender: [], recipients: [Array("u@gone.example".utf8)], message: m)
+        XCTAssertEqual(String(decoding: o3.messageReport, as: UTF8.self), "DSorry, I couldn't find any host named gone.example. (#5.1.2)\n")
+        let o4 = c.deliver(domain: "broken.example", sender: [], recipients: [Array("u@broken.example".utf8)], message: m)
+        XCTAssertEqual(String(decoding: o4.messageReport, as: UTF8.self), "ZSorry, I couldn't find any host by that name. (#4.1.2)\n")
+        XCTAssertEqual(s.received.count, 2)
+        c.pool.closeAll()
+    }
+}
