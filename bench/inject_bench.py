@@ -602,7 +602,7 @@ def text_report(info, summary, phases, args, problems):
     out.append(f"bench fs: {info['bench_dir']}: {fs_line(info)}")
     out.append(f"settings: parallel={args.parallel} "
                + (f"count={args.count}" if args.count else f"seconds={args.seconds}")
-               + f" size={args.size} rounds={args.rounds}; medians over rounds")
+               + f" size={args.size} rounds={args.rounds} settle={args.settle:g}s; medians over rounds")
     out.append("")
     hdr = (f"{'measurement':46} {'ops/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'prog CPU':>8} "
            f"{'drv CPU':>7} {'busy%':>5} {'other%':>6}  per round ops/s")
@@ -651,7 +651,8 @@ def markdown_report(info, summary, phases, args, problems):
     o.append(f"| load average at start | {' '.join(info['loadavg_at_start'])} |")
     o.append(f"| settings | {args.parallel} parallel workers, "
              + (f"{args.count} operations" if args.count else f"{args.seconds:g} s")
-             + f" per measurement, {args.size}-byte message, {args.rounds} rounds (medians) |")
+             + f" per measurement, {args.size}-byte message, {args.rounds} rounds (medians), "
+             f"settle {args.settle:g} s |")
     o.append("")
     o.append("| measurement | ops/s | p50 ms | p90 ms | p99 ms | program CPU ms/op | driver CPU ms/op "
              "| machine busy % | of which not ours % | ops/s per round |")
@@ -710,6 +711,10 @@ def main():
                     help="skip the no-fsync, qmail-nullqueue and /bin/true measurements")
     ap.add_argument("--json", metavar="FILE", help="write a JSON record to FILE")
     ap.add_argument("--markdown", action="store_true", help="also print a Markdown section for docs/benchmarks.md")
+    ap.add_argument("--settle", type=float, default=None, metavar="SECONDS",
+                    help="before measuring, wait until SECONDS have passed since the last change of the "
+                         "parent folder (the previous run's cleanup); default 90 on ext4 without a "
+                         "journal, else 0")
     ap.add_argument("--allow-tmpfs", action="store_true", help="run even if the bench folder is tmpfs")
     args = ap.parse_args()
     if args.parallel < 1 or args.rounds < 1 or args.size < 1 or (args.seconds <= 0 and not args.count):
@@ -718,9 +723,24 @@ def main():
     base = args.dir
     if base is None:
         base = DEFAULT_BASE if os.path.isdir(os.path.dirname(DEFAULT_BASE)) else "/var/tmp"
+    existed = os.path.isdir(base)
     os.makedirs(base, exist_ok=True)
-    if mount_of(base)[1] == "tmpfs" and not args.allow_tmpfs:
+    _, fstype, source, _ = mount_of(base)
+    if fstype == "tmpfs" and not args.allow_tmpfs:
         sys.exit(f"inject_bench: {base} is on tmpfs: fsync there means nothing; use --dir")
+    # ext4 without a journal does not reuse an inode for 60 s after its deletion
+    # (up to 5 min while its inode table block is dirty): a new inode is searched
+    # past every such one, which makes creating files several times slower after
+    # a mass deletion, such as the cleanup of a previous run. Wait that out.
+    if args.settle is None:
+        args.settle = 90.0 if fstype == "ext4" and ext4_journal(source) == "no" else 0.0
+    os.sync()
+    if existed and args.settle > 0:
+        wait = args.settle - (time.time() - os.stat(base).st_mtime)
+        if wait > 0:
+            print(f"inject_bench: {base} changed {args.settle - wait:.0f} s ago (a previous run's cleanup?); "
+                  f"waiting {wait:.0f} s for deleted inodes to age (--settle)", file=sys.stderr)
+            time.sleep(wait)
 
     tmp = tempfile.mkdtemp(prefix="inject_bench.", dir=base)
     cleanup_dirs = [tmp]
@@ -739,11 +759,10 @@ def main():
         kill_workers([p for p in ACTIVE if not pid_reaped(p)])
         for d in cleanup_dirs:
             remove_tree(d)
-        try:
-            if not os.listdir(base) and base == DEFAULT_BASE:
-                os.rmdir(base)
-        except OSError:
-            pass
+        # The (now empty) parent folder stays: its modification time tells the
+        # next run when this cleanup happened (--settle). Writing the freed
+        # inode tables now shortens the time they count as recently deleted.
+        os.sync()
 
 
 def run(args, tmp):

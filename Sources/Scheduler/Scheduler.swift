@@ -72,6 +72,9 @@ public struct SchedulerConfig: Sendable, Equatable {
     public var hold: [Bool]
     public var queueLifetime: Int64
     public var bounceLifetime: Int64
+    /// Remote recipients of one message at one domain share a delivery slot
+    /// (they go in one SMTP transaction), up to this many.
+    public var remoteGroupLimit: Int = 100
 
     public init(concurrencyLocal: Int = 10, concurrencyRemote: Int = 20, holdLocal: Bool = false, holdRemote: Bool = false,
                 queueLifetime: Int64 = 604800, bounceLifetime: Int64 = 604800) {
@@ -102,7 +105,10 @@ public struct Scheduler: Sendable {
     var open: [JobKey: OpenJob] = [:]
     var pass: [Channel: JobKey] = [:]
     public private(set) var inFlight: [Int] = [0, 0]
-    var deliveries: [Int: (key: JobKey, recipient: LoadedJob.Recipient)] = [:]
+    var deliveries: [Int: (key: JobKey, recipient: LoadedJob.Recipient, group: Int)] = [:]
+    /// Deliveries still running in each slot-sharing group.
+    var groupRemaining: [Int: Int] = [:]
+    var nextGroup = 1
     /// Channels still pending for each message.
     var pendingChannels: [MessageID: Set<Channel>] = [:]
     var nextDeliveryNumber = 1
@@ -112,6 +118,8 @@ public struct Scheduler: Sendable {
         var retry: Time
         var dying: Bool
         var nextIndex = 0
+        /// Recipients already started (grouping may start later ones early).
+        var started = Set<Int>()
         var refs = 0
         var unfinished: Int
     }
@@ -224,15 +232,31 @@ public struct Scheduler: Sendable {
         guard let key = pass[c], var job = open[key] else { return }
         while job.nextIndex < job.job.recipients.count && inFlight[c.rawValue] < config.concurrency[c.rawValue]
                 && !config.hold[c.rawValue] {
-            let r = job.job.recipients[job.nextIndex]
-            job.nextIndex += 1
-            job.refs += 1
+            let group = nextGroup
+            nextGroup += 1
             inFlight[c.rawValue] += 1
-            let n = nextDeliveryNumber
-            nextDeliveryNumber += 1
-            deliveries[n] = (key, r)
-            actions.append(.start(Delivery(number: n, key: key, recipient: r, sender: job.job.sender,
-                                           qqeh: job.job.qqeh, envHeaders: job.job.envHeaders)))
+            var members = [job.nextIndex]
+            if c == .remote {
+                // Later recipients at the same domain join this slot.
+                let domain = Scheduler.domain(job.job.recipients[job.nextIndex].address)
+                var i = job.nextIndex + 1
+                while i < job.job.recipients.count && members.count < config.remoteGroupLimit {
+                    if Scheduler.domain(job.job.recipients[i].address) == domain { members.append(i) }
+                    i += 1
+                }
+            }
+            groupRemaining[group] = members.count
+            for idx in members {
+                let r = job.job.recipients[idx]
+                job.refs += 1
+                let n = nextDeliveryNumber
+                nextDeliveryNumber += 1
+                deliveries[n] = (key, r, group)
+                actions.append(.start(Delivery(number: n, key: key, recipient: r, sender: job.job.sender,
+                                               qqeh: job.job.qqeh, envHeaders: job.job.envHeaders)))
+            }
+            job.started.formUnion(members)
+            while job.nextIndex < job.job.recipients.count && job.started.contains(job.nextIndex) { job.nextIndex += 1 }
         }
         open[key] = job
         if job.nextIndex >= job.job.recipients.count {
@@ -248,7 +272,13 @@ public struct Scheduler: Sendable {
         guard let d = deliveries.removeValue(forKey: number), var job = open[d.key] else { return (report, []) }
         var report = report
         var actions: [SchedulerAction] = []
-        inFlight[d.key.channel.rawValue] -= 1
+        let left = (groupRemaining[d.group] ?? 1) - 1
+        if left <= 0 {
+            groupRemaining[d.group] = nil
+            inFlight[d.key.channel.rawValue] -= 1
+        } else {
+            groupRemaining[d.group] = left
+        }
         job.refs -= 1
         switch report.kind {
         case .success:
@@ -289,6 +319,11 @@ public struct Scheduler: Sendable {
             enqueue(key, at: job.retry)
             actions.append(.reschedule(key, at: job.retry))
         }
+    }
+
+    static func domain(_ address: [UInt8]) -> [UInt8] {
+        guard let at = address.lastIndex(of: UInt8(ascii: "@")) else { return [] }
+        return address[(at + 1)...].map { ($0 >= 65 && $0 <= 90) ? $0 + 32 : $0 }
     }
 
     // MARK: control

@@ -188,6 +188,23 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(Array(a.prefix(2)), [.channelDone(k), .messageDone(6)])
     }
 
+    func testRemoteRecipientsAtOneDomainShareASlot() {
+        var s = Scheduler(config: SchedulerConfig(concurrencyRemote: 1))
+        _ = s.add(11, channels: [.remote: 0])
+        let k = loads(s.step(now: 0))[0]
+        let a = s.jobLoaded(k, job(11, .remote, birth: 0, rcpts: ["a@x.example", "b@y.example", "c@X.example"]), now: 0)
+        let first = starts(a)
+        XCTAssertEqual(first.map { String(decoding: $0.recipient.address, as: UTF8.self) }, ["a@x.example", "c@X.example"])
+        XCTAssertEqual(s.inFlight[1], 1)
+        let (_, b) = s.finished(first[0].number, DeliveryReport(.success, "ok"), now: 0)
+        XCTAssertEqual(starts(b).count, 0, "the slot is busy until the whole group reports")
+        let (_, c) = s.finished(first[1].number, DeliveryReport(.success, "ok"), now: 0)
+        XCTAssertEqual(starts(c).map { String(decoding: $0.recipient.address, as: UTF8.self) }, ["b@y.example"])
+        let (_, d) = s.finished(starts(c)[0].number, DeliveryReport(.success, "ok"), now: 0)
+        XCTAssertTrue(d.contains(.messageDone(11)))
+        XCTAssertEqual(s.inFlight[1], 0)
+    }
+
     func testReportParsing() {
         XCTAssertEqual(DeliveryReport(bytes: Array("Kok".utf8)), DeliveryReport(.success, "ok"))
         XCTAssertEqual(DeliveryReport(bytes: Array("Zlater".utf8))?.kind, .deferral)
