@@ -19,6 +19,8 @@ let package = Package(
         .executable(name: "qmail-lspawn", targets: ["qmail-lspawn"]),
         .executable(name: "qmail-remote", targets: ["qmail-remote"]),
         .executable(name: "qmail-rspawn", targets: ["qmail-rspawn"]),
+        .executable(name: "rrt", targets: ["rrt"]),
+        .executable(name: "maildirserial", targets: ["maildirserial"]),
         .library(name: "QueueFormat", targets: ["QueueFormat"]),
         .library(name: "QueueClient", targets: ["QueueClient"]),
         .library(name: "LMDB", targets: ["LMDB"]),
@@ -55,6 +57,8 @@ let package = Package(
         .target(name: "RemoteDelivery", dependencies: ["CNet", "SystemIO", "ControlFiles", "Scheduler", "LMDB"]),
         // qmail-inject's header processing.
         .target(name: "Inject", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO"]),
+        // Return receipts (rrt) and maildirserial's bounces, client protocol and maildir scan.
+        .target(name: "Receipts", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO", "Bounce"]),
 
         // Shared helpers for the test targets (temporary folders, running the built programs).
         .target(name: "TestSupport", dependencies: ["SystemIO"]),
@@ -71,6 +75,8 @@ let package = Package(
         .executableTarget(name: "qmail-remote", dependencies: ["RemoteDelivery"], linkerSettings: staticExe),
         .executableTarget(name: "qmail-rspawn", dependencies: ["Engine", "RemoteDelivery", "SystemIO", "ControlFiles", "Scheduler"]),
         .executableTarget(name: "qmail-local", dependencies: ["LocalDelivery"], linkerSettings: staticExe),
+        .executableTarget(name: "rrt", dependencies: ["Receipts"], linkerSettings: staticExe),
+        .executableTarget(name: "maildirserial", dependencies: ["Receipts"]),
 
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport"]),
         .testTarget(name: "RemoteDeliveryTests", dependencies: ["RemoteDelivery", "Engine", "Scheduler", "SystemIO", "TestSupport"]),
@@ -80,5 +86,6 @@ let package = Package(
         .testTarget(name: "QueueStoreTests", dependencies: ["QueueStore", "QueueClient", "QueueFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "QueueClientTests", dependencies: ["QueueClient", "QueueFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "InjectTests", dependencies: ["Inject", "QueueFormat", "SystemIO", "TestSupport"]),
+        .testTarget(name: "ReceiptsTests", dependencies: ["Receipts", "QueueFormat", "SystemIO", "TestSupport"]),
     ]
 )

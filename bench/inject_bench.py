@@ -693,6 +693,44 @@ def markdown_report(info, summary, phases, args, problems):
 
 # ----------------------------------------------------------------------------
 
+def wait_for_other_benchmarks(base, wait_max):
+    """Two benchmarks at once measure each other. Holds <base>/inject_bench.lock
+    for the run and waits while another benchmark holds a *.lock in `base`
+    (engine_bench.py holds engine_bench.lock with flock for its whole run)."""
+    import fcntl
+    own = open(os.path.join(base, "inject_bench.lock"), "w")
+    deadline = time.monotonic() + wait_max
+    said = set()
+    while True:
+        busy = []
+        try:
+            fcntl.flock(own, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            busy.append(own.name)
+        for name in sorted(os.listdir(base)):
+            path = os.path.join(base, name)
+            if not name.endswith(".lock") or name == "inject_bench.lock" or not os.path.isfile(path):
+                continue
+            try:
+                with open(path) as f:
+                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released at once by close
+            except BlockingIOError:
+                busy.append(path)
+            except OSError:
+                pass
+        if not busy:
+            return own
+        if own.name not in busy:
+            fcntl.flock(own, fcntl.LOCK_UN)
+        if time.monotonic() > deadline:
+            sys.exit(f"inject_bench: still busy after {wait_max:g} s: {', '.join(busy)}")
+        for b in busy:
+            if b not in said:
+                print(f"inject_bench: waiting for the benchmark holding {b}", file=sys.stderr)
+                said.add(b)
+        time.sleep(5)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -715,6 +753,9 @@ def main():
                     help="before measuring, wait until SECONDS have passed since the last change of the "
                          "parent folder (the previous run's cleanup); default 90 on ext4 without a "
                          "journal, else 0")
+    ap.add_argument("--wait-max", type=float, default=1800.0, metavar="SECONDS",
+                    help="wait at most this long for other benchmark runs in the parent folder (any "
+                         "*.lock held with flock, e.g. engine_bench.lock) to end (default %(default)s)")
     ap.add_argument("--allow-tmpfs", action="store_true", help="run even if the bench folder is tmpfs")
     args = ap.parse_args()
     if args.parallel < 1 or args.rounds < 1 or args.size < 1 or (args.seconds <= 0 and not args.count):
@@ -725,6 +766,7 @@ def main():
         base = DEFAULT_BASE if os.path.isdir(os.path.dirname(DEFAULT_BASE)) else "/var/tmp"
     existed = os.path.isdir(base)
     os.makedirs(base, exist_ok=True)
+    lock = wait_for_other_benchmarks(base, args.wait_max)
     _, fstype, source, _ = mount_of(base)
     if fstype == "tmpfs" and not args.allow_tmpfs:
         sys.exit(f"inject_bench: {base} is on tmpfs: fsync there means nothing; use --dir")

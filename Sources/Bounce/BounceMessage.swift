@@ -59,6 +59,13 @@ public struct BounceSettings: Sendable {
     /// Raw `bouncemessage` / `doublebouncemessage` contents, replacing the intro.
     public var message: [UInt8]? = nil
     public var doubleMessage: [UInt8]? = nil
+    /// `bounceformat`: qmail's QSBMF (default) or an RFC 3464 report.
+    public var format: Format = .qsbmf
+    /// `delaywarning`: seconds after which a still-deferred message gets one
+    /// `Action: delayed` warning (0 = never).
+    public var delayWarning: Int64 = 0
+
+    public enum Format: String, Sendable { case qsbmf, dsn }
 
     public init() {}
 }
@@ -74,27 +81,35 @@ public enum BounceDecision: Equatable, Sendable {
 /// Builds the bounce message qmail-send sends when a message's recipients have
 /// failed for good: QSBMF text in indimail-mta's MIME layout (engine.md §6.4).
 public enum BounceMessage {
-    public static func compose(id: UInt64, sender rawSender: [UInt8], birth: Int64, bounceFile: [UInt8],
-                               message: [UInt8], settings: BounceSettings, date: String) -> BounceDecision {
+    /// Who a bounce goes to: the sender; for an empty sender (a bounce that
+    /// bounced) `doublebounceto@doublebouncehost` from `#@[]`; nobody for a
+    /// triple bounce or a blank `doublebounceto`.
+    public enum Route: Equatable, Sendable {
+        case send(envelopeSender: [UInt8], recipient: [UInt8], sender: [UInt8], double: Bool)
+        case discard(logLine: String)
+    }
+
+    public static func route(id: UInt64, sender rawSender: [UInt8], settings: BounceSettings) -> Route {
         var sender = rawSender
         // VERP: owner-@host-@[] → owner-@host
         if sender.count > 4 && Array(sender.suffix(4)) == Array("-@[]".utf8) { sender = Array(sender.dropLast(3)) }
         if sender == Array("#@[]".utf8) {
             return .discard(logLine: "triple bounce: discarding bounce/\(id)")
         }
-        let double = sender.isEmpty
-        let envSender: [UInt8]
-        let recipient: [UInt8]
-        if double {
+        if sender.isEmpty {
             let to = settings.doubleBounceTo
-            if to.isEmpty {
-                return .discard(logLine: "double bounce: discarding bounce/\(id)")
-            }
-            recipient = Array((to + "@" + settings.doubleBounceHost).utf8)
-            envSender = Array("#@[]".utf8)
-        } else {
-            recipient = sender
-            envSender = []
+            if to.isEmpty { return .discard(logLine: "double bounce: discarding bounce/\(id)") }
+            return .send(envelopeSender: Array("#@[]".utf8), recipient: Array((to + "@" + settings.doubleBounceHost).utf8), sender: sender, double: true)
+        }
+        return .send(envelopeSender: [], recipient: sender, sender: sender, double: false)
+    }
+
+    public static func compose(id: UInt64, sender rawSender: [UInt8], birth: Int64, bounceFile: [UInt8],
+                               message: [UInt8], settings: BounceSettings, date: String) -> BounceDecision {
+        let sender: [UInt8], envSender: [UInt8], recipient: [UInt8], double: Bool
+        switch route(id: id, sender: rawSender, settings: settings) {
+        case .discard(let line): return .discard(logLine: line)
+        case let .send(e, r, s, d): envSender = e; recipient = r; sender = s; double = d
         }
         let boundary = "\(birth)\(settings.bounceHost)\(id)"
         var out: [UInt8] = []

@@ -23,6 +23,10 @@ public struct EngineControls: Sendable, Equatable {
     public var bounceSubject: String
     public var doubleBounceSubject: String
     public var todoInterval: Int
+    /// `bounceformat` (or `bounceformat.<queue>`): `qsbmf` or `dsn`.
+    public var bounceFormat: String
+    /// `delaywarning`: seconds before a still-deferred message's sender is warned (0 = never).
+    public var delayWarning: Int
 
     /// The spawner slot limit (indimail's `conf-spawn`).
     public static let concurrencyLimit = 500
@@ -47,6 +51,8 @@ public struct EngineControls: Sendable, Equatable {
         bounceSubject = "failure notice"
         doubleBounceSubject = "failure notice"
         todoInterval = 1500
+        bounceFormat = "qsbmf"
+        delayWarning = 0
     }
 
     /// Reads every control the engine uses. `queueName` selects the per-queue
@@ -93,6 +99,14 @@ public struct EngineControls: Sendable, Equatable {
         c.bounceSubject = try nonEmpty(control.readLine("bouncesubject")) ?? "failure notice"
         c.doubleBounceSubject = try nonEmpty(control.readLine("doublebouncesubject")) ?? "failure notice"
         c.todoInterval = try control.readInt("todointerval", default: 1500)
+        var format = try control.readLine("bounceformat") ?? "qsbmf"
+        if let q = queueName, let f = try control.readLine("bounceformat.\(q)") { format = f }
+        format = format.lowercased()
+        guard format == "qsbmf" || format == "dsn" else {
+            throw ControlError(file: control.filePath("bounceformat"), line: 1, message: "expected qsbmf or dsn, found \"\(format)\"")
+        }
+        c.bounceFormat = format
+        c.delayWarning = try control.readInt("delaywarning", default: 0)
         return c
     }
 

@@ -89,6 +89,8 @@ public final class Engine {
     /// Deliveries started and not yet reported, as the log has shown them.
     var running = [0, 0]
     var deliveryChannels: [Int: Channel] = [:]
+    var deliveryRecipients: [Int: (MessageID, [UInt8])] = [:]
+    var warningInFlight = Set<UInt64>()
 
     func clock() -> Time { options.clock() }
 
@@ -178,6 +180,8 @@ public final class Engine {
         b.doubleSubject = c.doubleBounceSubject
         b.message = try? control.readRaw("bouncemessage")
         b.doubleMessage = try? control.readRaw("doublebouncemessage")
+        b.format = c.bounceFormat == "dsn" ? .dsn : .qsbmf
+        b.delayWarning = Int64(c.delayWarning)
         return b
     }
 
@@ -263,7 +267,7 @@ public final class Engine {
                 return 0
             }
             if !options.daemon && isQuiet(now: clock()) {
-                let waiting = scheduler.waitingCount(after: clock())
+                let waiting = scheduler.waitingCount(after: clock()) + doneRetry.count
                 persistRetryTimes()
                 for sp in spawners.compactMap({ $0 }) { sp.finish() }
                 log.line("info: \(options.program): no pending deliveries; \(waiting) job\(waiting == 1 ? "" : "s") wait\(waiting == 1 ? "s" : "") for a later retry. quitting...")
@@ -394,6 +398,13 @@ public final class Engine {
                 todoFailedAt[id] = now
                 log.line("warning: trouble with todo/\(id): \(e); will try again later")
             }
+        case let .warned(id, outcome):
+            warningInFlight.remove(id)
+            switch outcome {
+            case .queued(let qp): log.line("delay warning msg \(id) qp \(qp)")
+            case .failed(let why): log.line("warning: \(why)")
+            default: break
+            }
         case let .deliveredBatch(results):
             for (number, report) in results { handle(.delivered(number: number, report: report), now: now) }
         case let .delivered(number, report):
@@ -401,6 +412,9 @@ public final class Engine {
             let (final, actions) = scheduler.finished(number, report, now: now)
             let word = final.kind == .success ? "success" : final.kind == .failure ? "failure" : "deferral"
             log.line("delivery \(number): \(word): \(EngineLog.safe(final.text))")
+            if let (id, rcpt) = deliveryRecipients.removeValue(forKey: number), final.kind == .deferral {
+                considerDelayWarning(id, recipient: rcpt, report: final.text, now: now)
+            }
             logStatus()
             execute(actions, now: now)
         case let .bounced(id, outcome):
@@ -425,6 +439,17 @@ public final class Engine {
                 doneRetry[id] = now + 123
             }
         }
+    }
+
+    /// One `Action: delayed` warning per message, once it has waited `delaywarning` seconds.
+    func considerDelayWarning(_ id: UInt64, recipient: [UInt8], report: [UInt8], now: Time) {
+        let after = bounce.settings.delayWarning
+        guard after > 0, !warningInFlight.contains(id), let info = try? files.info(id), now - info.birth >= after,
+              !store.wasWarned(id) else { return }
+        warningInFlight.insert(id)
+        store.markWarned(id)
+        let worker = DelayWarningWorker(settings: bounce.settings), files = self.files
+        chores.submit { .warned(id, worker.warn(id, recipient: recipient, report: report, files: files)) }
     }
 
     func execute(_ actions: [SchedulerAction], now: Time) {
@@ -461,6 +486,7 @@ public final class Engine {
                 log.line("starting delivery \(d.number): msg \(d.key.id) to \(d.key.channel.name) \(EngineLog.safe(d.recipient.address))")
                 running[d.key.channel.rawValue] += 1
                 deliveryChannels[d.number] = d.key.channel
+                if bounce.settings.delayWarning > 0 { deliveryRecipients[d.number] = (d.key.id, d.recipient.address) }
                 logStatus()
                 let mess = files.path(.mess, d.key.id)
                 if let sp = spawners[d.key.channel.rawValue] {
@@ -539,6 +565,7 @@ public final class Engine {
         do {
             try files.removeMessage(id)
             doneRetry[id] = nil
+            if bounce.settings.delayWarning > 0 { store.clearWarned(id) }
             log.line("end msg \(id)")
         } catch {
             log.line("warning: unable to remove message \(id): \(error); will try again later")

@@ -8,6 +8,8 @@ public enum EngineEvent: Sendable {
     /// One SMTP transaction for several recipients of a message.
     case deliveredBatch([(Int, DeliveryReport)])
     case bounced(UInt64, BounceOutcome)
+    /// A delay warning was sent (or not).
+    case warned(UInt64, BounceOutcome)
 }
 
 /// How injecting one bounce went.

@@ -15,6 +15,22 @@ public final class ScheduleStore: @unchecked Sendable {
         o.mapSize = 4 << 30
         env = try LMDBEnvironment(path: path, options: o)
         db = try env.database("schedule")
+        warned = try env.database("warned")
+    }
+
+    let warned: LMDBDatabase
+
+    /// Messages whose sender already got a delay warning.
+    public func wasWarned(_ id: UInt64) -> Bool {
+        (try? env.read { try $0.get(warned, ScheduleStore.value(Time(bitPattern: id))) }) != nil
+    }
+
+    public func markWarned(_ id: UInt64) {
+        try? env.write { try $0.put(warned, ScheduleStore.value(Time(bitPattern: id)), [1]) }
+    }
+
+    public func clearWarned(_ id: UInt64) {
+        try? env.write { _ = try $0.delete(warned, ScheduleStore.value(Time(bitPattern: id))) }
     }
 
     static func key(_ k: JobKey) -> [UInt8] {

@@ -21,10 +21,10 @@ public enum DefaultQueue {
             let path = dir + "/" + name
             guard let st = try Sys.stat(path), (st.st_mode & S_IFMT) == S_IFREG else { continue }
             let bytes = try Sys.readFile(path) ?? []
-            if bytes.isEmpty { changes.append((name, nil)); continue }
+            if bytes.isEmpty { changes.append((name: name, value: nil)); continue }
             var line = bytes.prefix { $0 != 10 }.map { $0 == 0 ? UInt8(10) : $0 }
             while let last = line.last, last == 32 || last == 9 { line.removeLast() }
-            changes.append((name, String(decoding: line, as: UTF8.self)))
+            changes.append((name: name, value: String(decoding: line, as: UTF8.self)))
         }
         return changes
     }

@@ -43,8 +43,10 @@ public enum ReturnReceipt {
             self.returnReceiptTo = returnReceiptTo
         }
 
-        /// A receipt is wanted only when both Return-Receipt-To and Message-ID are present.
-        public var wantsReceipt: Bool { returnReceiptTo != nil && messageID != nil }
+        /// A receipt is wanted only when both Return-Receipt-To and Message-ID are present
+        /// (and, unlike indimail-mta, which would queue to an empty recipient, the
+        /// Return-Receipt-To address is not empty).
+        public var wantsReceipt: Bool { !(returnReceiptTo ?? []).isEmpty && messageID != nil }
     }
 
     /// A `From:` or `Return-Receipt-To:` line without a usable address (rrt exit 8).

@@ -90,6 +90,31 @@ final class RetryAndBounceTests: XCTestCase {
         XCTAssertEqual(h.queueFiles(), [])
     }
 
+    func testDelayWarningIsSentOnceAfterItsAge() throws {
+        h.writeControl("bounceformat", "dsn\n")
+        h.writeControl("delaywarning", "300\n")
+        h.writeHomeFile("joe", ".qmail", "|echo mailbox locked; exit 111\n")
+        try h.inject("To: joe@example.test\nSubject: slow\n\nx\n", ["-f", "alice@example.test"])
+        let start = Int64(time(nil))
+        let clock = FakeClock(start)
+        let logPath = h.dir + "/engine.log"
+        let e = try engine(clock: clock, logPath: logPath)
+        e.start()
+        var log: String { String(decoding: TestEnv.read(logPath), as: UTF8.self) }
+        turn(e, until: { log.contains("delivery 1: deferral") })
+        XCTAssertFalse(log.contains("delay warning"), "too young for a warning")
+        clock.now = start + 400
+        turn(e, until: { log.contains("delivery 2: deferral") && h.maildir("alice").count == 1 })
+        clock.now = start + 900
+        turn(e, until: { log.contains("delivery 4: deferral") })
+        XCTAssertEqual(log.components(separatedBy: "delay warning msg ").count - 1, 1, log)
+        let warning = try XCTUnwrap(h.maildirMessages("alice").first)
+        XCTAssertTrue(warning.contains("Subject: Delayed Mail (still being retried)"), warning)
+        XCTAssertTrue(warning.contains("Final-Recipient: rfc822; joe@example.test\nAction: delayed\nStatus: 4.0.0\n"), warning)
+        XCTAssertTrue(warning.contains("<joe@example.test>:\nmailbox locked\n"), warning)
+        XCTAssertTrue(warning.contains("Content-Type: text/rfc822-headers\n\nReturn-Path: <alice@example.test>\n"), warning)
+    }
+
     func testAlarmRetriesNowAndHoldsFollowHup() throws {
         h.writeHomeFile("joe", ".qmail", "|exit 111\n")
         try h.inject("To: joe@example.test\n\nx\n")

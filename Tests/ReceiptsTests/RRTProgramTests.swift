@@ -146,7 +146,7 @@ final class RRTProgramTests: XCTestCase {
     }
 
     func testUnparsableReceiptAddressExits8() throws {
-        let out = try h.rrt(remoteOperands, message: "Message-ID: <1@x>\nReturn-Receipt-To:\n\nx\n", env: success)
+        let out = try h.rrt(remoteOperands, message: "Message-ID: <1@x>\nReturn-Receipt-To: <" + String(repeating: "r", count: 1000) + ">\n\nx\n", env: success)
         XCTAssertEqual(out.exitCode, 8, out.stderrText)
     }
 

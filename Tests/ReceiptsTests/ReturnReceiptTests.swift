@@ -66,8 +66,10 @@ final class ReturnReceiptTests: XCTestCase {
         XCTAssertFalse(try ReturnReceipt.extractHeaders(bytes("Return-Receipt-To: r@x\n\n")).wantsReceipt)
     }
 
-    func testUnparsableReceiptAddressIsAParseError() {
-        XCTAssertThrowsError(try ReturnReceipt.extractHeaders(bytes("Return-Receipt-To:\nMessage-ID: <m>\n\n")))
+    func testUnparsableReceiptAddressIsAParseError() throws {
+        XCTAssertThrowsError(try ReturnReceipt.extractHeaders(bytes("Return-Receipt-To: <" + String(repeating: "r", count: 901) + ">\nMessage-ID: <m>\n\n")))
+        // An empty address parses (as in indimail-mta) but asks for no receipt.
+        XCTAssertFalse(try ReturnReceipt.extractHeaders(bytes("Return-Receipt-To: \nMessage-ID: <m>\n\n")).wantsReceipt)
         XCTAssertThrowsError(try ReturnReceipt.extractHeaders(bytes("From: <" + String(repeating: "a", count: 950) + ">\n\n")))
     }
 
