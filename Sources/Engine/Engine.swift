@@ -158,6 +158,8 @@ public final class Engine {
     /// Concurrency clamped to what each external spawner announced.
     func schedulerConfig(_ c: EngineControls) -> SchedulerConfig {
         var cfg = Engine.schedulerConfig(c)
+        // Only the in-process SMTP client sends several recipients in one transaction.
+        if smtp == nil { cfg.remoteGroupLimit = 1 }
         for ch in Channel.allCases { if let sp = spawners[ch.rawValue] { cfg.concurrency[ch.rawValue] = min(cfg.concurrency[ch.rawValue], sp.limit) } }
         return cfg
     }
@@ -281,7 +283,11 @@ public final class Engine {
     public func waitForWork(limit: Time = 60) { wait(now: clock(), limit: limit) }
 
     /// Asks the engine to finish (as TERM does).
-    public func requestExit() { exiting = true }
+    public func requestExit() {
+        if exiting { return }
+        exiting = true
+        execute(scheduler.drain(), now: clock())
+    }
 
     /// Nothing in flight, nothing due, nothing to preprocess or bounce.
     func isQuiet(now: Time) -> Bool {
@@ -319,8 +325,11 @@ public final class Engine {
             for s in buf[0..<n] {
                 switch Int32(s) {
                 case SIGTERM:
-                    if !exiting { log.line("status: got TERM; finishing deliveries in progress") }
-                    exiting = true
+                    if !exiting {
+                        log.line("status: got TERM; finishing deliveries in progress")
+                        exiting = true
+                        execute(scheduler.drain(), now: now)
+                    }
                 case SIGALRM:
                     log.line("info: got ALRM; retrying every queued message now")
                     execute(scheduler.retryAllNow(now: now), now: now)
@@ -435,7 +444,7 @@ public final class Engine {
             case .none:
                 finishMessage(id, now: now)
             case .failed(let why):
-                log.line("warning: \(EngineLog.safe(why).replacingUnderscoresOfSpaces())")
+                log.line("warning: \(EngineLog.lineSafe(why))")
                 doneRetry[id] = now + 123
             }
         }
@@ -481,7 +490,11 @@ public final class Engine {
         while let a = queue.popFirst() {
             switch a {
             case .load(let key):
-                queue += scheduler.jobLoaded(key, load(key), now: now)
+                switch load(key) {
+                case .loaded(let job): queue += scheduler.jobLoaded(key, job, now: now)
+                case .gone: queue += scheduler.jobLoaded(key, nil, now: now)
+                case .unreadable: queue += scheduler.jobLoadFailed(key, retryAt: now + 123)
+                }
             case .start(let d):
                 log.line("starting delivery \(d.number): msg \(d.key.id) to \(d.key.channel.name) \(EngineLog.safe(d.recipient.address))")
                 running[d.key.channel.rawValue] += 1
@@ -530,18 +543,27 @@ public final class Engine {
         }
     }
 
-    /// Reads a job's info and channel file; nil when they are gone.
-    func load(_ key: JobKey) -> LoadedJob? {
+    enum Load { case loaded(LoadedJob), gone, unreadable }
+
+    /// Reads a job's info and channel file. A missing channel file means the
+    /// job is finished; a missing info file with a channel file, or a read
+    /// error, is retried later (qmail-send's 123-second pqfail).
+    func load(_ key: JobKey) -> Load {
+        let name = files.names.path(key.channel == .local ? .local : .remote, key.id)
         do {
-            guard let info = try files.info(key.id),
-                  let records = try files.channelRecords(key.id, local: key.channel == .local) else { return nil }
+            guard let records = try files.channelRecords(key.id, local: key.channel == .local) else { return .gone }
+            guard let info = try files.info(key.id) else {
+                log.line("warning: unable to stat info/\(key.id); will try again later")
+                return .unreadable
+            }
             let pending = records.filter { !$0.done }.map { LoadedJob.Recipient(offset: $0.offset, address: $0.address) }
-            return LoadedJob(key: key, birth: info.birth, sender: info.sender, qqeh: info.qqeh, envHeaders: info.envHeaders, recipients: pending)
+            return .loaded(LoadedJob(key: key, birth: info.birth, sender: info.sender, qqeh: info.qqeh, envHeaders: info.envHeaders, recipients: pending))
+        } catch is RecipientRecord.ParseError {
+            log.line("warning: unknown record type in \(name)!")
+            return .unreadable
         } catch {
-            log.line("warning: trouble reading \(files.names.path(key.channel == .local ? .local : .remote, key.id)); will try again later")
-            store.set(key, clock() + 123)
-            execute(scheduler.add(key.id, channels: [key.channel: clock() + 123]), now: clock())
-            return nil
+            log.line("warning: trouble reading \(name); will try again later")
+            return .unreadable
         }
     }
 
@@ -628,6 +650,3 @@ public final class Engine {
     }
 }
 
-extension String {
-    func replacingUnderscoresOfSpaces() -> String { String(map { $0 == "_" ? " " : $0 }) }
-}

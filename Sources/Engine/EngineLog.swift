@@ -28,6 +28,13 @@ public final class EngineLog: @unchecked Sendable {
 
     public static func safe(_ s: String) -> String { safe(Array(s.utf8)) }
 
+    /// For warnings: one line (`\n` → `/`), spaces kept.
+    public static func lineSafe(_ s: String) -> String {
+        var t = s
+        while t.hasSuffix("\n") { t.removeLast() }
+        return String(t.map { $0 == "\n" ? "/" : $0 })
+    }
+
     public func line(_ s: String) {
         buffer += Array(s.utf8)
         buffer.append(10)

@@ -90,7 +90,9 @@ public enum FrontEnd {
                 }
                 args.removeFirst()
                 names.split = v
-            case "--": break
+            case "--":
+                if let d = args.first { delivery = d; args.removeFirst() }
+                args.removeAll()
             default:
                 printError("\(program): usage: unknown option \(a)")
                 printError("usage: qmta-send [-d] [-s split] [-b] [-l] [-r] [defaultdelivery]")

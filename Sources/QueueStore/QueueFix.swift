@@ -96,7 +96,8 @@ public struct QueueFix {
         for entry in entries() {
             let full = entry.path.isEmpty ? queueDir : queueDir + "/" + entry.path
             let st: stat?
-            do { st = try Sys.lstat(full) } catch { throw Refusal(message: "queue-fix: fatal: \(error)") }
+            // The queue folder itself may be a symbolic link (a queue on another disk).
+            do { st = entry.path.isEmpty ? try Sys.stat(full) : try Sys.lstat(full) } catch { throw Refusal(message: "queue-fix: fatal: \(error)") }
             do {
                 if let st {
                     let type = st.st_mode & S_IFMT
@@ -159,4 +160,13 @@ public struct QueueFix {
     }
 
     func octal(_ m: mode_t) -> String { "0" + String(m, radix: 8) }
+
+    /// The split an existing queue was made with: the numbered folders in mess/.
+    public static func existingSplit(_ queueDir: String) -> Int? {
+        guard let names = try? Sys.listDirectory(queueDir + "/mess") else { return nil }
+        let numbers = names.compactMap { Int($0) }
+        guard !numbers.isEmpty, numbers.count == names.count else { return nil }
+        let n = numbers.count
+        return Set(numbers) == Set(0..<n) ? n : nil
+    }
 }

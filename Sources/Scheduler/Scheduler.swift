@@ -112,6 +112,8 @@ public struct Scheduler: Sendable {
     /// Channels still pending for each message.
     var pendingChannels: [MessageID: Set<Channel>] = [:]
     var nextDeliveryNumber = 1
+    /// TERM: no new job is opened and no new delivery started.
+    public private(set) var draining = false
 
     struct OpenJob: Sendable {
         var job: LoadedJob
@@ -191,6 +193,7 @@ public struct Scheduler: Sendable {
     /// Opens due jobs and starts deliveries while slots are free.
     public mutating func step(now: Time) -> [SchedulerAction] {
         var actions: [SchedulerAction] = []
+        if draining { return actions }
         for c in Channel.allCases {
             if config.hold[c.rawValue] { continue }
             continuePass(c, now: now, into: &actions)
@@ -229,7 +232,7 @@ public struct Scheduler: Sendable {
     }
 
     mutating func continuePass(_ c: Channel, now: Time, into actions: inout [SchedulerAction]) {
-        guard let key = pass[c], var job = open[key] else { return }
+        guard !draining, let key = pass[c], var job = open[key] else { return }
         while job.nextIndex < job.job.recipients.count && inFlight[c.rawValue] < config.concurrency[c.rawValue]
                 && !config.hold[c.rawValue] {
             let group = nextGroup
@@ -327,6 +330,29 @@ public struct Scheduler: Sendable {
     }
 
     // MARK: control
+
+    /// TERM: finish what runs, start nothing. Open passes end here; their
+    /// recipients not yet started stay `T` and go back into the queue.
+    public mutating func drain() -> [SchedulerAction] {
+        draining = true
+        var actions: [SchedulerAction] = []
+        for c in Channel.allCases {
+            guard let key = pass.removeValue(forKey: c), var job = open[key] else { continue }
+            job.nextIndex = job.job.recipients.count
+            open[key] = job
+            if job.refs == 0 { closeJob(key, into: &actions) }
+        }
+        return actions
+    }
+
+    /// The engine could not read the job's files (an I/O error, not absence):
+    /// try again at `at`.
+    public mutating func jobLoadFailed(_ key: JobKey, retryAt at: Time) -> [SchedulerAction] {
+        guard loading[key.channel] == key else { return [] }
+        loading[key.channel] = nil
+        enqueue(key, at: at)
+        return [.reschedule(key, at: at)]
+    }
 
     /// ALRM: every queued job is due now.
     public mutating func retryAllNow(now: Time) -> [SchedulerAction] {

@@ -16,7 +16,8 @@ enum QueueFixMain {
     A sound queue is left untouched. Refuses a folder that is not a queue.
 
     options:
-      -s split   number of split sub-folders (default $CONFSPLIT or 23)
+      -s split   number of split sub-folders (default $CONFSPLIT; else, for an
+                 existing queue, the split it was made with; else 23)
       -b 0|1     split todo/ and intd/ too (BIGTODO; default $BIGTODO or 0)
       -N         dry run: say what would change, change nothing
       -v         verbose: also say when nothing changed
@@ -34,7 +35,7 @@ enum QueueFixMain {
     static func run() -> Never {
         var args = Array(CommandLine.arguments.dropFirst())
         var names = QueueEnvironment.names()
-        var dryRun = false, verbose = false
+        var dryRun = false, verbose = false, splitGiven = false
         var dir: String?
         while !args.isEmpty {
             let a = args.removeFirst()
@@ -44,7 +45,7 @@ enum QueueFixMain {
             case "-v": verbose = true
             case "-s":
                 guard let v = args.first.flatMap({ Int($0) }), v > 0 else { usage("-s needs a positive number") }
-                args.removeFirst(); names.split = v
+                args.removeFirst(); names.split = v; splitGiven = true
             case "-b":
                 guard let v = args.first.flatMap({ Int($0) }), v == 0 || v == 1 else { usage("-b needs 0 or 1") }
                 args.removeFirst(); names.bigTodo = v == 1
@@ -55,6 +56,8 @@ enum QueueFixMain {
             }
         }
         guard let dir else { usage("no queue directory given") }
+        // Without -s or CONFSPLIT, an existing queue keeps the split it has.
+        if !splitGiven && Sys.environment("CONFSPLIT") == nil, let existing = QueueFix.existingSplit(dir) { names.split = existing }
         umask(0o022)
         do {
             let changes = try QueueFix(queueDir: dir, names: names, dryRun: dryRun).run()

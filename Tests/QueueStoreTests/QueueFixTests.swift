@@ -88,6 +88,17 @@ final class QueueFixTests: XCTestCase {
         XCTAssertEqual(try queueFix([]).exitCode, 100)
     }
 
+    func testExistingSplitIsKeptAndASymlinkedQueueIsAccepted() throws {
+        let real = dir + "/disk/queue"
+        mkdir(dir + "/disk", 0o755)
+        XCTAssertEqual(try queueFix(["-s", "7", real]).exitCode, 0)
+        symlink(real, dir + "/q")
+        let out = try queueFix(["-v", dir + "/q"])
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        XCTAssertEqual(out.stdoutText, "queue-fix: \(dir)/q is sound; nothing changed\n")
+        XCTAssertEqual(try Sys.listDirectory(real + "/mess").count, 7)
+    }
+
     func testBigTodoSplitsTodoAndIntd() throws {
         let q = dir + "/q"
         XCTAssertEqual(try queueFix(["-s", "5", "-b", "1", q]).exitCode, 0)

@@ -205,6 +205,30 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(s.inFlight[1], 0)
     }
 
+    func testDrainStartsNothingNewAndRequeuesUnstartedRecipients() {
+        var s = Scheduler(config: SchedulerConfig(concurrencyLocal: 1))
+        _ = s.add(1, channels: [.local: 0])
+        _ = s.add(2, channels: [.local: 0])
+        let k = loads(s.step(now: 0))[0]
+        let d = starts(s.jobLoaded(k, job(1, .local, birth: 0, rcpts: ["a@l", "b@l"]), now: 0))
+        XCTAssertEqual(d.count, 1)
+        XCTAssertEqual(s.drain(), [])
+        let (_, after) = s.finished(d[0].number, DeliveryReport(.success, "ok"), now: 0)
+        XCTAssertEqual(starts(after), [], "nothing new after TERM")
+        XCTAssertEqual(loads(after), [])
+        XCTAssertTrue(after.contains(.reschedule(JobKey(1, .local), at: 100)), "b@l waits in the queue")
+        XCTAssertTrue(s.isIdle)
+    }
+
+    func testLoadFailureIsRetriedLater() {
+        var s = Scheduler(config: SchedulerConfig())
+        _ = s.add(5, channels: [.local: 0])
+        let k = loads(s.step(now: 0))[0]
+        XCTAssertEqual(s.jobLoadFailed(k, retryAt: 123), [.reschedule(k, at: 123)])
+        XCTAssertEqual(s.step(now: 100), [])
+        XCTAssertEqual(loads(s.step(now: 123)), [k])
+    }
+
     func testReportParsing() {
         XCTAssertEqual(DeliveryReport(bytes: Array("Kok".utf8)), DeliveryReport(.success, "ok"))
         XCTAssertEqual(DeliveryReport(bytes: Array("Zlater".utf8))?.kind, .deferral)
