@@ -15,6 +15,8 @@ let package = Package(
         .executable(name: "sendmail", targets: ["sendmail"]),
         .executable(name: "qmail-send", targets: ["qmail-send"]),
         .executable(name: "qmta-send", targets: ["qmta-send"]),
+        .executable(name: "slowq-send", targets: ["slowq-send"]),
+        .executable(name: "drate", targets: ["drate"]),
         .executable(name: "qmail-local", targets: ["qmail-local"]),
         .executable(name: "qmail-lspawn", targets: ["qmail-lspawn"]),
         .executable(name: "qmail-remote", targets: ["qmail-remote"]),
@@ -45,16 +47,18 @@ let package = Package(
         // The queue-client layer every injecting program goes through.
         .target(name: "QueueClient", dependencies: ["QueueFormat", "SystemIO", "ControlFiles"]),
         // The pure scheduling core: retry schedule, lifetimes, concurrency.
-        .target(name: "Scheduler"),
+        .target(name: "Scheduler", dependencies: ["RateControl"]),
         // qmail-local's semantics: users, .qmail files, Maildir, mbox, programs, forwards.
         .target(name: "LocalDelivery", dependencies: ["CShims", "SystemIO", "QueueClient"]),
         // Bounce messages (QSBMF in indimail-mta's MIME layout) and DSNs.
         .target(name: "Bounce", dependencies: ["QueueFormat"]),
         // The delivery engine: inotify, todo processing, workers, LMDB schedule, logging, signals.
         .target(name: "Engine", dependencies: ["CShims", "SystemIO", "QueueFormat", "QueueStore", "QueueClient",
-                                               "ControlFiles", "Scheduler", "LocalDelivery", "Bounce", "LMDB", "RemoteDelivery"]),
+                                               "ControlFiles", "Scheduler", "LocalDelivery", "Bounce", "LMDB", "RemoteDelivery", "RateControl"]),
         // Remote delivery: DNS, smtproutes, the SMTP client with STARTTLS and connection reuse.
         .target(name: "RemoteDelivery", dependencies: ["CNet", "SystemIO", "ControlFiles", "Scheduler", "LMDB"]),
+        // Per-domain delivery rate control: drate definitions, the expression language, limiters.
+        .target(name: "RateControl", dependencies: ["SystemIO"]),
         // qmail-inject's header processing.
         .target(name: "Inject", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO"]),
         // Return receipts (rrt) and maildirserial's bounces, client protocol and maildir scan.
@@ -71,6 +75,8 @@ let package = Package(
 
         .executableTarget(name: "qmail-send", dependencies: ["Engine"]),
         .executableTarget(name: "qmta-send", dependencies: ["Engine"]),
+        .executableTarget(name: "slowq-send", dependencies: ["Engine"]),
+        .executableTarget(name: "drate", dependencies: ["RateControl", "LMDB", "SystemIO", "ControlFiles"]),
         .executableTarget(name: "qmail-lspawn", dependencies: ["Engine", "LocalDelivery", "SystemIO", "ControlFiles"]),
         .executableTarget(name: "qmail-remote", dependencies: ["RemoteDelivery"], linkerSettings: staticExe),
         .executableTarget(name: "qmail-rspawn", dependencies: ["Engine", "RemoteDelivery", "SystemIO", "ControlFiles", "Scheduler"]),
@@ -80,7 +86,8 @@ let package = Package(
 
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport"]),
         .testTarget(name: "RemoteDeliveryTests", dependencies: ["RemoteDelivery", "Engine", "Scheduler", "SystemIO", "TestSupport"]),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"]),
+        .testTarget(name: "RateControlTests", dependencies: ["RateControl", "Scheduler", "SystemIO", "TestSupport"]),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "RateControl"]),
         .testTarget(name: "QueueFormatTests", dependencies: ["QueueFormat", "TestSupport", "SystemIO"]),
         .testTarget(name: "LMDBTests", dependencies: ["LMDB", "TestSupport"]),
         .testTarget(name: "QueueStoreTests", dependencies: ["QueueStore", "QueueClient", "QueueFormat", "SystemIO", "TestSupport"]),

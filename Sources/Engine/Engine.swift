@@ -11,6 +11,7 @@ import Scheduler
 import LocalDelivery
 import Bounce
 import RemoteDelivery
+import RateControl
 
 /// How a front end configures the engine: `qmail-send`, `qmta-send` (and
 /// `slowq-send`) are the same services with different settings.
@@ -29,6 +30,8 @@ public struct EngineOptions: Sendable {
     public var remoteProgram: String?
     public var ossified: Int64
     public var logFD: Int32
+    /// Per-domain rate control (slowq-send; qmail-send with RATELIMIT_DIR set).
+    public var rateDirectory: RateDirectory? = nil
     /// External spawners (`qmta-send -l` / `-r`): program and arguments.
     public var localSpawner: [String]? = nil
     public var remoteSpawner: [String]? = nil
@@ -91,8 +94,17 @@ public final class Engine {
     var deliveryChannels: [Int: Channel] = [:]
     var deliveryRecipients: [Int: (MessageID, [UInt8])] = [:]
     var warningInFlight = Set<UInt64>()
+    let rateCache = RatePolicyCache()
 
     func clock() -> Time { options.clock() }
+    /// Milliseconds for the rate limiter, consistent with `clock()`.
+    func clockMS() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let real = Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+        return (clock() - Int64(ts.tv_sec)) * 1000 + real
+    }
+    var queueName: String { String(options.queueDir.split(separator: "/").last ?? "queue") }
 
     public struct StartError: Error, CustomStringConvertible {
         public let message: String
@@ -144,6 +156,12 @@ public final class Engine {
             let hostStore = try? LMDBHostMemoryStore(env: store.env)
             smtp = SMTPWorker(client: SMTPClient(settings: settings, hosts: HostMemory(store: hostStore)))
         }
+        if let dir = options.rateDirectory {
+            var gate = RateGate(queueName: queueName)
+            for (k, l) in store.loadLedgers() { gate.ledgers[k] = l }
+            scheduler.rateGate = gate
+            scheduler.ratePolicy = rateCache.lookup(dir)
+        }
         let wake1 = try Spawn.pipe(), wake2 = try Spawn.pipe()
         _ = fcntl(wake1.read, F_SETFL, O_NONBLOCK); _ = fcntl(wake1.write, F_SETFL, O_NONBLOCK)
         _ = fcntl(wake2.read, F_SETFL, O_NONBLOCK); _ = fcntl(wake2.write, F_SETFL, O_NONBLOCK)
@@ -158,8 +176,9 @@ public final class Engine {
     /// Concurrency clamped to what each external spawner announced.
     func schedulerConfig(_ c: EngineControls) -> SchedulerConfig {
         var cfg = Engine.schedulerConfig(c)
-        // Only the in-process SMTP client sends several recipients in one transaction.
-        if smtp == nil { cfg.remoteGroupLimit = 1 }
+        // Only the in-process SMTP client sends several recipients in one
+        // transaction; rate control counts every recipient.
+        if smtp == nil || options.rateDirectory != nil { cfg.remoteGroupLimit = 1 }
         for ch in Channel.allCases { if let sp = spawners[ch.rawValue] { cfg.concurrency[ch.rawValue] = min(cfg.concurrency[ch.rawValue], sp.limit) } }
         return cfg
     }
@@ -247,7 +266,12 @@ public final class Engine {
                     return 111
                 }
             }
+            if scheduler.rateGate != nil { scheduler.nowMS = clockMS() }
             if !exiting { execute(scheduler.step(now: clock()), now: clock()) }
+            if scheduler.rateGate != nil {
+                for (k, l) in scheduler.rateGate!.takeChanges() { store.setLedger(k, l) }
+                for e in rateCache.takeErrors() { log.line("warn: \(queueName) \(e); proceeding to deliver") }
+            }
             retryDone(now: now)
             if !reconcileDone { reconcileStep(now: now) }
             if now >= nextCleanup && !exiting {
@@ -357,6 +381,7 @@ public final class Engine {
         scheduler.reconfigure(schedulerConfig(new))
         deliveries.ensure(threads: new.concurrencyLocal + new.concurrencyRemote)
         bounce.settings = Engine.bounceSettings(new, program: options.program, control: options.control)
+        rateCache.clear()
         if let assign = try? AssignTable.load(qmailHome: options.qmailHome) { local.assign = assign }
         else { log.line("alert: unable to reread \(options.qmailHome)/users/assign; keeping the old table") }
         log.line("info: got HUP; controls reread")
@@ -539,6 +564,8 @@ public final class Engine {
                 messageDone(id, now: now)
             case .forget(let key):
                 store.remove(key)
+            case .log(let line):
+                log.line(line)
             }
         }
     }

@@ -5,11 +5,12 @@ import SystemIO
 import QueueFormat
 import QueueStore
 import ControlFiles
+import RateControl
 
 /// The command lines of the engine's front ends. `qmail-send` and `qmta-send`
 /// are the same engine with different defaults.
 public enum FrontEnd {
-    public enum Kind { case qmailSend, qmtaSend }
+    public enum Kind { case qmailSend, qmtaSend, slowqSend }
 
     public static func help(_ kind: Kind) -> String {
         switch kind {
@@ -41,6 +42,34 @@ public enum FrontEnd {
             exit codes: 0 stopped by TERM; 111 cannot start (controls, queue, already running)
 
             """
+        case .slowqSend:
+            return """
+            usage: slowq-send [defaultdelivery]
+
+            The delivery engine with per-domain rate control, for senders that must not
+            exceed what each receiving domain tolerates. Same engine as qmail-send(8);
+            before each delivery the recipient's domain is checked against its rate
+            definition and waits exactly until it fits, without holding up other
+            domains. Default queue $QMAILHOME/queue/slowq. Runs until TERM.
+
+            rate definitions (RATELIMIT_DIR, default <queue>/ratelimit; set but empty = off):
+              <domain>     drate's format: expr NUL count NUL start NUL last NUL
+                           (e.g. 500/3600 = 500 an hour); aliases are symbolic links
+              ratecontrol  lines pattern:expr (exact, wildmat, regex with QREGEX);
+                           a match creates the domain's file
+              .global      one definition shared by every other domain
+              .options     domain:mode=smooth|average,burst=N,concurrency=N (* = all)
+            mode smooth (default): one delivery every 1/rate seconds, bursts of up to
+            burst; mode average: indimail-mta's average since the sample start.
+            A 421 or 4.7.x answer halves a domain's rate (up to 64 times); successes
+            bring it back. Ledgers live in the queue's LMDB; see drate(8).
+
+            environment: as qmail-send(8), plus RATELIMIT_DIR, RATELIMIT_INTERVAL (86400), QREGEX
+            log lines: info: slowq <domain> msg <id>: rate [n/cur/conf] ok since N secs
+                       warn: slowq <domain> msg <id>: rate exceeded [n/cur/conf] need N secs; will try again later
+            exit codes: 0 stopped by TERM; 111 cannot start
+
+            """
         case .qmtaSend:
             return """
             usage: qmta-send [-d] [-s split] [-b] [-l] [-r] [defaultdelivery]
@@ -69,11 +98,11 @@ public enum FrontEnd {
     }
 
     public static func main(_ kind: Kind) -> Int32 {
-        let program = kind == .qmailSend ? "qmail-send" : "qmta-send"
+        let program = kind == .qmailSend ? "qmail-send" : kind == .slowqSend ? "slowq-send" : "qmta-send"
         var args = Array(CommandLine.arguments.dropFirst())
         var names = QueueEnvironment.names()
-        var daemon = kind == .qmailSend
-        var delivery = kind == .qmailSend ? "./Mailbox" : "./Maildir/"
+        var daemon = kind != .qmtaSend
+        var delivery = kind == .qmtaSend ? "./Maildir/" : "./Mailbox"
         var externalLocal = false, externalRemote = false
         while let a = args.first {
             if a == "--help" || a == "-h" { printOut(help(kind)); return 0 }
@@ -102,7 +131,9 @@ public enum FrontEnd {
         if let d = args.first { delivery = d; args.removeFirst() }
         let home = Paths.qmailHome
         var queue = Paths.queueDir
-        if kind == .qmtaSend, Sys.environment("QUEUEDIR").map({ $0.isEmpty }) ?? true { queue = home + "/queue/qmta" }
+        if kind != .qmailSend, Sys.environment("QUEUEDIR").map({ $0.isEmpty }) ?? true {
+            queue = home + (kind == .qmtaSend ? "/queue/qmta" : "/queue/slowq")
+        }
         // QMAILREMOTE names an external qmail-remote; otherwise the in-process SMTP client.
         let remote = Sys.environment("QMAILREMOTE").flatMap { $0.isEmpty ? nil : $0 }
         var ossified: Int64 = 129600
@@ -114,6 +145,8 @@ public enum FrontEnd {
             Sys.environment(env).flatMap { $0.isEmpty ? nil : $0 } ?? Paths.program(name)
         }
         var opts = options
+        if kind == .slowqSend { opts.rateDirectory = RateDirectory.forQueue(queue) }
+        else if kind == .qmailSend, let d = Sys.environment("RATELIMIT_DIR"), !d.isEmpty { opts.rateDirectory = RateDirectory(path: d) }
         if externalLocal { opts.localSpawner = [sibling("QMAILLSPAWN", "qmail-lspawn"), delivery] }
         if externalRemote { opts.remoteSpawner = [sibling("QMAILRSPAWN", "qmail-rspawn")] }
         let engine: Engine

@@ -1,5 +1,6 @@
 import LMDB
 import Scheduler
+import RateControl
 
 /// The durable schedule: each queued (message, channel) and its next attempt
 /// time, in LMDB beside the queue, so a restart with a huge queue does not
@@ -19,6 +20,30 @@ public final class ScheduleStore: @unchecked Sendable {
     }
 
     let warned: LMDBDatabase
+    var ratesDB: LMDBDatabase? = nil
+    var pendingLedgers: [String: DomainLedger] = [:]
+
+    func rates() throws -> LMDBDatabase {
+        if let r = ratesDB { return r }
+        let r = try env.database("rates")
+        ratesDB = r
+        return r
+    }
+
+    /// The rate ledgers (slowq-send), by domain or `.global`.
+    public func loadLedgers() -> [(String, DomainLedger)] {
+        var out: [(String, DomainLedger)] = []
+        guard let db = try? rates() else { return out }
+        try? env.read { txn in
+            try txn.forEach(db) { k, v in
+                if let l = DomainLedger(bytes: v) { out.append((String(decoding: k, as: UTF8.self), l)) }
+                return true
+            }
+        }
+        return out
+    }
+
+    public func setLedger(_ key: String, _ l: DomainLedger) { pendingLedgers[key] = l }
 
     /// Messages whose sender already got a delay warning.
     public func wasWarned(_ id: UInt64) -> Bool {
@@ -78,14 +103,18 @@ public final class ScheduleStore: @unchecked Sendable {
 
     /// Writes the changes of one scheduler step in one transaction.
     public func commit() throws {
-        if pending.isEmpty { return }
+        if pending.isEmpty && pendingLedgers.isEmpty { return }
         let changes = pending
+        let ledgers = pendingLedgers
         pending.removeAll(keepingCapacity: true)
+        pendingLedgers.removeAll()
+        let ratesDB = ledgers.isEmpty ? nil : try rates()
         try env.write { txn in
             for (k, t) in changes {
                 if let t { try txn.put(db, ScheduleStore.key(k), ScheduleStore.value(t)) }
                 else { try txn.delete(db, ScheduleStore.key(k)) }
             }
+            if let ratesDB { for (k, l) in ledgers { try txn.put(ratesDB, Array(k.utf8), l.bytes) } }
         }
     }
 

@@ -1,3 +1,5 @@
+import RateControl
+
 /// A message's details as the engine loads them at pass start (info file and
 /// the channel file), handed to the scheduler.
 public struct LoadedJob: Sendable, Equatable {
@@ -64,6 +66,8 @@ public enum SchedulerAction: Sendable, Equatable {
     case messageDone(MessageID)
     /// Files of this job are gone: forget it.
     case forget(JobKey)
+    /// A line for the log (rate control).
+    case log(String)
 }
 
 /// The concurrency and lifetime settings the scheduler obeys.
@@ -114,6 +118,12 @@ public struct Scheduler: Sendable {
     var nextDeliveryNumber = 1
     /// TERM: no new job is opened and no new delivery started.
     public private(set) var draining = false
+    /// Per-domain rate control (slowq-send): the limiter and where policies come from.
+    public var rateGate: RateGate? = nil
+    public var ratePolicy: (@Sendable (String) -> DomainPolicy?)? = nil
+    /// Milliseconds for the rate limiter (defaults to `now` × 1000).
+    public var nowMS: Int64? = nil
+    var ratedDeliveries: [Int: String] = [:]
 
     struct OpenJob: Sendable {
         var job: LoadedJob
@@ -122,6 +132,9 @@ public struct Scheduler: Sendable {
         var nextIndex = 0
         /// Recipients already started (grouping may start later ones early).
         var started = Set<Int>()
+        /// The earliest time a rate-limited recipient of this job may go.
+        var rateWait: Time? = nil
+        var skipped = 0
         var refs = 0
         var unfinished: Int
     }
@@ -235,6 +248,28 @@ public struct Scheduler: Sendable {
         guard !draining, let key = pass[c], var job = open[key] else { return }
         while job.nextIndex < job.job.recipients.count && inFlight[c.rawValue] < config.concurrency[c.rawValue]
                 && !config.hold[c.rawValue] {
+            var policyKey: String? = nil
+            if rateGate != nil, let lookup = ratePolicy {
+                let address = job.job.recipients[job.nextIndex].address
+                let domain = String(decoding: Scheduler.domain(address), as: UTF8.self)
+                if let policy = lookup(domain) {
+                    switch rateGate!.admit(domain: domain, id: key.id, policy: policy, nowMS: nowMS ?? now * 1000) {
+                    case .go(let line):
+                        if let line { actions.append(.log(line)) }
+                        policyKey = policy.key
+                    case .broken(let line):
+                        actions.append(.log(line))
+                    case let .wait(until, line):
+                        // This recipient waits; the others of the pass go on.
+                        actions.append(.log(line))
+                        job.rateWait = min(job.rateWait ?? until, until)
+                        job.started.insert(job.nextIndex)
+                        job.skipped += 1
+                        while job.nextIndex < job.job.recipients.count && job.started.contains(job.nextIndex) { job.nextIndex += 1 }
+                        continue
+                    }
+                }
+            }
             let group = nextGroup
             nextGroup += 1
             inFlight[c.rawValue] += 1
@@ -248,12 +283,14 @@ public struct Scheduler: Sendable {
                     i += 1
                 }
             }
+            if policyKey != nil { members = [job.nextIndex] }
             groupRemaining[group] = members.count
             for idx in members {
                 let r = job.job.recipients[idx]
                 job.refs += 1
                 let n = nextDeliveryNumber
                 nextDeliveryNumber += 1
+                if let policyKey { ratedDeliveries[n] = policyKey }
                 deliveries[n] = (key, r, group)
                 actions.append(.start(Delivery(number: n, key: key, recipient: r, sender: job.job.sender,
                                                qqeh: job.job.qqeh, envHeaders: job.job.envHeaders)))
@@ -275,6 +312,9 @@ public struct Scheduler: Sendable {
         guard let d = deliveries.removeValue(forKey: number), var job = open[d.key] else { return (report, []) }
         var report = report
         var actions: [SchedulerAction] = []
+        if let policyKey = ratedDeliveries.removeValue(forKey: number) {
+            rateGate?.finished(policyKey: policyKey, report: String(decoding: report.text, as: UTF8.self), deferred: report.kind == .deferral)
+        }
         let left = (groupRemaining[d.group] ?? 1) - 1
         if left <= 0 {
             groupRemaining[d.group] = nil
@@ -319,8 +359,10 @@ public struct Scheduler: Sendable {
                 actions.append(.messageDone(key.id))
             }
         } else {
-            enqueue(key, at: job.retry)
-            actions.append(.reschedule(key, at: job.retry))
+            // Rate-limited recipients go when their domain allows; deferred ones on qmail's schedule.
+            let at = job.rateWait.map { Swift.min($0, job.retry) } ?? job.retry
+            enqueue(key, at: at)
+            actions.append(.reschedule(key, at: at))
         }
     }
 

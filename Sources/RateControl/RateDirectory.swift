@@ -1,0 +1,139 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SystemIO
+
+/// The rate definitions in `RATELIMIT_DIR` (default `<queue>/ratelimit`),
+/// looked up the way the manual documents (engine.md §5): a file per domain
+/// in drate's format (aliases are symbolic links), else the first matching
+/// `ratecontrol` line `pattern:expr` (exact, wildmat, or a regular expression
+/// with `QREGEX`) — which creates the domain's file — else `.global`, shared
+/// by all remaining domains. Our addition, `.options`, chooses the limiter per
+/// domain: `domain:mode=smooth|average,burst=N,concurrency=N` (`*` = default).
+public struct RateDirectory: Sendable {
+    public let path: String
+    public var useRegex: Bool
+
+    public init(path: String, useRegex: Bool = Sys.environment("QREGEX").map { !$0.isEmpty && $0 != "0" } ?? false) {
+        self.path = path
+        self.useRegex = useRegex
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let file: String
+        public let message: String
+        public var description: String { "\(file): \(message)" }
+    }
+
+    /// `RATELIMIT_DIR` if set (empty = rate control off → nil), else `<queue>/ratelimit`.
+    public static func forQueue(_ queueDir: String) -> RateDirectory? {
+        if let env = Sys.environment("RATELIMIT_DIR") { return env.isEmpty ? nil : RateDirectory(path: env) }
+        return RateDirectory(path: queueDir + "/ratelimit")
+    }
+
+    struct Options { var mode: LimiterMode = .smooth; var burst: Double = 1; var concurrency: Int? = nil }
+
+    func options(for domain: String) throws -> Options {
+        guard let bytes = try? Sys.readFile(path + "/.options") else { return Options() }
+        var star = Options(), exact: Options? = nil
+        var n = 0
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
+            n += 1
+            let t = line.trimmingCharacters(" \t\r")
+            if t.isEmpty || t.hasPrefix("#") { continue }
+            guard let colon = t.firstIndex(of: ":") else { throw Failure(file: path + "/.options", message: "line \(n): expected domain:key=value,…") }
+            let name = String(t[..<colon]).lowercased()
+            guard name == "*" || name == domain else { continue }
+            var o = name == "*" ? star : (exact ?? star)
+            for kv in t[t.index(after: colon)...].split(separator: ",") {
+                let parts = kv.split(separator: "=", maxSplits: 1).map { String($0).trimmingCharacters(" ") }
+                guard parts.count == 2 else { throw Failure(file: path + "/.options", message: "line \(n): expected key=value, found \"\(kv)\"") }
+                switch parts[0] {
+                case "mode":
+                    guard let m = LimiterMode(rawValue: parts[1]) else { throw Failure(file: path + "/.options", message: "line \(n): mode must be smooth or average") }
+                    o.mode = m
+                case "burst":
+                    guard let b = Double(parts[1]), b >= 1 else { throw Failure(file: path + "/.options", message: "line \(n): burst must be a number ≥ 1") }
+                    o.burst = b
+                case "concurrency":
+                    guard let c = Int(parts[1]), c > 0 else { throw Failure(file: path + "/.options", message: "line \(n): concurrency must be a positive number") }
+                    o.concurrency = c
+                default: throw Failure(file: path + "/.options", message: "line \(n): unknown key \(parts[0])")
+                }
+            }
+            if name == "*" { star = o } else { exact = o }
+        }
+        return exact ?? star
+    }
+
+    /// The policy for a domain, or nil when it is not rate controlled.
+    public func policy(for rawDomain: String) throws -> DomainPolicy? {
+        let domain = rawDomain.lowercased()
+        var interval: Int64 = 86400
+        if let e = Sys.environment("RATELIMIT_INTERVAL"), let v = Int64(e), v > 0 { interval = v }
+        let o = try options(for: domain)
+        func make(_ key: String, _ def: RateDefinition, file: String) throws -> DomainPolicy {
+            do { _ = try RateExpression(def.expression).evaluate() } catch {
+                throw Failure(file: file, message: "rate expression \"\(def.expression)\": \(error)")
+            }
+            return DomainPolicy(key: key, expression: def.expression, mode: o.mode, burst: o.burst, concurrency: o.concurrency, interval: interval)
+        }
+        let file = path + "/" + domain
+        if !domain.isEmpty, !domain.contains("/"), !domain.hasPrefix("."), let bytes = try? Sys.readFile(file) {
+            let def: RateDefinition
+            do { def = try RateDefinition.parse(bytes) } catch { throw Failure(file: file, message: "\(error)") }
+            // An alias (symbolic link) shares its target's ledger.
+            var buf = [CChar](repeating: 0, count: 4096)
+            let key = realpath(file, &buf) != nil ? String(String(cString: buf).split(separator: "/").last ?? Substring(domain)) : domain
+            return try make(key, def, file: file)
+        }
+        if let lines = try? Sys.readFile(path + "/ratecontrol") {
+            var n = 0
+            for raw in String(decoding: lines, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
+                n += 1
+                let line = raw.trimmingCharacters(" \t\r")
+                if line.isEmpty || line.hasPrefix("#") { continue }
+                let f = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+                guard f.count >= 2 else { throw Failure(file: path + "/ratecontrol", message: "line \(n): expected pattern:expression") }
+                let expr = (f[1] == "local" || f[1] == "remote") && f.count >= 3 ? f[2] : f[1]
+                if matches(pattern: f[0].lowercased(), domain) {
+                    // As documented: a match creates the domain's definition.
+                    let def = RateDefinition(expression: expr)
+                    let p = try make(domain, def, file: path + "/ratecontrol (line \(n))")
+                    try? Sys.writeFile(file, def.bytes(), mode: 0o640)
+                    return p
+                }
+            }
+        }
+        if let bytes = try? Sys.readFile(path + "/.global") {
+            let def: RateDefinition
+            do { def = try RateDefinition.parse(bytes) } catch { throw Failure(file: path + "/.global", message: "\(error)") }
+            return try make(".global", def, file: path + "/.global")
+        }
+        return nil
+    }
+
+    func matches(pattern: String, _ domain: String) -> Bool {
+        if pattern == domain { return true }
+        if useRegex {
+            var re = regex_t()
+            guard regcomp(&re, pattern, REG_EXTENDED | REG_ICASE | REG_NOSUB) == 0 else { return false }
+            defer { regfree(&re) }
+            return regexec(&re, domain, 0, nil, 0) == 0
+        }
+        return fnmatch(pattern, domain, 0) == 0
+    }
+}
+
+extension Substring {
+    func trimmingCharacters(_ set: String) -> String {
+        var s = self
+        while let f = s.first, set.contains(f) { s = s.dropFirst() }
+        while let l = s.last, set.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+}
+
+extension String {
+    func trimmingCharacters(_ set: String) -> String { Substring(self).trimmingCharacters(set) }
+}

@@ -1,0 +1,223 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// indimail-mta's rate expression language (libqmail `evaluate.c`): numbers
+/// (`500`, `.5`, `$1f4`), `+ - * / % **`, comparisons, `&& || ! & | ^ ~ << >>`,
+/// parentheses, variables assigned with `=`, statements separated by `;` (the
+/// value is the last one's), and the functions acos asin atan cos cosh exp ln
+/// log sin sinh sqr sqrt tan tanh. `/` always gives a real. The value is a
+/// rate in deliveries per second, e.g. `500/3600`.
+public struct RateExpression: Sendable, Equatable {
+    public let text: String
+
+    public struct Failure: Error, CustomStringConvertible, Equatable {
+        public let message: String
+        public let position: Int
+        public var description: String { "\(message) at position \(position + 1)" }
+    }
+
+    public init(_ text: String) { self.text = text }
+
+    /// Evaluates; errors name the position (1-based in `description`).
+    public func evaluate() throws(Failure) -> Double {
+        var p = Parser(chars: Array(text.utf8))
+        return try p.program()
+    }
+
+    struct Parser {
+        let chars: [UInt8]
+        var i = 0
+        var variables: [String: Double] = [:]
+
+        init(chars: [UInt8]) { self.chars = chars }
+
+        mutating func skip() { while i < chars.count && (chars[i] == 32 || chars[i] == 9 || chars[i] == 10 || chars[i] == 13) { i += 1 } }
+        func fail(_ m: String) -> Failure { Failure(message: m, position: i) }
+
+        mutating func peek(_ s: String) -> Bool {
+            skip()
+            let b = Array(s.utf8)
+            return i + b.count <= chars.count && Array(chars[i..<(i + b.count)]) == b
+        }
+
+        mutating func eat(_ s: String) -> Bool {
+            if peek(s) { i += s.utf8.count; return true }
+            return false
+        }
+
+        mutating func program() throws(Failure) -> Double {
+            var v = try assignment()
+            while eat(";") {
+                skip()
+                if i >= chars.count { break }
+                v = try assignment()
+            }
+            skip()
+            if i < chars.count { throw fail("unexpected \"\(Character(UnicodeScalar(chars[i])))\"") }
+            if v.isNaN || v.isInfinite { throw fail("the value is not a number") }
+            return v
+        }
+
+        mutating func assignment() throws(Failure) -> Double {
+            let save = i
+            skip()
+            if let name = identifier(), peek("="), !peek("==") {
+                _ = eat("=")
+                let v = try assignment()
+                variables[name] = v
+                return v
+            }
+            i = save
+            return try logicalOr()
+        }
+
+        mutating func identifier() -> String? {
+            skip()
+            let start = i
+            while i < chars.count, (chars[i] >= 97 && chars[i] <= 122) || (chars[i] >= 65 && chars[i] <= 90) || chars[i] == 95 || (i > start && chars[i] >= 48 && chars[i] <= 57) { i += 1 }
+            if i == start { return nil }
+            return String(decoding: chars[start..<i], as: UTF8.self)
+        }
+
+        mutating func logicalOr() throws(Failure) -> Double {
+            var v = try logicalAnd()
+            while eat("||") { let r = try logicalAnd(); v = (v != 0 || r != 0) ? 1 : 0 }
+            return v
+        }
+        mutating func logicalAnd() throws(Failure) -> Double {
+            var v = try bitOr()
+            while eat("&&") { let r = try bitOr(); v = (v != 0 && r != 0) ? 1 : 0 }
+            return v
+        }
+        mutating func bitOr() throws(Failure) -> Double {
+            var v = try bitXor()
+            while !peek("||") && eat("|") { let r = try bitXor(); v = Double(Int64(v) | Int64(r)) }
+            return v
+        }
+        mutating func bitXor() throws(Failure) -> Double {
+            var v = try bitAnd()
+            while eat("^") { let r = try bitAnd(); v = Double(Int64(v) ^ Int64(r)) }
+            return v
+        }
+        mutating func bitAnd() throws(Failure) -> Double {
+            var v = try comparison()
+            while !peek("&&") && eat("&") { let r = try comparison(); v = Double(Int64(v) & Int64(r)) }
+            return v
+        }
+        mutating func comparison() throws(Failure) -> Double {
+            var v = try shift()
+            while true {
+                if eat("==") { v = v == (try shift()) ? 1 : 0 }
+                else if eat("!=") { v = v != (try shift()) ? 1 : 0 }
+                else if eat("<=") { v = v <= (try shift()) ? 1 : 0 }
+                else if eat(">=") { v = v >= (try shift()) ? 1 : 0 }
+                else if !peek("<<") && eat("<") { v = v < (try shift()) ? 1 : 0 }
+                else if !peek(">>") && eat(">") { v = v > (try shift()) ? 1 : 0 }
+                else { return v }
+            }
+        }
+        mutating func shift() throws(Failure) -> Double {
+            var v = try additive()
+            while true {
+                if eat("<<") { v = Double(Int64(v) << Int64(try additive())) }
+                else if eat(">>") { v = Double(Int64(v) >> Int64(try additive())) }
+                else { return v }
+            }
+        }
+        mutating func additive() throws(Failure) -> Double {
+            var v = try multiplicative()
+            while true {
+                if eat("+") { v += try multiplicative() }
+                else if eat("-") { v -= try multiplicative() }
+                else { return v }
+            }
+        }
+        mutating func multiplicative() throws(Failure) -> Double {
+            var v = try power()
+            while true {
+                if !peek("**") && eat("*") { v *= try power() }
+                else if eat("/") {
+                    let at = i
+                    let r = try power()
+                    if r == 0 { throw Failure(message: "division by zero", position: at) }
+                    v /= r
+                }
+                else if eat("%") {
+                    let at = i
+                    let r = try power()
+                    if r == 0 { throw Failure(message: "division by zero", position: at) }
+                    v = v.truncatingRemainder(dividingBy: r)
+                }
+                else { return v }
+            }
+        }
+        mutating func power() throws(Failure) -> Double {
+            let base = try unary()
+            if eat("**") { return pow(base, try power()) }
+            return base
+        }
+        mutating func unary() throws(Failure) -> Double {
+            if eat("-") { return -(try unary()) }
+            if eat("+") { return try unary() }
+            if eat("!") { return (try unary()) == 0 ? 1 : 0 }
+            if eat("~") { return Double(~Int64(try unary())) }
+            return try primary()
+        }
+        mutating func primary() throws(Failure) -> Double {
+            skip()
+            guard i < chars.count else { throw fail("unexpected end of expression") }
+            if eat("(") {
+                let v = try assignment()
+                if !eat(")") { throw fail("missing )") }
+                return v
+            }
+            if chars[i] == UInt8(ascii: "$") {
+                i += 1
+                let start = i
+                while i < chars.count, (chars[i] >= 48 && chars[i] <= 57) || (chars[i] >= 97 && chars[i] <= 102) || (chars[i] >= 65 && chars[i] <= 70) { i += 1 }
+                guard i > start, let v = Int64(String(decoding: chars[start..<i], as: UTF8.self), radix: 16) else { throw fail("bad hexadecimal number") }
+                return Double(v)
+            }
+            if (chars[i] >= 48 && chars[i] <= 57) || chars[i] == UInt8(ascii: ".") {
+                let start = i
+                while i < chars.count, (chars[i] >= 48 && chars[i] <= 57) || chars[i] == UInt8(ascii: ".") { i += 1 }
+                if i < chars.count, chars[i] == UInt8(ascii: "e") || chars[i] == UInt8(ascii: "E") {
+                    var j = i + 1
+                    if j < chars.count, chars[j] == UInt8(ascii: "-") || chars[j] == UInt8(ascii: "+") { j += 1 }
+                    if j < chars.count, chars[j] >= 48 && chars[j] <= 57 {
+                        i = j
+                        while i < chars.count, chars[i] >= 48 && chars[i] <= 57 { i += 1 }
+                    }
+                }
+                guard let v = Double(String(decoding: chars[start..<i], as: UTF8.self)) else { i = start; throw fail("bad number") }
+                return v
+            }
+            let at = i
+            guard let name = identifier() else { throw fail("unexpected \"\(Character(UnicodeScalar(chars[i])))\"") }
+            if eat("(") {
+                let arg = try assignment()
+                if !eat(")") { throw fail("missing )") }
+                switch name.lowercased() {
+                case "acos": return acos(arg)
+                case "asin": return asin(arg)
+                case "atan": return atan(arg)
+                case "cos": return cos(arg)
+                case "cosh": return cosh(arg)
+                case "exp": return exp(arg)
+                case "ln": return Glibc.log(arg)
+                case "log": return log10(arg)
+                case "sin": return sin(arg)
+                case "sinh": return sinh(arg)
+                case "sqr": return arg * arg
+                case "sqrt": return sqrt(arg)
+                case "tan": return tan(arg)
+                case "tanh": return tanh(arg)
+                default: throw Failure(message: "unknown function \(name)", position: at)
+                }
+            }
+            guard let v = variables[name] else { throw Failure(message: "unknown variable \(name)", position: at) }
+            return v
+        }
+    }
+}

@@ -1,0 +1,1 @@
+DrateMain.run()

@@ -1,0 +1,3 @@
+import Glibc
+import Engine
+exit(FrontEnd.main(.slowqSend))
