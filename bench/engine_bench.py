@@ -1650,7 +1650,8 @@ def markdown_a(summary, runs):
             continue
         lines.append(f"| {r['round']} | {r['target']} | {r['msgs_per_s']} | {r['e2e_seconds']} | "
                      f"{r['latency_ms']['p50']} | {r['latency_ms']['p99']} | {r['engine_cpu_ms_per_msg']} | "
-                     f"{kb_mib(r['memory']['max_vmhwm_kb'])} | {'yes' if r['ok'] else 'NO'} |")
+                     f"{kb_mib(r['memory']['max_vmhwm_kb'])} | {'yes' if r['ok'] else 'NO'}"
+                     f"{' (machine busy: ' + ', '.join(r['memory']['foreign_activity_seen']) + ')' if r['memory']['foreign_activity_seen'] else ''} |")
     return "\n".join(lines)
 
 
@@ -1735,6 +1736,8 @@ def main():
     ap.add_argument("--cold", action="store_true", help="(B) drop the page cache before the restart")
     ap.add_argument("--wait-quiet", type=float, default=3600,
                     help="seconds to wait for builds/tests/other benchmarks to end before each measurement")
+    ap.add_argument("--busy-retries", type=int, default=3,
+                    help="(A) repeat a run when a build, test or other benchmark ran during it (at most this often)")
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--keep", action="store_true", help="keep temp folders (debugging)")
     args = ap.parse_args()
@@ -1767,7 +1770,7 @@ def main():
     home = os.path.join(os.path.realpath(args.base), "engine_bench-home")
     pw = ensure_benchuser(home)
     run = Run(args)
-    out = {"machine": machine_info(args.base), "args": vars(args), "a_runs": [], "a_summary": {}, "b": None}
+    out = {"machine": machine_info(args.base), "args": vars(args), "a_runs": [], "a_discarded": [], "a_summary": {}, "b": None}
     log(f"run folder {run.tmp}; machine {out['machine']['nproc']} CPUs, {out['machine']['memory_gib']} GiB, "
         f"{out['machine']['fs']}; load {out['machine']['loadavg_at_start']}")
     status = 0
@@ -1777,14 +1780,24 @@ def main():
             for rnd in range(1, args.rounds + 1):
                 order = targets if rnd % 2 == 1 else list(reversed(targets))
                 for t in order:
-                    log(f"(A) round {rnd}: {t}, {args.messages} messages, {args.parallel} clients")
-                    busy = wait_quiet(args.wait_quiet)
-                    try:
-                        r = run_delivery(run, args, classes[t], pw, home, rnd)
-                    except BenchError as e:
-                        r = {"target": t, "round": rnd, "ok": False, "error": str(e)}
+                    for attempt in range(args.busy_retries + 1):
+                        log(f"(A) round {rnd}: {t}, {args.messages} messages, {args.parallel} clients"
+                            + (f" (attempt {attempt + 1})" if attempt else ""))
+                        busy = wait_quiet(args.wait_quiet)
+                        try:
+                            r = run_delivery(run, args, classes[t], pw, home, rnd)
+                        except BenchError as e:
+                            r = {"target": t, "round": rnd, "ok": False, "error": str(e)}
+                        r["busy_at_start"] = busy
+                        seen = r.get("memory", {}).get("foreign_activity_seen")
+                        if seen and attempt < args.busy_retries:
+                            log(f"    {t}: other work ran during the measurement ({seen}); discarded, "
+                                f"{r.get('msgs_per_s')} msgs/s")
+                            out["a_discarded"].append(r)
+                            continue
+                        break
+                    if not r.get("ok"):
                         status = 1
-                    r["busy_at_start"] = busy
                     out["a_runs"].append(r)
                     if r.get("delivered"):
                         log(f"    {t}: {r['delivered']}/{args.messages} delivered, {r['msgs_per_s']} msgs/s, "
