@@ -11,6 +11,8 @@ public struct EngineControls: Sendable, Equatable {
     public var envNoAtHost: String
     public var concurrencyLocal: Int
     public var concurrencyRemote: Int
+    /// `concurrencyremotedomain`: remote slots one destination domain may use (0 = no limit).
+    public var concurrencyRemoteDomain: Int
     public var holdLocal: Bool
     public var holdRemote: Bool
     public var queueLifetime: Int
@@ -39,6 +41,7 @@ public struct EngineControls: Sendable, Equatable {
         envNoAtHost = me
         concurrencyLocal = 10
         concurrencyRemote = 20
+        concurrencyRemoteDomain = 10
         holdLocal = false
         holdRemote = false
         queueLifetime = 604800
@@ -87,6 +90,7 @@ public struct EngineControls: Sendable, Equatable {
         }
         c.concurrencyLocal = min(c.concurrencyLocal, concurrencyLimit)
         c.concurrencyRemote = min(c.concurrencyRemote, concurrencyLimit)
+        c.concurrencyRemoteDomain = max(0, try control.readInt("concurrencyremotedomain", default: 10))
         c.holdLocal = try control.readInt("holdlocal", default: 0) != 0
         c.holdRemote = try control.readInt("holdremote", default: 0) != 0
         c.queueLifetime = try control.readInt("queuelifetime", default: 604800)

@@ -184,9 +184,11 @@ public final class Engine {
     }
 
     static func schedulerConfig(_ c: EngineControls) -> SchedulerConfig {
-        SchedulerConfig(concurrencyLocal: c.concurrencyLocal, concurrencyRemote: c.concurrencyRemote,
-                        holdLocal: c.holdLocal, holdRemote: c.holdRemote,
-                        queueLifetime: Int64(c.queueLifetime), bounceLifetime: Int64(c.bounceLifetime))
+        var cfg = SchedulerConfig(concurrencyLocal: c.concurrencyLocal, concurrencyRemote: c.concurrencyRemote,
+                                  holdLocal: c.holdLocal, holdRemote: c.holdRemote,
+                                  queueLifetime: Int64(c.queueLifetime), bounceLifetime: Int64(c.bounceLifetime))
+        cfg.remotePerDomain = c.concurrencyRemoteDomain
+        return cfg
     }
 
     static func bounceSettings(_ c: EngineControls, program: String, control: ControlDirectory) -> BounceSettings {

@@ -79,6 +79,9 @@ public struct SchedulerConfig: Sendable, Equatable {
     /// Remote recipients of one message at one domain share a delivery slot
     /// (they go in one SMTP transaction), up to this many.
     public var remoteGroupLimit: Int = 100
+    /// At most this many remote delivery slots per destination domain, so one
+    /// slow domain cannot take every slot (0 = no limit).
+    public var remotePerDomain: Int = 0
 
     public init(concurrencyLocal: Int = 10, concurrencyRemote: Int = 20, holdLocal: Bool = false, holdRemote: Bool = false,
                 queueLifetime: Int64 = 604800, bounceLifetime: Int64 = 604800) {
@@ -124,6 +127,9 @@ public struct Scheduler: Sendable {
     /// Milliseconds for the rate limiter (defaults to `now` × 1000).
     public var nowMS: Int64? = nil
     var ratedDeliveries: [Int: String] = [:]
+    /// Remote slots in use per destination domain, and which domain each group holds.
+    public private(set) var domainInFlight: [[UInt8]: Int] = [:]
+    var groupDomain: [Int: [UInt8]] = [:]
 
     struct OpenJob: Sendable {
         var job: LoadedJob
@@ -249,6 +255,18 @@ public struct Scheduler: Sendable {
         while job.nextIndex < job.job.recipients.count && inFlight[c.rawValue] < config.concurrency[c.rawValue]
                 && !config.hold[c.rawValue] {
             var policyKey: String? = nil
+            if c == .remote && config.remotePerDomain > 0 {
+                let domain = Scheduler.domain(job.job.recipients[job.nextIndex].address)
+                if domainInFlight[domain, default: 0] >= config.remotePerDomain {
+                    // This domain has all the slots it may use: try again in a second,
+                    // while the pass goes on with other recipients and other messages.
+                    job.rateWait = min(job.rateWait ?? now + 1, now + 1)
+                    job.started.insert(job.nextIndex)
+                    job.skipped += 1
+                    while job.nextIndex < job.job.recipients.count && job.started.contains(job.nextIndex) { job.nextIndex += 1 }
+                    continue
+                }
+            }
             if rateGate != nil, let lookup = ratePolicy {
                 let address = job.job.recipients[job.nextIndex].address
                 let domain = String(decoding: Scheduler.domain(address), as: UTF8.self)
@@ -285,6 +303,11 @@ public struct Scheduler: Sendable {
             }
             if policyKey != nil { members = [job.nextIndex] }
             groupRemaining[group] = members.count
+            if c == .remote && config.remotePerDomain > 0 {
+                let domain = Scheduler.domain(job.job.recipients[members[0]].address)
+                domainInFlight[domain, default: 0] += 1
+                groupDomain[group] = domain
+            }
             for idx in members {
                 let r = job.job.recipients[idx]
                 job.refs += 1
@@ -319,6 +342,10 @@ public struct Scheduler: Sendable {
         if left <= 0 {
             groupRemaining[d.group] = nil
             inFlight[d.key.channel.rawValue] -= 1
+            if let domain = groupDomain.removeValue(forKey: d.group) {
+                let n = (domainInFlight[domain] ?? 1) - 1
+                domainInFlight[domain] = n > 0 ? n : nil
+            }
         } else {
             groupRemaining[d.group] = left
         }

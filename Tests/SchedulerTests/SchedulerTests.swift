@@ -229,6 +229,23 @@ final class SchedulerTests: XCTestCase {
         XCTAssertEqual(loads(s.step(now: 123)), [k])
     }
 
+    func testOneSlowDomainCannotTakeEveryRemoteSlot() {
+        var config = SchedulerConfig(concurrencyRemote: 5)
+        config.remotePerDomain = 2
+        var s = Scheduler(config: config)
+        for id: MessageID in 1...6 { _ = s.add(id, channels: [.remote: 0]) }
+        var started: [String] = []
+        var actions = s.step(now: 0)
+        while let k = loads(actions).first {
+            let rcpt = k.id <= 4 ? "u\(k.id)@slow.example" : "u\(k.id)@other.example"
+            actions = s.jobLoaded(k, job(k.id, .remote, birth: 0, rcpts: [rcpt]), now: 0)
+            started += starts(actions).map { String(decoding: $0.recipient.address, as: UTF8.self) }
+        }
+        XCTAssertEqual(started.filter { $0.hasSuffix("slow.example") }.count, 2)
+        XCTAssertEqual(started.filter { $0.hasSuffix("other.example") }.count, 2)
+        XCTAssertEqual(s.scheduledTime(JobKey(3, .remote)), 1, "waits a second, not a retry interval")
+    }
+
     func testReportParsing() {
         XCTAssertEqual(DeliveryReport(bytes: Array("Kok".utf8)), DeliveryReport(.success, "ok"))
         XCTAssertEqual(DeliveryReport(bytes: Array("Zlater".utf8))?.kind, .deferral)
