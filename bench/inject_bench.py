@@ -23,6 +23,21 @@ Python 3 standard library only. Every run is bounded (duration limit plus a
 hard kill deadline), removes its temp folder and leaves no child processes.
 The binaries are copied from --bin into the run's temp folder first, so a
 rebuild during the run does not disturb it.
+
+Fairness on a shared machine:
+  * each measurement gets a fresh folder, spread to a block group of its own
+    (chattr +T on the run's temp folder), and the queues are deleted only at
+    the end of the run: on ext4 without a journal, inodes deleted in the last
+    1 to 6 minutes are skipped one by one when a new inode is allocated, which
+    can make file creation 2-3 times slower after a mass deletion;
+  * for the same reason a run first waits (--settle, default 360 s on ext4
+    without a journal, else 0) until that long has passed since the parent
+    folder last changed (the previous run's cleanup);
+  * a run holds <parent>/inject_bench.lock and waits while another benchmark
+    holds a *.lock there (bench/engine_bench.py holds engine_bench.lock).
+The parent folder (default .build/bench-tmp) and the lock file stay.
+
+Example:  python3 bench/inject_bench.py --seconds 5 --rounds 3 --markdown
 """
 
 import argparse
@@ -751,7 +766,7 @@ def main():
     ap.add_argument("--markdown", action="store_true", help="also print a Markdown section for docs/benchmarks.md")
     ap.add_argument("--settle", type=float, default=None, metavar="SECONDS",
                     help="before measuring, wait until SECONDS have passed since the last change of the "
-                         "parent folder (the previous run's cleanup); default 90 on ext4 without a "
+                         "parent folder (the previous run's cleanup); default 360 on ext4 without a "
                          "journal, else 0")
     ap.add_argument("--wait-max", type=float, default=1800.0, metavar="SECONDS",
                     help="wait at most this long for other benchmark runs in the parent folder (any "
@@ -770,12 +785,13 @@ def main():
     _, fstype, source, _ = mount_of(base)
     if fstype == "tmpfs" and not args.allow_tmpfs:
         sys.exit(f"inject_bench: {base} is on tmpfs: fsync there means nothing; use --dir")
-    # ext4 without a journal does not reuse an inode for 60 s after its deletion
-    # (up to 5 min while its inode table block is dirty): a new inode is searched
-    # past every such one, which makes creating files several times slower after
-    # a mass deletion, such as the cleanup of a previous run. Wait that out.
+    # ext4 without a journal does not reuse an inode for 60 s after its deletion,
+    # 360 s while its inode table block is dirty (and allocating a neighbour
+    # dirties it again): a new inode is searched past every such one, which makes
+    # creating files up to 2-3 times slower after a mass deletion, such as the
+    # cleanup of a previous run. Wait that out.
     if args.settle is None:
-        args.settle = 90.0 if fstype == "ext4" and ext4_journal(source) == "no" else 0.0
+        args.settle = 360.0 if fstype == "ext4" and ext4_journal(source) == "no" else 0.0
     os.sync()
     if existed and args.settle > 0:
         wait = args.settle - (time.time() - os.stat(base).st_mtime)

@@ -317,7 +317,7 @@ public final class Engine {
 
     /// Nothing in flight, nothing due, nothing to preprocess or bounce.
     func isQuiet(now: Time) -> Bool {
-        guard scheduler.isIdle, deliveries.pending == 0, chores.pending == 0, todoWanted.isEmpty,
+        guard scheduler.isIdle, !scheduler.hasThrottledJobs, deliveries.pending == 0, chores.pending == 0, todoWanted.isEmpty,
               todoInFlight.isEmpty, bounceInFlight.isEmpty, reconcileDone else { return false }
         if let t = scheduler.nextWakeup(), t <= now { return false }
         if let t = doneRetry.values.min(), t <= now { return false }

@@ -127,6 +127,13 @@ public struct Scheduler: Sendable {
     /// Milliseconds for the rate limiter (defaults to `now` × 1000).
     public var nowMS: Int64? = nil
     var ratedDeliveries: [Int: String] = [:]
+    /// Jobs waiting for a rate or a domain slot, not for a retry.
+    var throttled = Set<JobKey>()
+    /// Jobs waiting for a slot of this domain: due again as soon as one frees.
+    var slotWaiters: [[UInt8]: Set<JobKey>] = [:]
+    var waitingOn: [JobKey: [UInt8]] = [:]
+    /// Some job waits only for its domain's rate or slots (qmta-send keeps going for it).
+    public var hasThrottledJobs: Bool { !throttled.isEmpty }
     /// Remote slots in use per destination domain, and which domain each group holds.
     public private(set) var domainInFlight: [[UInt8]: Int] = [:]
     var groupDomain: [Int: [UInt8]] = [:]
@@ -220,6 +227,8 @@ public struct Scheduler: Sendable {
                let top = peek(c), top.time <= now {
                 queues[c.rawValue].popMin()
                 queuedAt[top.key] = nil
+                throttled.remove(top.key)
+                if let d = waitingOn.removeValue(forKey: top.key) { slotWaiters[d]?.remove(top.key) }
                 loading[c] = top.key
                 actions.append(.load(top.key))
             }
@@ -258,6 +267,8 @@ public struct Scheduler: Sendable {
             if c == .remote && config.remotePerDomain > 0 {
                 let domain = Scheduler.domain(job.job.recipients[job.nextIndex].address)
                 if domainInFlight[domain, default: 0] >= config.remotePerDomain {
+                    slotWaiters[domain, default: []].insert(key)
+                    waitingOn[key] = domain
                     // This domain has all the slots it may use: try again in a second,
                     // while the pass goes on with other recipients and other messages.
                     job.rateWait = min(job.rateWait ?? now + 1, now + 1)
@@ -345,6 +356,18 @@ public struct Scheduler: Sendable {
             if let domain = groupDomain.removeValue(forKey: d.group) {
                 let n = (domainInFlight[domain] ?? 1) - 1
                 domainInFlight[domain] = n > 0 ? n : nil
+                // A slot of this domain is free: its waiting jobs are due now.
+                if let waiting = slotWaiters.removeValue(forKey: domain) {
+                    for k in waiting.sorted() {
+                        if queuedAt[k] != nil {
+                            waitingOn[k] = nil
+                            enqueue(k, at: now)
+                            actions.append(.reschedule(k, at: now))
+                        } else {
+                            slotWaiters[domain, default: []].insert(k)   // still open: it closes at now + 1
+                        }
+                    }
+                }
             }
         } else {
             groupRemaining[d.group] = left
@@ -388,6 +411,7 @@ public struct Scheduler: Sendable {
         } else {
             // Rate-limited recipients go when their domain allows; deferred ones on qmail's schedule.
             let at = job.rateWait.map { Swift.min($0, job.retry) } ?? job.retry
+            if at < job.retry { throttled.insert(key) }
             enqueue(key, at: at)
             actions.append(.reschedule(key, at: at))
         }

@@ -69,7 +69,7 @@ final class RemoteEndToEndTests: XCTestCase {
         let successes = out.stdoutText.components(separatedBy: ": success: ").count - 1
         XCTAssertEqual(successes, 2 * count, String(out.stdoutText.suffix(3000)) + out.stderrText)
         XCTAssertTrue(out.stdoutText.contains("accepted_message_-_Protocol_SMTP./Remote_host_said:_250"), String(out.stdoutText.prefix(2000)))
-        XCTAssertEqual(h.queueFiles(), [])
+        XCTAssertEqual(h.queueFiles().count, 0)
         // Both recipients of a message went in one transaction: one dump file per message.
         h.waitFor("sink files") { ((try? Sys.listDirectory(sinkDir)) ?? []).count >= count }
         XCTAssertEqual(((try? Sys.listDirectory(sinkDir)) ?? []).count, count)
