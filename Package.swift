@@ -56,9 +56,9 @@ let package = Package(
         .target(name: "Engine", dependencies: ["CShims", "SystemIO", "QueueFormat", "QueueStore", "QueueClient",
                                                "ControlFiles", "Scheduler", "LocalDelivery", "Bounce", "LMDB", "RemoteDelivery", "RateControl"]),
         // Remote delivery: DNS, smtproutes, the SMTP client with STARTTLS and connection reuse.
-        .target(name: "RemoteDelivery", dependencies: ["CNet", "SystemIO", "ControlFiles", "Scheduler", "LMDB"]),
+        .target(name: "RemoteDelivery", dependencies: ["CNet", "SystemIO", "ControlFiles", "Scheduler", "LMDB", "QueueFormat"]),
         // Per-domain delivery rate control: drate definitions, the expression language, limiters.
-        .target(name: "RateControl", dependencies: ["SystemIO"]),
+        .target(name: "RateControl", dependencies: ["SystemIO", "QueueFormat"]),
         // qmail-inject's header processing.
         .target(name: "Inject", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO"]),
         // Return receipts (rrt) and maildirserial's bounces, client protocol and maildir scan.

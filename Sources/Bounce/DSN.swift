@@ -1,3 +1,5 @@
+import QueueFormat
+
 /// One failed (or delayed) recipient as read from a bounce file record.
 public struct BounceRecord: Equatable, Sendable {
     public var recipient: String
@@ -149,14 +151,3 @@ public enum DSNMessage {
     }
 }
 
-extension StringProtocol {
-    func range(ofText needle: String) -> Range<Index>? {
-        guard let f = needle.first else { return nil }
-        var i = startIndex
-        while i < endIndex {
-            if self[i] == f && self[i...].hasPrefix(needle) { return i..<index(i, offsetBy: needle.count) }
-            i = index(after: i)
-        }
-        return nil
-    }
-}

@@ -90,7 +90,10 @@ public struct EngineControls: Sendable, Equatable {
         }
         c.concurrencyLocal = min(c.concurrencyLocal, concurrencyLimit)
         c.concurrencyRemote = min(c.concurrencyRemote, concurrencyLimit)
-        c.concurrencyRemoteDomain = max(0, try control.readInt("concurrencyremotedomain", default: 10))
+        c.concurrencyRemoteDomain = try control.readInt("concurrencyremotedomain", default: 10)
+        if c.concurrencyRemoteDomain < 0 {
+            throw ControlError(file: control.filePath("concurrencyremotedomain"), line: 1, message: "must not be negative (0 = no limit)")
+        }
         c.holdLocal = try control.readInt("holdlocal", default: 0) != 0
         c.holdRemote = try control.readInt("holdremote", default: 0) != 0
         c.queueLifetime = try control.readInt("queuelifetime", default: 604800)

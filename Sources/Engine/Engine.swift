@@ -89,6 +89,7 @@ public final class Engine {
     var nextTodoScan: Time = 0
     var nextCleanup: Time = 0
     var exiting = false
+    var nextReap: Time = 0
     /// Deliveries started and not yet reported, as the log has shown them.
     var running = [0, 0]
     var deliveryChannels: [Int: Channel] = [:]
@@ -249,6 +250,11 @@ public final class Engine {
     /// One loop turn without waiting; returns the exit code when the engine is done.
     public func turn() -> Int32? {
             let now = clock()
+            if scheduler.rateGate != nil { scheduler.nowMS = clockMS() }
+            if now >= nextReap, let smtp {
+                smtp.client.pool.reap(idleTimeout: smtp.client.settings.idleTimeout)
+                nextReap = now + 10
+            }
             handleSignals(now: now)
             let (ids, overflow) = watcher.readEvents()
             todoWanted.formUnion(ids)
@@ -290,6 +296,7 @@ public final class Engine {
             if exiting && scheduler.isIdle && deliveries.pending == 0 && chores.pending == 0 {
                 persistRetryTimes()
                 for sp in spawners.compactMap({ $0 }) { sp.finish() }
+                smtp?.client.pool.closeAll()
                 log.line("status: exiting")
                 log.flush()
                 return 0
@@ -298,6 +305,7 @@ public final class Engine {
                 let waiting = scheduler.waitingCount(after: clock()) + doneRetry.count
                 persistRetryTimes()
                 for sp in spawners.compactMap({ $0 }) { sp.finish() }
+                smtp?.client.pool.closeAll()
                 log.line("info: \(options.program): no pending deliveries; \(waiting) job\(waiting == 1 ? "" : "s") wait\(waiting == 1 ? "s" : "") for a later retry. quitting...")
                 log.flush()
                 return 0
@@ -507,8 +515,13 @@ public final class Engine {
         remoteBatch.removeAll()
         for g in groups {
             let mess = files.path(.mess, g.items[0].key.id)
-            let batch = g.items
-            deliveries.submit { .deliveredBatch(smtp.deliver(batch, messagePath: mess)) }
+            // At most 100 recipients per SMTP transaction.
+            var rest = g.items[...]
+            while !rest.isEmpty {
+                let batch = Array(rest.prefix(100))
+                rest = rest.dropFirst(100)
+                deliveries.submit { .deliveredBatch(smtp.deliver(batch, messagePath: mess)) }
+            }
         }
     }
 

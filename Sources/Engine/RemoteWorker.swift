@@ -18,8 +18,10 @@ public struct SMTPWorker: Sendable {
         guard let first = batch.first else { return [] }
         let fd = open(messagePath, O_RDONLY | O_CLOEXEC)
         if fd == -1 { return batch.map { ($0.number, DeliveryReport(.deferral, "qmail-spawn unable to open message. (#4.3.0)\n")) } }
-        let message = (try? Sys.readAll(fd)) ?? []
+        var message = (try? Sys.readAll(fd)) ?? []
         close(fd)
+        // QQEH headers go in front of the message, as indimail's qmail-remote writes them.
+        if !first.qqeh.isEmpty { message = first.qqeh + (first.qqeh.last == 10 ? [] : [10]) + message }
         let rcpt = String(decoding: first.recipient.address, as: UTF8.self)
         let domain = rcpt.lastIndex(of: "@").map { String(rcpt[rcpt.index(after: $0)...]) } ?? rcpt
         let outcome = client.deliver(domain: domain, sender: first.sender, recipients: batch.map { $0.recipient.address }, message: message)

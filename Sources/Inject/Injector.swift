@@ -179,7 +179,7 @@ extension String {
     func replacingAll(_ a: String, with b: String) -> String {
         var out = ""
         var rest = Substring(self)
-        while let r = rest.range(of: a) {
+        while let r = rest.range(ofText: a) {
             out += rest[..<r.lowerBound]
             out += b
             rest = rest[r.upperBound...]
@@ -194,16 +194,3 @@ extension String {
     }
 }
 
-extension Substring {
-    func range(of needle: String) -> Range<Substring.Index>? {
-        guard let first = needle.first else { return nil }
-        var i = startIndex
-        while i < endIndex {
-            if self[i] == first && self[i...].hasPrefix(needle) {
-                return i..<index(i, offsetBy: needle.count)
-            }
-            i = index(after: i)
-        }
-        return nil
-    }
-}

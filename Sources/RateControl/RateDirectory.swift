@@ -53,7 +53,7 @@ public struct RateDirectory: Sendable {
                     guard let m = LimiterMode(rawValue: parts[1]) else { throw Failure(file: path + "/.options", message: "line \(n): mode must be smooth or average") }
                     o.mode = m
                 case "burst":
-                    guard let b = Double(parts[1]), b >= 1 else { throw Failure(file: path + "/.options", message: "line \(n): burst must be a number ≥ 1") }
+                    guard let b = Double(parts[1]), b >= 1, b <= 1_000_000 else { throw Failure(file: path + "/.options", message: "line \(n): burst must be a number from 1 to 1000000") }
                     o.burst = b
                 case "concurrency":
                     guard let c = Int(parts[1]), c > 0 else { throw Failure(file: path + "/.options", message: "line \(n): concurrency must be a positive number") }

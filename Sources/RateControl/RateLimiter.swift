@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import QueueFormat
 
 /// A drate definition file: four NUL-terminated fields
 /// `expr\0count\0starttime\0lasttime\0` (indimail-mta's `do_rate.h`);
@@ -135,6 +136,10 @@ public struct RateGate: Sendable {
             return .wait(until: now + 1, logLine: "warn: \(queueName) \(domain) msg \(id): \(c) deliveries in progress; will try again later")
         }
         let effective = conf / max(1, l.backoff)
+        // A rate of zero (or too small to wait for) holds the domain; a negative one only counts.
+        if conf >= 0 && effective < 1e-9 {
+            return .wait(until: now + 3600, logLine: "warn: \(queueName) \(domain) msg \(id): rate is 0; will try again later")
+        }
         switch policy.mode {
         case .average:
             if l.count == 0 || now - l.last > policy.interval { l.count = 0; l.start = now }
@@ -153,7 +158,12 @@ public struct RateGate: Sendable {
             return .go(logLine: "info: \(queueName) \(domain) msg \(id): rate [\(l.count)/\(RateGate.fmt(cur))/\(RateGate.fmt(effective))] ok since \(elapsed) secs")
         case .smooth:
             guard effective > 0 else {
-                return .wait(until: now + 60, logLine: "warn: \(queueName) \(domain) msg \(id): rate exceeded [\(l.count + 1)/0/0] need 60 secs; will try again later")
+                // Negative: count only, as in average mode.
+                l.count += 1; l.last = now
+                ledgers[policy.key] = l
+                changed.insert(policy.key)
+                inFlight[policy.key, default: 0] += 1
+                return .go(logLine: nil)
             }
             let T = Int64((1000.0 / effective).rounded(.up))
             let tau = Int64(Double(T) * (policy.burst - 1))
@@ -207,14 +217,3 @@ public struct RateGate: Sendable {
     }
 }
 
-extension StringProtocol {
-    func range(ofText needle: String) -> Range<Index>? {
-        guard let f = needle.first else { return nil }
-        var i = startIndex
-        while i < endIndex {
-            if self[i] == f && self[i...].hasPrefix(needle) { return i..<index(i, offsetBy: needle.count) }
-            i = index(after: i)
-        }
-        return nil
-    }
-}

@@ -2,7 +2,9 @@
 import Glibc
 #endif
 import SystemIO
+import CNet
 import ControlFiles
+import QueueFormat
 
 /// `qmail-remote host sender qqeh size recipient…`: one SMTP delivery with
 /// qmail-remote's reports on standard output, and the ONSUCCESS_REMOTE /
@@ -43,10 +45,13 @@ public enum RemoteMain {
             try? Sys.write(1, Array("Zqmail-remote: unable to read controls: \(error) (#4.3.0)\n\0".utf8))
             return 111
         }
-        guard let message = try? Sys.readAll(0) else {
+        guard var message = try? Sys.readAll(0) else {
             try? Sys.write(1, Array("ZUnable to read message. (#4.3.0)\n\0".utf8))
             return 111
         }
+        // QQEH headers go in front of the message (indimail's blast()).
+        let qqeh = Array(args[2].utf8)
+        if !qqeh.isEmpty { message = qqeh + (qqeh.last == 10 ? [] : [10]) + message }
         let client = SMTPClient(settings: settings)
         let outcome = client.deliver(domain: host, sender: Array(sender.utf8), recipients: recipients, message: message)
         client.pool.closeAll()
@@ -70,7 +75,8 @@ public enum RemoteMain {
         env.append("SMTPSTATUS=\(letter)")
         env.append("SMTPTEXT=\(letter)\(text)")
         if let r = text.range(ofSaid: "Remote host said: ") { env.append("SMTPCODE=\(text[r].prefix(3))") }
-        if let ip = text.split(separator: " ").first { env.append("SMTPHOST=\(ip)") }
+        var buf = [UInt8](repeating: 0, count: 16)
+        if let ip = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).first(where: { qs_parse_ip(String($0), &buf) > 0 }) { env.append("SMTPHOST=\(ip)") }
         _ = lseek(0, 0, SEEK_SET)
         do {
             let pid = try Spawn.start(hook, arguments: [hook] + args, environment: env, fds: [], keepStandard: true)
@@ -85,15 +91,7 @@ public enum RemoteMain {
 extension String {
     /// The text after `marker`, to the end of its line.
     func range(ofSaid marker: String) -> Range<String.Index>? {
-        var i = startIndex
-        while i < endIndex {
-            if self[i...].hasPrefix(marker) {
-                let s = index(i, offsetBy: marker.count)
-                let e = self[s...].firstIndex(of: "\n") ?? endIndex
-                return s..<e
-            }
-            i = index(after: i)
-        }
-        return nil
+        guard let r = range(ofText: marker) else { return nil }
+        return r.upperBound..<(self[r.upperBound...].firstIndex(of: "\n") ?? endIndex)
     }
 }

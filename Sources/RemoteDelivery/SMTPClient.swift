@@ -107,6 +107,20 @@ public final class ConnectionPool: @unchecked Sendable {
         idle[key, default: []].append(c)
     }
 
+    /// Closes idle connections older than `idleTimeout` (QUIT first).
+    public func reap(idleTimeout: Int64) {
+        let now = ConnectionPool.now()
+        pthread_mutex_lock(&lock)
+        var stale: [SMTPConnection] = []
+        for (k, list) in idle {
+            let keep = list.filter { now - $0.lastUsed <= idleTimeout }
+            stale += list.filter { now - $0.lastUsed > idleTimeout }
+            idle[k] = keep.isEmpty ? nil : keep
+        }
+        pthread_mutex_unlock(&lock)
+        for c in stale { _ = try? c.command("QUIT"); c.close() }
+    }
+
     /// Closes every idle connection (QUIT first).
     public func closeAll() {
         pthread_mutex_lock(&lock)
@@ -284,7 +298,7 @@ public final class SMTPClient: @unchecked Sendable {
         for target in (usable.isEmpty ? targets : usable) {
             switch attempt(target, domain: domain, sender: sender, recipients: recipients, message: message, requireTLS: requireTLS) {
             case .done(let outcome): return outcome
-            case .tryNext(let why): lastTemporary = why
+            case .tryNext(let why): if let why { lastTemporary = why }
             }
         }
         return .all(recipients.count, message: lastTemporary ?? "ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n")
@@ -299,7 +313,8 @@ public final class SMTPClient: @unchecked Sendable {
     enum Attempt { case done(RemoteOutcome), tryNext(String?) }
 
     func attempt(_ target: Target, domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8], requireTLS: Bool) -> Attempt {
-        let key = "\(ip(target)):\(target.port)"
+        // A destination that requires verified TLS only reuses connections opened that way.
+        let key = "\(ip(target)):\(target.port)\(requireTLS ? ":verified-tls:\(domain.lowercased())" : "")"
         var conn = pool.checkout(key, idleTimeout: settings.idleTimeout)
         var reused = conn != nil
         var allowTLS = settings.startTLS || requireTLS
@@ -392,7 +407,7 @@ public final class SMTPClient: @unchecked Sendable {
         }
         let m = try c.command(mail)
         if m.code >= 500 { return .all(recipients.count, message: "DConnected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m)) }
-        if m.code >= 400 || m.code < 200 { return .all(recipients.count, message: "ZConnected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m)) }
+        if m.code >= 300 || m.code < 200 { return .all(recipients.count, message: "ZConnected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m)) }
         var reports: [[UInt8]] = []
         var accepted = 0
         let pipelining = c.extensions.contains("PIPELINING")

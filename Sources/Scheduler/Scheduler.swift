@@ -148,6 +148,7 @@ public struct Scheduler: Sendable {
         /// The earliest time a rate-limited recipient of this job may go.
         var rateWait: Time? = nil
         var skipped = 0
+        var rateLogged = Set<String>()
         var refs = 0
         var unfinished: Int
     }
@@ -289,8 +290,8 @@ public struct Scheduler: Sendable {
                     case .broken(let line):
                         actions.append(.log(line))
                     case let .wait(until, line):
-                        // This recipient waits; the others of the pass go on.
-                        actions.append(.log(line))
+                        // This recipient waits; the others of the pass go on. One line per domain and pass.
+                        if job.rateLogged.insert(domain).inserted { actions.append(.log(line)) }
                         job.rateWait = min(job.rateWait ?? until, until)
                         job.started.insert(job.nextIndex)
                         job.skipped += 1

@@ -159,19 +159,9 @@ final class BounceTests: XCTestCase {
         XCTAssertEqual(d.stop(), .exited(0))
         var seen = Set<Int>()
         for b in h.maildirMessages("alice") {
-            if let r = b.range(of: "<nosuchuser"), let e = b[r.upperBound...].firstIndex(of: "@"), let n = Int(b[r.upperBound..<e]) { seen.insert(n) }
+            if let r = b.range(ofText: "<nosuchuser"), let e = b[r.upperBound...].firstIndex(of: "@"), let n = Int(b[r.upperBound..<e]) { seen.insert(n) }
         }
         XCTAssertEqual(seen.count, count, "bounces missing for \(Set(0..<count).subtracting(seen).sorted())")
     }
 }
 
-extension String {
-    func range(of needle: String) -> Range<String.Index>? {
-        var i = startIndex
-        while i < endIndex {
-            if self[i...].hasPrefix(needle) { return i..<index(i, offsetBy: needle.count) }
-            i = index(after: i)
-        }
-        return nil
-    }
-}
