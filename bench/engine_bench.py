@@ -260,48 +260,101 @@ def cpu_ticks(pid):
 
 BUILD_COMMS = {"swift-build", "swift-frontend", "swiftc", "swift-driver", "swift-test", "clang", "ld", "ld.gold",
                "ld.lld"}
-FOREIGN_CMDLINE = ("inject_bench.py", ".xctest")
+LOCK_NAME = "engine_bench.lock"      # held while we measure (other benchmarks wait for it)
+RUN_LOCK_NAME = "engine_bench.run-lock"  # held for the whole run (one engine_bench at a time)
+BASE = [DEFAULT_BASE]
+
+
+def others_locked(base=None):
+    """*.lock files in the bench folder that another benchmark holds (the
+    protocol of bench/inject_bench.py: a benchmark holds <name>.lock with
+    flock while it measures)."""
+    base = base or BASE[0]
+    out = []
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return out
+    import fcntl
+    for name in names:
+        path = os.path.join(base, name)
+        if not name.endswith(".lock") or name == LOCK_NAME or not os.path.isfile(path):
+            continue
+        try:
+            with open(path) as f:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            out.append(name)
+        except OSError:
+            pass
+    return out
 
 
 def foreign_activity(table=None):
-    """Other heavy work on the machine (builds, tests, other benchmarks)."""
+    """Other heavy work on the machine: builds, test runs, other benchmarks."""
     table = table or proc_table()
     out = set()
-    mine = set(descendants(os.getpid(), table)) | {os.getpid()}
     for pid, (_, comm) in table.items():
-        if pid in mine:
-            continue
         if comm in BUILD_COMMS:
             out.add(comm)
-        elif comm.startswith("python") or comm.endswith("xctest") or "PackageTe" in comm:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().decode(errors="replace")
-            except OSError:
-                continue
-            for k in FOREIGN_CMDLINE:
-                if k in cmd:
-                    out.add(k)
+        elif comm.startswith("swiftqmailPack") or comm.endswith(".xctest"):
+            out.add("xctest")
+    out.update(others_locked())
     return sorted(out)
 
 
+class MeasureLock:
+    """engine_bench.lock: held only while measuring, released while waiting."""
+
+    def __init__(self, base):
+        import fcntl
+        self.fcntl = fcntl
+        self.f = open(os.path.join(base, LOCK_NAME), "w")
+        self.held = False
+
+    def acquire(self):
+        try:
+            self.fcntl.flock(self.f, self.fcntl.LOCK_EX | self.fcntl.LOCK_NB)
+            self.held = True
+        except OSError:
+            self.held = False
+        return self.held
+
+    def release(self):
+        if self.held:
+            self.fcntl.flock(self.f, self.fcntl.LOCK_UN)
+            self.held = False
+
+
+MLOCK = []
+
+
 def wait_quiet(limit):
-    """Waits (at most `limit` s) until no build, test or other benchmark runs."""
+    """Releases our lock and waits (at most `limit` s) until no build, test or
+    other benchmark runs; then takes our lock again. Returns what was still
+    busy when the limit was reached."""
+    lock = MLOCK[0] if MLOCK else None
     t0 = time.time()
     said = False
     while True:
+        if lock:
+            lock.release()
         busy = foreign_activity()
-        if not busy:
-            if said:
-                log(f"    machine quiet after {time.time() - t0:.0f} s")
-            return []
+        if not busy and (lock is None or lock.acquire()):
+            if not others_locked():
+                if said:
+                    log(f"    machine quiet after {time.time() - t0:.0f} s")
+                return []
+            busy = others_locked()
         if time.time() - t0 > limit:
             log(f"    still busy after {limit:.0f} s ({busy}); measuring anyway")
+            if lock:
+                lock.acquire()
             return busy
         if not said:
             log(f"    waiting for other work to finish: {busy}")
             said = True
-        time.sleep(5)
+        time.sleep(3 + (os.getpid() % 5))
 
 
 class Sampler:
@@ -1339,12 +1392,13 @@ def restart_stage(name, spec, logpath, newdir, observe, first_timeout, args):
     """Starts qmail-send on the big queue; times the first delivery; observes; stops."""
     st = {"stage": name}
     os.sync()
+    ino = Inotify(newdir)
     engine = Engine(spec)
     try:
         ev = engine.wait_event("spawned", 60)
         t_spawn = ev["t"]
         sampler = Sampler(engine.pid)
-        t_status = t_first = None
+        t_status = t_first = t_file = None
         deadline = time.time() + first_timeout
         seen = 0
         buf = b""
@@ -1357,15 +1411,18 @@ def restart_stage(name, spec, logpath, newdir, observe, first_timeout, args):
             except OSError:
                 chunk = b""
             now = time.time()
+            if t_file is None and ino.read():
+                t_file = now
             if chunk:
                 seen += len(chunk)
                 buf += chunk
                 if t_status is None and b"status:" in buf:
                     t_status = now
-                if b"starting delivery" in buf:
+                if t_first is None and b"starting delivery" in buf:
                     t_first = now
-                    break
                 buf = buf[-64:]
+            if t_first is not None and t_file is not None:
+                break
             if now - last_sample > 0.25:
                 sampler.sample(pss=False)
                 last_sample = now
@@ -1375,6 +1432,7 @@ def restart_stage(name, spec, logpath, newdir, observe, first_timeout, args):
             time.sleep(0.001)
         st["seconds_to_status_line"] = round(t_status - t_spawn, 3) if t_status else None
         st["seconds_to_first_delivery"] = round(t_first - t_spawn, 3) if t_first else None
+        st["seconds_to_first_maildir_file"] = round(t_file - t_spawn, 3) if t_file else None
         # observe
         t0 = time.time()
         n0 = len(os.listdir(newdir))
@@ -1414,6 +1472,7 @@ def restart_stage(name, spec, logpath, newdir, observe, first_timeout, args):
                               if re.search(r"^(warning|alert)|deferral|failure", line)][:8]
         return st
     finally:
+        ino.close()
         if engine is not None:
             try:
                 engine.stop(600)
@@ -1555,7 +1614,8 @@ def run_restart(run, args, pw, home):
         s2 = restart_stage("restart (schedule in LMDB)", spec, log2, md + "/new", args.restart_observe, 120, args)
         s2["stderr"] = read_text(d + "/stage2.stderr")[:300]
         res["stage2"] = s2
-        log(f"(B) stage 2 (restart): first delivery after {s2['seconds_to_first_delivery']} s, "
+        log(f"(B) stage 2 (restart): first delivery after {s2['seconds_to_first_delivery']} s (first file "
+            f"{s2['seconds_to_first_maildir_file']} s), "
             f"VmHWM {s2['memory']['max_vmhwm_kb'] / 1024:.0f} MiB, {s2['drain_msgs_per_s']} msgs/s, "
             f"stop {s2['stop']['stop_seconds']:.1f} s")
 
@@ -1580,7 +1640,8 @@ def run_restart(run, args, pw, home):
                                args.stage3_observe, 120, args)
             s3["stderr"] = read_text(d + "/stage3.stderr")[:300]
             res["stage3"] = s3
-            log(f"(B) stage 3 (no schedule): first delivery after {s3['seconds_to_first_delivery']} s, "
+            log(f"(B) stage 3 (no schedule): first delivery after {s3['seconds_to_first_delivery']} s (first file "
+                f"{s3['seconds_to_first_maildir_file']} s), "
                 f"VmHWM {s3['memory']['max_vmhwm_kb'] / 1024:.0f} MiB, stop {s3['stop']['stop_seconds']:.1f} s")
         res["mess_files_left"] = sum(len(os.listdir(f"{q}/mess/{s}")) for s in range(SPLIT))
         res["ok"] = True
@@ -1663,17 +1724,18 @@ def markdown_b(b):
              f"{b.get('fs_inodes_used')} inodes; du {b.get('du_queue_kib', 0) / 2**20:.2f} GiB; "
              f"LMDB schedule {b.get('lmdb_bytes', [0, 0])[0] / 2**20:.1f} MiB apparent / "
              f"{b.get('lmdb_bytes', [0, 0])[1] / 2**20:.1f} MiB allocated", ""]
-    lines.append("| stage | to status line s | to first delivery s | VmHWM MiB | drain msgs/s | stop (TERM) s | "
-                 "deliveries started after TERM | engine CPU s |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("| stage | to status line s | to 'starting delivery' logged s | to first Maildir file s | VmHWM MiB | "
+                 "drain msgs/s | stop (TERM) s | deliveries started after TERM | engine CPU s |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     s1 = b.get("stage1")
     if s1:
-        lines.append(f"| {s1['stage']} | - | (held) idle after {s1['seconds_until_idle']} s | "
+        lines.append(f"| {s1['stage']} | - | (held) idle after {s1['seconds_until_idle']} s | - | "
                      f"{kb_mib(s1['memory']['max_vmhwm_kb'])} | - | {s1['stop']['stop_seconds']:.2f} | - | {s1['cpu_s_engine']} |")
     for k in ("stage2", "stage3"):
         s = b.get(k)
         if s:
             lines.append(f"| {s['stage']} | {s['seconds_to_status_line']} | {s['seconds_to_first_delivery']} | "
+                         f"{s.get('seconds_to_first_maildir_file')} | "
                          f"{kb_mib(s['memory']['max_vmhwm_kb'])} | {s['drain_msgs_per_s']} | "
                          f"{s['stop']['stop_seconds']:.2f}{'' if s['stop'].get('term_only') else ' (needed holdlocal+HUP)'} | "
                          f"{s.get('deliveries_started_after_term')} | {s['cpu_s_engine']} |")
@@ -1759,11 +1821,13 @@ def main():
 
     os.makedirs(args.base, exist_ok=True)
     import fcntl
-    lockf = open(os.path.join(args.base, "engine_bench.lock"), "w")
+    BASE[0] = args.base
+    lockf = open(os.path.join(args.base, RUN_LOCK_NAME), "w")
     try:
         fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         sys.exit("engine_bench: another engine_bench run holds " + lockf.name)
+    MLOCK.append(MeasureLock(args.base))
 
     if args.messages and "postfix" in targets:
         install_postfix()

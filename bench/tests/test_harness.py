@@ -1,0 +1,110 @@
+"""Quick tests of bench/harness.py (run as root, with the release binaries)."""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HARNESS = os.path.join(os.path.dirname(HERE), "harness.py")
+
+
+def run(args, timeout=120):
+    return subprocess.run([sys.executable, HARNESS] + args, capture_output=True, text=True, timeout=timeout)
+
+
+def procs_referencing(path):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if path.encode() in f.read():
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
+def test_refuses_non_loopback(tmp_path):
+    for host in ("10.1.2.3", "8.8.8.8", "example.com"):
+        before = set(os.listdir("/work/main/.build/bench-tmp")) if os.path.isdir("/work/main/.build/bench-tmp") else set()
+        r = run(["--smtp-host", host, "--messages", "5", "--base", str(tmp_path), "--out", str(tmp_path / "x")])
+        assert r.returncode != 0
+        assert "refusing non-loopback address" in r.stderr
+        assert host in r.stderr
+        assert os.listdir(tmp_path) == []          # nothing started, nothing written
+    for host in ("127.0.0.1", "127.9.9.9", "::1", "localhost"):
+        sys.path.insert(0, os.path.dirname(HARNESS))
+        import harness
+        assert harness.check_loopback(host)
+
+
+def check_png(path):
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, tp, w, h, depth, ctype, comp, filt, inter = struct.unpack(">I4sIIBBBBB", data[8:29])
+    assert (length, tp) == (13, b"IHDR")
+    assert w > 0 and h > 0 and depth == 8 and ctype == 2
+    crc = struct.unpack(">I", data[29:33])[0]
+    assert crc == zlib.crc32(data[12:29]) & 0xffffffff
+    assert data[-12:] == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    out = subprocess.run(["file", path], capture_output=True, text=True).stdout
+    assert "PNG image data" in out
+
+
+def test_tiny_run_outputs_and_no_leftovers(tmp_path):
+    out = str(tmp_path / "tiny")
+    r = run(["--messages", "30", "--targets", "ours", "--timeout", "60", "--stall", "20",
+             "--fsync-seconds", "0.5", "--out", out])
+    assert r.returncode == 0, r.stderr[-2000:]
+    for ext in (".json", ".csv", ".svg", ".png"):
+        assert os.path.getsize(out + ext) > 0
+    check_png(out + ".png")
+    assert open(out + ".svg").read().startswith("<svg")
+    res = json.load(open(out + ".json"))
+    runs = res["workloads"][0]["runs"]
+    assert runs[0]["ok"] and runs[0]["delivered"] == 30
+    assert res["leftover_processes"] == []
+    assert procs_referencing(res["run_dir"]) == []
+    assert not os.path.exists(res["run_dir"])       # removed without --keep
+    assert "| delivered/s |" in r.stdout
+
+
+def test_latency_matches_maildir_mtimes(tmp_path):
+    out = str(tmp_path / "lat")
+    r = run(["--messages", "20", "--targets", "ours", "--timeout", "60", "--stall", "20",
+             "--fsync-seconds", "0.5", "--out", out, "--keep"])
+    res = json.load(open(out + ".json"))
+    try:
+        assert r.returncode == 0, r.stderr[-2000:]
+        run0 = res["workloads"][0]["runs"][0]
+        inj = {m["id"]: m["inject_start"] for m in run0["per_message"]}
+        assert len(inj) == 20
+        new = os.path.join(run0["maildir"], "new")
+        lat = []
+        for n in os.listdir(new):
+            p = os.path.join(new, n)
+            head = open(p, "rb").read(8192).decode("latin-1")
+            k = head.find("X-Bench-Id: ")
+            bid = head[k + 12:head.find("\n", k)].strip()
+            lat.append(os.stat(p).st_mtime - inj[bid])
+        assert len(lat) == 20
+        lat.sort()
+
+        def pct(p):
+            x = (len(lat) - 1) * p / 100.0
+            lo = int(x)
+            hi = min(lo + 1, len(lat) - 1)
+            return lat[lo] + (lat[hi] - lat[lo]) * (x - lo)
+        for key, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100)):
+            assert abs(run0["latency_ms"][key] - pct(p) * 1000) <= 50, (key, run0["latency_ms"][key], pct(p) * 1000)
+        # every message has its delivery timestamp recorded, equal to the file's mtime
+        for m in run0["per_message"]:
+            assert len(m["deliveries"]) == 1
+    finally:
+        shutil.rmtree(res["run_dir"], ignore_errors=True)
+    assert procs_referencing(res["run_dir"]) == []
