@@ -875,14 +875,13 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
                 if p not in alive:
                     TRACK.pgids.discard(p)
             pids = alive
+            force = False
             if not pids and inj_done_at is None:
                 inj_done_at = now
-                if not released:
-                    target.hold(False)
-                    released = True
+                force = True  # sample the backlog at the end of injection (before a held queue is released)
             done_local = sum(d[1] for d in deliveries if d[3] == "local" and d[0] and d[0].startswith(tag))
             done_remote = sum(d[1] for d in deliveries if d[3] == "remote" and d[0] and d[0].startswith(tag))
-            if now - last_sample >= a.sample_interval or (inj_done_at and done_local >= expect_local and done_remote >= expect_remote):
+            if force or now - last_sample >= a.sample_interval or (inj_done_at and done_local >= expect_local and done_remote >= expect_remote):
                 last_sample = now
                 todo, queued = target.backlog()
                 table = proc_table()
@@ -904,6 +903,9 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
                     log(f"  {target.name} r{rnd}: injectors {'done' if inj_done_at else f'{len(pids)} running'}, "
                         f"delivered {delivered}/{total}, {rate:.0f}/s, todo {todo}, queued {queued}, "
                         f"left ~{left:.0f} s, timeout in {deadline - now:.0f} s")
+            if inj_done_at and not released:
+                target.hold(False)
+                released = True
             if inj_done_at and done_local >= expect_local and done_remote >= expect_remote:
                 res["ok"] = True
                 break

@@ -16,16 +16,25 @@ public enum UserDatabase {
     }
 
     public static func user(named name: String, passwdFile: String = "/etc/passwd") -> User? {
-        guard let bytes = try? Sys.readFile(passwdFile) else { return nil }
+        users(named: [name], passwdFile: passwdFile)[name]
+    }
+
+    /// Several users in one read of the password file.
+    public static func users(named names: Set<String>, passwdFile: String = "/etc/passwd") -> [String: User] {
+        guard let bytes = try? Sys.readFile(passwdFile) else { return [:] }
+        var out: [String: User] = [:]
         for line in bytes.split(separator: 10) {
             let f = line.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
-            guard f.count >= 7, String(decoding: f[0], as: UTF8.self) == name,
+            guard f.count >= 7 else { continue }
+            let name = String(decoding: f[0], as: UTF8.self)
+            guard names.contains(name), out[name] == nil,
                   let uid = UInt32(String(decoding: f[2], as: UTF8.self)),
                   let gid = UInt32(String(decoding: f[3], as: UTF8.self)) else { continue }
-            return User(name: name, uid: uid, gid: gid, home: String(decoding: f[5], as: UTF8.self),
-                        shell: String(decoding: f[6], as: UTF8.self))
+            out[name] = User(name: name, uid: uid, gid: gid, home: String(decoding: f[5], as: UTF8.self),
+                             shell: String(decoding: f[6], as: UTF8.self))
+            if out.count == names.count { break }
         }
-        return nil
+        return out
     }
 
     public static func groupID(named name: String, groupFile: String = "/etc/group") -> gid_t? {

@@ -54,8 +54,9 @@ enum QmailQueueMain {
         }
         let uid = getuid()
         var invoker = ReceivedLine.Invoker.uid(uid, network: false, ip: nil)
-        if let a = UserDatabase.user(named: "alias"), a.uid == uid { invoker = .alias }
-        else if let b = UserDatabase.user(named: "qmails"), b.uid == uid { invoker = .bounce }
+        let special = UserDatabase.users(named: ["alias", "qmails"])
+        if let a = special["alias"], a.uid == uid { invoker = .alias }
+        else if let b = special["qmails"], b.uid == uid { invoker = .bounce }
         else if let ip = Sys.environment("TCPREMOTEIP") { invoker = .uid(uid, network: true, ip: ip.isEmpty ? nil : ip) }
 
         var qqeh: [UInt8]? = nil
