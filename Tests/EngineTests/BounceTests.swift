@@ -34,22 +34,7 @@ final class BounceTests: XCTestCase {
         return (Set(lines[0].split(separator: " ").map(String.init)), Set((lines.count > 1 ? lines[1] : "").split(separator: " ").map(String.init)))
     }
 
-    func smtp(_ args: [String]) throws -> Int {
-        let d = h.dir + "/smtpd\(pids.count)"
-        mkdir(d, 0o755)
-        let out = try Spawn.pipe()
-        let null = open("/dev/null", O_RDONLY)
-        defer { close(null) }
-        let pid = try Spawn.start("/usr/bin/env", arguments: ["env", "python3", TestEnv.packageRoot + "/Tests/RemoteDeliveryTests/Support/smtpd.py", "--dir", d, "--lifetime", "60"] + args,
-                                  fds: [.init(null, at: 0), .init(out.write, at: 1)])
-        Sys.close(out.write)
-        var line: [UInt8] = []
-        var b: UInt8 = 0
-        while read(out.read, &b, 1) == 1 && b != 10 { line.append(b) }
-        Sys.close(out.read)
-        pids.append(pid)
-        return Int(String(decoding: line, as: UTF8.self))!
-    }
+    func smtp(_ args: [String]) throws -> Int { try h.startScriptedSMTP(args).port }
 
     func bounceBoth(format: String) throws -> [String] {
         h.writeControl("bounceformat", format + "\n")

@@ -135,5 +135,32 @@ final class EngineHarness {
         ["mess", "intd", "todo", "info", "local", "remote", "bounce"].flatMap { f in TestEnv.files(under: queue + "/" + f).map { f + "/" + $0 } }
     }
 
-    func cleanup() { TestEnv.remove(dir) }
+    /// Helper servers started for this test; killed by `cleanup`.
+    var serverPIDs: [pid_t] = []
+
+    /// The scripted SMTP server (Tests/RemoteDeliveryTests/Support/smtpd.py) on
+    /// 127.0.0.1; returns its port and the folder where it files what it accepts.
+    func startScriptedSMTP(_ args: [String], lifetime: Int = 60) throws -> (port: Int, dir: String) {
+        let d = dir + "/smtpd\(serverPIDs.count)"
+        mkdir(d, 0o755)
+        let out = try Spawn.pipe()
+        let null = open("/dev/null", O_RDONLY)
+        defer { close(null) }
+        let pid = try Spawn.start("/usr/bin/env", arguments: ["env", "python3", TestEnv.packageRoot + "/Tests/RemoteDeliveryTests/Support/smtpd.py",
+                                                              "--dir", d, "--lifetime", "\(lifetime)"] + args,
+                                  fds: [.init(null, at: 0), .init(out.write, at: 1)])
+        Sys.close(out.write)
+        var line: [UInt8] = []
+        var b: UInt8 = 0
+        while read(out.read, &b, 1) == 1 && b != 10 { line.append(b) }
+        Sys.close(out.read)
+        serverPIDs.append(pid)
+        guard let port = Int(String(decoding: line, as: UTF8.self)) else { throw SystemError("smtpd.py did not start", errno: EIO) }
+        return (port, d)
+    }
+
+    func cleanup() {
+        for p in serverPIDs { kill(p, SIGKILL); _ = try? Spawn.wait(p) }
+        TestEnv.remove(dir)
+    }
 }

@@ -16,22 +16,7 @@ final class SlowqTests: XCTestCase {
         h.cleanup()
     }
 
-    func smtp() throws -> (Int, String) {
-        let d = h.dir + "/smtpd"
-        mkdir(d, 0o755)
-        let out = try Spawn.pipe()
-        let null = open("/dev/null", O_RDONLY)
-        defer { close(null) }
-        let pid = try Spawn.start("/usr/bin/env", arguments: ["env", "python3", TestEnv.packageRoot + "/Tests/RemoteDeliveryTests/Support/smtpd.py", "--dir", d, "--lifetime", "400"],
-                                  fds: [.init(null, at: 0), .init(out.write, at: 1)])
-        Sys.close(out.write)
-        var line: [UInt8] = []
-        var b: UInt8 = 0
-        while read(out.read, &b, 1) == 1 && b != 10 { line.append(b) }
-        Sys.close(out.read)
-        pids.append(pid)
-        return (Int(String(decoding: line, as: UTF8.self))!, d)
-    }
+    func smtp() throws -> (Int, String) { try h.startScriptedSMTP([], lifetime: 400) }
 
     /// (recipient domain, arrival time) of every message the server accepted.
     func arrivals(_ dir: String) -> [(String, Double)] {
