@@ -388,6 +388,7 @@ class Sink:
             s.bind((bind, 0))
             self.port = s.getsockname()[1]
             s.close()
+            os.chmod(os.path.dirname(folder), 0o755)  # smtp-sink writes as nobody
             nobody = pwd.getpwnam("nobody")
             os.chown(folder, nobody.pw_uid, nobody.pw_gid)
             self.proc = spawn([SMTP_SINK, "-u", "nobody", "-d", folder + "/%H%M%S.", "-h", "sink.test",
@@ -1081,7 +1082,7 @@ def run_restart(run, a, pw):
 # ----------------------------------------------------------------------------
 # output: table, JSON, CSV, SVG, PNG
 
-COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
+COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207), (140, 86, 75), (0, 0, 0)]
 
 
 def throughput_series(series):
