@@ -90,6 +90,9 @@ public final class Engine {
     var nextCleanup: Time = 0
     var exiting = false
     var nextReap: Time = 0
+    var cleanupNext = 0
+    /// Names of the info/ split folder being reconciled, a few thousand per turn.
+    var reconcilePending: [String] = []
     /// Deliveries started and not yet reported, as the log has shown them.
     var running = [0, 0]
     var deliveryChannels: [Int: Channel] = [:]
@@ -276,17 +279,26 @@ public final class Engine {
             }
             if scheduler.rateGate != nil { scheduler.nowMS = clockMS() }
             if !exiting { execute(scheduler.step(now: clock()), now: clock()) }
+            // Deliveries just started are logged before any slower housekeeping below.
+            log.flush()
             if scheduler.rateGate != nil {
                 for (k, l) in scheduler.rateGate!.takeChanges() { store.setLedger(k, l) }
                 for e in rateCache.takeErrors() { log.line("warn: \(queueName) \(e); proceeding to deliver") }
             }
             retryDone(now: now)
             if !reconcileDone { reconcileStep(now: now) }
-            if now >= nextCleanup && !exiting {
-                for id in files.cleanupOssified(now: now, ossified: options.ossified) {
+            // Ossified leftovers: one split folder of mess/ per turn, once the start-up
+            // reconcile is done, then again every 76431 s (qmail's SLEEP_CLEANUP).
+            if reconcileDone && now >= nextCleanup && !exiting {
+                for id in files.cleanupOssified(splitFolder: cleanupNext, now: now, ossified: options.ossified) {
                     log.line("info: removed ossified message \(id)")
                 }
-                nextCleanup = now + 76431
+                cleanupNext += 1
+                if cleanupNext >= options.names.split {
+                    files.cleanupStalePidFiles(now: now, ossified: options.ossified)
+                    cleanupNext = 0
+                    nextCleanup = now + 76431
+                }
             }
             do { try store.commit() } catch {
                 log.line("alert: unable to write the schedule: \(error)")
@@ -326,7 +338,7 @@ public final class Engine {
     /// Nothing in flight, nothing due, nothing to preprocess or bounce.
     func isQuiet(now: Time) -> Bool {
         guard scheduler.isIdle, !scheduler.hasThrottledJobs, deliveries.pending == 0, chores.pending == 0, todoWanted.isEmpty,
-              todoInFlight.isEmpty, bounceInFlight.isEmpty, reconcileDone else { return false }
+              todoInFlight.isEmpty, bounceInFlight.isEmpty, reconcileDone, nextCleanup > now else { return false }
         if let t = scheduler.nextWakeup(), t <= now { return false }
         if let t = doneRetry.values.min(), t <= now { return false }
         return true
@@ -337,7 +349,7 @@ public final class Engine {
         if let t = scheduler.nextWakeup() { timeout = min(timeout, max(0, t - now)) }
         if let t = doneRetry.values.min() { timeout = min(timeout, max(0, t - now)) }
         timeout = min(timeout, max(0, nextTodoScan - now))
-        if !todoWanted.subtracting(todoInFlight).isEmpty || !reconcileDone { timeout = 0 }
+        if !todoWanted.subtracting(todoInFlight).isEmpty || !reconcileDone || nextCleanup <= now { timeout = 0 }
         var fds = [pollfd(fd: signalRead, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: watcher.inotifyFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: watcher.triggerFD, events: Int16(POLLIN), revents: 0),
@@ -649,10 +661,14 @@ public final class Engine {
     /// one split folder per loop turn so the first deliveries are not delayed.
     func reconcileStep(now: Time) {
         let folder = options.names.split
-        if reconcileNext >= folder { reconcileDone = true; return }
-        let dir = options.queueDir + "/info/\(reconcileNext)"
-        reconcileNext += 1
-        for name in (try? Sys.listDirectory(dir)) ?? [] {
+        if reconcilePending.isEmpty {
+            if reconcileNext >= folder { reconcileDone = true; return }
+            reconcilePending = (try? Sys.listDirectory(options.queueDir + "/info/\(reconcileNext)")) ?? []
+            reconcileNext += 1
+        }
+        let batch = reconcilePending.suffix(4000)
+        reconcilePending.removeLast(batch.count)
+        for name in batch {
             guard let id = UInt64(name) else { continue }
             if todoWanted.contains(id) || Sys.exists(files.path(.todo, id)) { continue }
             var channels: [Channel: Time] = [:]
@@ -673,7 +689,7 @@ public final class Engine {
             for (c, t) in channels { store.set(JobKey(id, c), t) }
             if !channels.isEmpty { execute(scheduler.add(id, channels: channels), now: now) }
         }
-        if reconcileNext >= folder { reconcileDone = true }
+        if reconcilePending.isEmpty && reconcileNext >= folder { reconcileDone = true }
     }
 
     /// Writes each queued job's next attempt into its channel file's mtime, as

@@ -245,7 +245,16 @@ public struct QueueFiles: Sendable {
     /// `ossified` seconds (by atime) with neither info nor todo; and stale pid files.
     public func cleanupOssified(now: Int64, ossified: Int64 = 129600) -> [UInt64] {
         var removed: [UInt64] = []
-        for id in ids(in: .mess) {
+        for i in 0..<names.split { removed += cleanupOssified(splitFolder: i, now: now, ossified: ossified) }
+        cleanupStalePidFiles(now: now, ossified: ossified)
+        return removed
+    }
+
+    /// The same for one split folder of mess/ (the engine walks them one per loop turn).
+    public func cleanupOssified(splitFolder: Int, now: Int64, ossified: Int64 = 129600) -> [UInt64] {
+        var removed: [UInt64] = []
+        let ids = ((try? Sys.listDirectory(root + "/mess/\(splitFolder)")) ?? []).compactMap { UInt64($0) }
+        for id in ids {
             guard let st = try? Sys.stat(path(.mess, id)) else { continue }
             if now <= Int64(st.st_atim.tv_sec) + ossified { continue }
             if Sys.exists(path(.info, id)) || Sys.exists(path(.todo, id)) { continue }
@@ -253,10 +262,14 @@ public struct QueueFiles: Sendable {
             _ = try? Sys.unlinkIfPresent(path(.mess, id))
             removed.append(id)
         }
+        return removed
+    }
+
+    /// pid/ files of qmail-queue runs that died long ago.
+    public func cleanupStalePidFiles(now: Int64, ossified: Int64 = 129600) {
         for n in (try? Sys.listDirectory(root + "/pid")) ?? [] {
             let p = root + "/pid/" + n
             if let st = try? Sys.stat(p), now > Int64(st.st_atim.tv_sec) + ossified { _ = try? Sys.unlinkIfPresent(p) }
         }
-        return removed
     }
 }
