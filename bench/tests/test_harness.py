@@ -111,3 +111,33 @@ def test_latency_matches_maildir_mtimes(tmp_path):
     finally:
         shutil.rmtree(res["run_dir"], ignore_errors=True)
     assert procs_referencing(res["run_dir"]) == []
+
+
+def postfix_masters():
+    """Running Postfix master processes (any instance)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            exe = os.readlink(f"/proc/{d}/exe")
+        except OSError:
+            continue
+        if exe.endswith("/postfix/master") or exe.endswith("/sbin/postfix-master"):
+            out.append(int(d))
+    return out
+
+
+def test_postfix_instance_is_stopped_afterwards(tmp_path):
+    before = set(postfix_masters())
+    out = str(tmp_path / "pf")
+    r = run(["--messages", "10", "--targets", "ours,postfix", "--timeout", "60", "--stall", "20",
+             "--fsync-seconds", "0.3", "--out", out])
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.load(open(out + ".json"))
+    runs = res["workloads"][0]["runs"]
+    assert {x["target"] for x in runs} == {"ours", "postfix"}
+    assert all(x["ok"] for x in runs)
+    assert res["leftover_processes"] == []
+    assert procs_referencing(res["run_dir"]) == []
+    assert set(postfix_masters()) == before     # the private Postfix instance is gone
