@@ -7,7 +7,8 @@ import SystemIO
 /// One SMTP connection: a socket, optionally wrapped in TLS after STARTTLS,
 /// with reply parsing (multi-line replies) and timeouts per operation.
 public final class SMTPConnection: @unchecked Sendable {
-    public let fd: Int32
+    /// The socket; -1 once closed (closing twice could close another thread's descriptor).
+    public private(set) var fd: Int32
     public let ip: String
     public let port: Int
     var tls: UnsafeMutableRawPointer? = nil
@@ -41,7 +42,7 @@ public final class SMTPConnection: @unchecked Sendable {
 
     public func close() {
         if let t = tls { qs_tls_close(t); tls = nil }
-        if fd >= 0 { Glibc.close(fd) }
+        if fd >= 0 { Glibc.close(fd); fd = -1 }
     }
 
     /// Connects within `timeout` seconds; nil plus errno on failure.
