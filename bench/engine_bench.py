@@ -130,6 +130,33 @@ def rmtree(path):
         shutil.rmtree(path, ignore_errors=True)
 
 
+SETTLE = {"seconds": 0.0, "since": 0.0}
+
+
+def deleted_now():
+    """Records a mass deletion (see settle_wait)."""
+    SETTLE["since"] = time.time()
+
+
+def settle_wait():
+    """ext4 without a journal does not reuse a freed inode for 60 s, and for
+    up to 6 minutes while its inode-table block is dirty; new inodes are
+    searched past every such one, so creating files costs 2-3 times more
+    system CPU after a mass deletion (bench/inject_bench.py measured it).
+    Waits until --settle seconds have passed since the last one we know of."""
+    wait = SETTLE["seconds"] - (time.time() - SETTLE["since"])
+    if wait > 0:
+        log(f"    waiting {wait:.0f} s for recently deleted inodes to age (--settle)")
+        time.sleep(wait)
+
+
+def ext4_journal(source):
+    t = read_text(f"/sys/fs/ext4/{os.path.basename(source)}/journal_task").strip()
+    if not t:
+        return "?"
+    return "no" if t == "<none>" else "yes"
+
+
 def pdeathsig():
     try:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -334,6 +361,9 @@ def wait_quiet(limit):
     other benchmark runs; then takes our lock again. Returns what was still
     busy when the limit was reached."""
     lock = MLOCK[0] if MLOCK else None
+    if lock:
+        lock.release()
+    settle_wait()
     t0 = time.time()
     said = False
     while True:
@@ -780,8 +810,18 @@ def ensure_benchuser(home):
     return pw
 
 
+TRASH = []
+
+
 def fresh_maildir(home, pw):
-    rmtree(home)
+    # moved aside, deleted at the end of the run (a deletion now would slow
+    # down the next measurement, see settle_wait)
+    if os.path.lexists(home):
+        if TRASH:
+            os.rename(home, os.path.join(TRASH[0], f"home.{time.monotonic_ns()}"))
+        else:
+            rmtree(home)
+            deleted_now()
     os.makedirs(home, exist_ok=True)
     os.chmod(home, 0o755)
     md = os.path.join(home, "Maildir")
@@ -978,7 +1018,7 @@ class OursTarget:
         return {"counts": counts, "anomalies": anomalies, "examples": examples}
 
     def cleanup(self):
-        rmtree(self.dir)
+        pass   # the run folder is removed at the end of the run
 
 
 class PostfixTarget:
@@ -1083,7 +1123,7 @@ local_destination_concurrency_limit = {args.postfix_local_concurrency}
         # belt and braces: the supervisor already ran `postfix stop`
         if os.path.exists(self.queue + "/pid/master.pid"):
             subprocess.run([POSTFIX, "-c", self.conf, "stop"], capture_output=True, timeout=60, env=self.env)
-        rmtree(self.dir)
+        # the run folder is removed at the end of the run
 
 
 # ----------------------------------------------------------------------------
@@ -1262,7 +1302,6 @@ def run_delivery(run, args, target_cls, pw, home, rnd):
         inj_err = read_text(f"{target.dir}/inject.stderr").strip()
         if inj_err:
             res["inject_stderr"] = inj_err[:500]
-        rmtree(rdir)
         return res
     finally:
         if ino:
@@ -1653,6 +1692,8 @@ def run_restart(run, args, pw, home):
         else:
             t = time.time()
             rmtree(d)
+            os.sync()
+            deleted_now()
             res["cleanup_seconds"] = round(time.time() - t, 1)
         left = processes_referencing(d)
         if left:
@@ -1752,6 +1793,8 @@ class Run:
         os.chmod(self.tmp, 0o755)
         self.bin = self.tmp + "/bin"
         os.makedirs(self.bin)
+        TRASH.append(self.tmp + "/trash")
+        os.makedirs(TRASH[0])
         for p in OUR_PROGRAMS:
             src = os.path.join(args.bin, p)
             if os.path.exists(src):
@@ -1800,6 +1843,9 @@ def main():
                     help="seconds to wait for builds/tests/other benchmarks to end before each measurement")
     ap.add_argument("--busy-retries", type=int, default=3,
                     help="(A) repeat a run when a build, test or other benchmark ran during it (at most this often)")
+    ap.add_argument("--settle", type=float, default=None,
+                    help="seconds to wait after a mass deletion before measuring (default 360 on ext4 "
+                         "without a journal, else 0)")
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--keep", action="store_true", help="keep temp folders (debugging)")
     args = ap.parse_args()
@@ -1829,6 +1875,11 @@ def main():
         sys.exit("engine_bench: another engine_bench run holds " + lockf.name)
     MLOCK.append(MeasureLock(args.base))
 
+    _, fstype, source, _ = mount_of(args.base)
+    if args.settle is None:
+        args.settle = 360.0 if fstype == "ext4" and ext4_journal(source) == "no" else 0.0
+    SETTLE["seconds"] = args.settle
+    SETTLE["since"] = os.stat(args.base).st_mtime   # a previous run's cleanup (as inject_bench does)
     if args.messages and "postfix" in targets:
         install_postfix()
     home = os.path.join(os.path.realpath(args.base), "engine_bench-home")
@@ -1892,9 +1943,15 @@ def main():
     finally:
         kill_workers()
         Engine.emergency_stop_all()
+        if out["a_runs"] and not out["a_summary"]:
+            out["a_summary"] = summarize_a(out["a_runs"])
         if not args.keep:
             rmtree(run.tmp)
             rmtree(home)
+            # the folder's mtime tells the next benchmark when this cleanup
+            # happened; writing the freed inode tables shortens the wait
+            os.utime(args.base)
+            os.sync()
         left = processes_referencing(run.tmp)
         if left:
             log(f"leftover processes (killed): {left}")

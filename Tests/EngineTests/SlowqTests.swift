@@ -9,12 +9,8 @@ import Glibc
 /// slowq-send in real time against a loopback SMTP server.
 final class SlowqTests: XCTestCase {
     var h: EngineHarness!
-    var pids: [pid_t] = []
     override func setUp() { h = EngineHarness() }
-    override func tearDown() {
-        for p in pids { kill(p, SIGKILL); _ = try? Spawn.wait(p) }
-        h.cleanup()
-    }
+    override func tearDown() { h.cleanup() }
 
     func smtp() throws -> (Int, String) { try h.startScriptedSMTP([], lifetime: 400) }
 
