@@ -1485,6 +1485,7 @@ def restart_stage(name, spec, logpath, newdir, observe, first_timeout, args):
             rate_points.append((time.time() - t0, len(os.listdir(newdir)) - n0))
         delivered = len(os.listdir(newdir)) - n0
         st["observe_seconds"] = observe
+        st["delivered_over_time"] = [(round(t, 1), n) for t, n in rate_points[1::2]]
         st["delivered_while_observed"] = delivered
         st["drain_msgs_per_s"] = round(delivered / observe, 1)
         half = [p for p in rate_points if p[0] >= observe / 2]
