@@ -35,16 +35,7 @@ public struct TimedHeap: Sendable {
         let last = items.removeLast()
         if !items.isEmpty {
             items[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < items.count && TimedHeap.less(items[l], items[m]) { m = l }
-                if r < items.count && TimedHeap.less(items[r], items[m]) { m = r }
-                if m == i { break }
-                items.swapAt(i, m)
-                i = m
-            }
+            siftDown(0)
         }
         return top
     }
@@ -53,17 +44,19 @@ public struct TimedHeap: Sendable {
     public mutating func rebuild(_ entries: [Entry]) {
         items = entries
         if items.count < 2 { return }
-        for start in stride(from: items.count / 2 - 1, through: 0, by: -1) {
-            var i = start
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < items.count && TimedHeap.less(items[l], items[m]) { m = l }
-                if r < items.count && TimedHeap.less(items[r], items[m]) { m = r }
-                if m == i { break }
-                items.swapAt(i, m)
-                i = m
-            }
+        for start in stride(from: items.count / 2 - 1, through: 0, by: -1) { siftDown(start) }
+    }
+
+    private mutating func siftDown(_ start: Int) {
+        var i = start
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < items.count && TimedHeap.less(items[l], items[m]) { m = l }
+            if r < items.count && TimedHeap.less(items[r], items[m]) { m = r }
+            if m == i { return }
+            items.swapAt(i, m)
+            i = m
         }
     }
 
