@@ -81,6 +81,8 @@ public final class Engine {
 
     var todoInFlight = Set<UInt64>()
     var todoWanted = Set<UInt64>()
+    /// Wanted todo ids not yet handed to a chore thread, in arrival order.
+    var todoQueue: [UInt64] = []
     var todoFailedAt: [UInt64: Time] = [:]
     var bounceInFlight = Set<UInt64>()
     var doneRetry: [UInt64: Time] = [:]
@@ -243,7 +245,7 @@ public final class Engine {
         } catch {
             log.line("warning: unable to read the schedule: \(error); rebuilding it from the queue files")
         }
-        for id in watcher.scan() { todoWanted.insert(id) }
+        for id in watcher.scan() { wantTodo(id) }
         nextTodoScan = now + Time(max(10, controls.todoInterval))
         nextCleanup = now
         logStatus()
@@ -260,9 +262,9 @@ public final class Engine {
             }
             handleSignals(now: now)
             let (ids, overflow) = watcher.readEvents()
-            todoWanted.formUnion(ids)
+            for id in ids { wantTodo(id) }
             if overflow || watcher.drainTrigger() || now >= nextTodoScan {
-                todoWanted.formUnion(watcher.scan())
+                for id in watcher.scan() { wantTodo(id) }
                 nextTodoScan = now + Time(max(10, controls.todoInterval))
             }
             startTodo(now: now)
@@ -332,7 +334,7 @@ public final class Engine {
     public func requestExit() {
         if exiting { return }
         exiting = true
-        execute(scheduler.drain(), now: clock())
+        do { let now = clock(); execute(scheduler.drain(now: now), now: now) }
     }
 
     /// Nothing in flight, nothing due, nothing to preprocess or bounce.
@@ -349,7 +351,8 @@ public final class Engine {
         if let t = scheduler.nextWakeup() { timeout = min(timeout, max(0, t - now)) }
         if let t = doneRetry.values.min() { timeout = min(timeout, max(0, t - now)) }
         timeout = min(timeout, max(0, nextTodoScan - now))
-        if !todoWanted.subtracting(todoInFlight).isEmpty || !reconcileDone || nextCleanup <= now { timeout = 0 }
+        if let t = todoFailedAt.values.min() { timeout = min(timeout, max(0, t + 60 - now)) }
+        if !todoQueue.isEmpty || !reconcileDone || nextCleanup <= now { timeout = 0 }
         var fds = [pollfd(fd: signalRead, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: watcher.inotifyFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: watcher.triggerFD, events: Int16(POLLIN), revents: 0),
@@ -374,7 +377,7 @@ public final class Engine {
                     if !exiting {
                         log.line("status: got TERM; finishing deliveries in progress")
                         exiting = true
-                        execute(scheduler.drain(), now: now)
+                        execute(scheduler.drain(now: now), now: now)
                     }
                 case SIGALRM:
                     log.line("info: got ALRM; retrying every queued message now")
@@ -412,10 +415,26 @@ public final class Engine {
 
     // MARK: todo
 
+    /// A todo entry seen by inotify, a scan or the trigger (each id is queued once).
+    func wantTodo(_ id: UInt64) {
+        if todoWanted.insert(id).inserted { todoQueue.append(id) }
+    }
+
+    /// Hands queued todo entries to the chore threads. Work is proportional to
+    /// what arrived, never a walk over every message waiting in todo/.
     func startTodo(now: Time) {
         if exiting { return }
-        for id in todoWanted where !todoInFlight.contains(id) {
-            if let failed = todoFailedAt[id], now < failed + 60 { continue }
+        if !todoFailedAt.isEmpty {
+            // A todo entry that failed goes back in line a minute later.
+            for (id, failed) in todoFailedAt where now >= failed + 60 {
+                todoFailedAt[id] = nil
+                if todoWanted.contains(id) { todoQueue.append(id) }
+            }
+        }
+        if todoQueue.isEmpty { return }
+        let ready = todoQueue
+        todoQueue.removeAll(keepingCapacity: true)
+        for id in ready where todoWanted.contains(id) && !todoInFlight.contains(id) {
             todoInFlight.insert(id)
             let files = self.files
             let rewriter = self.rewriter

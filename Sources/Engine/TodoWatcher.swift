@@ -14,6 +14,8 @@ public final class TodoWatcher {
     var watches: [Int32: String] = [:]
     let root: String
     let names: QueueNames
+    /// Event buffer, kept between turns (the engine reads events every turn).
+    var events = [UInt8](repeating: 0, count: 65536)
 
     /// `useInotify` false: classic mode, only the trigger and the periodic scan
     /// (for file systems without inotify, such as NFS).
@@ -44,19 +46,18 @@ public final class TodoWatcher {
         var ids: [UInt64] = []
         var overflow = false
         if inotifyFD < 0 { return ([], false) }
-        var buf = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = read(inotifyFD, &buf, buf.count)
+            let n = read(inotifyFD, &events, events.count)
             if n <= 0 { break }
             var off = 0
             while off + 16 <= n {
-                let mask = buf.withUnsafeBytes { $0.load(fromByteOffset: off + 4, as: UInt32.self) }
-                let len = Int(buf.withUnsafeBytes { $0.load(fromByteOffset: off + 12, as: UInt32.self) })
+                let mask = events.withUnsafeBytes { $0.load(fromByteOffset: off + 4, as: UInt32.self) }
+                let len = Int(events.withUnsafeBytes { $0.load(fromByteOffset: off + 12, as: UInt32.self) })
                 if mask & UInt32(IN_Q_OVERFLOW) != 0 { overflow = true }
                 if len > 0 {
                     var end = off + 16
-                    while end < off + 16 + len && buf[end] != 0 { end += 1 }
-                    if let id = UInt64(String(decoding: buf[(off + 16)..<end], as: UTF8.self)) { ids.append(id) }
+                    while end < off + 16 + len && events[end] != 0 { end += 1 }
+                    if let id = QueueNames.parseID(events[(off + 16)..<end]) { ids.append(id) }
                 }
                 off += 16 + len
             }

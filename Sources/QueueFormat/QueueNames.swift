@@ -37,4 +37,19 @@ public struct QueueNames: Sendable, Equatable {
         if isSplit(folder) { return "\(folder.rawValue)/\(id % UInt64(split))" }
         return folder.rawValue
     }
+
+    /// A queue file name as a message id: decimal digits only, no sign, no
+    /// leading zero (qmail's names are `%lu` of the inode), at most 20 digits.
+    public static func parseID<C: Collection>(_ name: C) -> UInt64? where C.Element == UInt8 {
+        guard let first = name.first, first != UInt8(ascii: "0") || name.count == 1, name.count <= 20 else { return nil }
+        var v: UInt64 = 0
+        for b in name {
+            guard b >= 48 && b <= 57 else { return nil }
+            let (m, o1) = v.multipliedReportingOverflow(by: 10)
+            let (a, o2) = m.addingReportingOverflow(UInt64(b - 48))
+            if o1 || o2 { return nil }
+            v = a
+        }
+        return v
+    }
 }

@@ -344,9 +344,12 @@ public final class SMTPClient: @unchecked Sendable {
             let c = conn!
             do {
                 c.recipientsSent = false
-            if c.messagesSent > 0 {
+                // After a completed transaction the server is ready for the next MAIL;
+                // only an aborted one needs RSET.
+                if c.needsReset {
                     let r = try c.command("RSET")
                     if r.code != 250 { throw SMTPConnection.Failure.died }
+                    c.needsReset = false
                 }
                 let outcome = try transaction(c, sender: sender, recipients: recipients, message: message)
                 c.messagesSent += 1
@@ -356,7 +359,7 @@ public final class SMTPClient: @unchecked Sendable {
             } catch {
                 c.close()
                 conn = nil
-                // An idle connection the server had closed fails at RSET or MAIL: reconnect.
+                // An idle connection the server had closed fails at RSET or at the reply to MAIL: reconnect.
                 if reused && !c.recipientsSent { continue }
                 return .done(.all(recipients.count, message: "ZConnected to \(c.ip) but connection died. (#4.4.2)\n"))
             }
@@ -405,22 +408,36 @@ public final class SMTPClient: @unchecked Sendable {
         if let limit = c.sizeLimit, message.count > limit {
             return .all(recipients.count, message: "DConnected to \(c.ip) but the message is larger than the \(limit) bytes it accepts. (#5.3.4)\n")
         }
-        let m = try c.command(mail)
-        if m.code >= 500 { return .all(recipients.count, message: "DConnected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m)) }
-        if m.code >= 300 || m.code < 200 { return .all(recipients.count, message: "ZConnected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m)) }
+        // From here until the reply to the message the server holds a transaction.
+        c.needsReset = true
+        let rcptLines = recipients.map { "RCPT TO:<" + String(decoding: $0, as: UTF8.self) + ">\r\n" }
+        let m: SMTPConnection.Reply
+        var replies: [SMTPConnection.Reply] = []
+        var dataReply: SMTPConnection.Reply? = nil
+        if c.extensions.contains("PIPELINING") {
+            // RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order.
+            try c.send(Array((mail + "\r\n" + rcptLines.joined() + "DATA\r\n").utf8))
+            m = try c.reply()
+            // A reused connection the server is closing (421) is stale, not a refusal.
+            if m.code == 421 && c.messagesSent > 0 { throw .died }
+            c.recipientsSent = true
+            for _ in recipients { replies.append(try c.reply()) }
+            dataReply = try c.reply()
+        } else {
+            m = try c.command(mail)
+            if m.code == 421 && c.messagesSent > 0 { throw .died }
+            c.recipientsSent = true
+            if m.code >= 200 && m.code < 300 {
+                for line in rcptLines { replies.append(try c.command(String(line.dropLast(2)))) }
+            }
+        }
+        if m.code >= 300 || m.code < 200 {
+            if dataReply?.code == 354 { _ = try c.command(".") }
+            let letter = m.code >= 500 ? "D" : "Z"
+            return .all(recipients.count, message: letter + "Connected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m))
+        }
         var reports: [[UInt8]] = []
         var accepted = 0
-        let pipelining = c.extensions.contains("PIPELINING")
-        var replies: [SMTPConnection.Reply] = []
-        c.recipientsSent = true
-        if pipelining {
-            var batch: [UInt8] = []
-            for r in recipients { batch += Array(("RCPT TO:<" + String(decoding: r, as: UTF8.self) + ">\r\n").utf8) }
-            try c.send(batch)
-            for _ in recipients { replies.append(try c.reply()) }
-        } else {
-            for r in recipients { replies.append(try c.command("RCPT TO:<" + String(decoding: r, as: UTF8.self) + ">")) }
-        }
         for (r, reply) in zip(recipients, replies) {
             let head = "From: <\(s)> RCPT: <\(String(decoding: r, as: UTF8.self))> "
             if reply.code >= 200 && reply.code < 300 {
@@ -431,9 +448,12 @@ public final class SMTPClient: @unchecked Sendable {
             }
         }
         if accepted == 0 {
+            // A pipelining server may still have said 354 to DATA: end that empty message.
+            if dataReply?.code == 354 { _ = try c.command(".") }
             return RemoteOutcome(recipientReports: reports, messageReport: Array("DGiving up on \(c.ip).\n".utf8))
         }
-        let d = try c.command("DATA")
+        let d: SMTPConnection.Reply
+        if let dataReply { d = dataReply } else { d = try c.command("DATA") }
         if d.code != 354 {
             let letter = d.code >= 500 ? "D" : "Z"
             return RemoteOutcome(recipientReports: reports, messageReport: Array((letter + "\(c.ip) failed on DATA command.\n" + SMTPClient.said(d)).utf8))
@@ -444,6 +464,7 @@ public final class SMTPClient: @unchecked Sendable {
             // Sent but unconfirmed: a retry may deliver twice, as qmail accepts.
             throw error
         }
+        c.needsReset = false
         let text: String
         if final.code >= 200 && final.code < 300 { text = "K\(c.ip) accepted message - Protocol SMTP.\n" + SMTPClient.said(final) }
         else if final.code >= 500 { text = "D\(c.ip) failed after I sent the message.\n" + SMTPClient.said(final) }

@@ -22,6 +22,8 @@ public final class SMTPConnection: @unchecked Sendable {
     public var greetedAs: String = ""
     /// The current transaction got past MAIL FROM (a failure now is not a stale connection).
     public var recipientsSent = false
+    /// A transaction was begun and not brought to its end (RSET before the next one).
+    public var needsReset = false
 
     public struct Reply: Equatable, Sendable {
         public var code: Int
@@ -38,7 +40,13 @@ public final class SMTPConnection: @unchecked Sendable {
         self.port = port
     }
 
-    deinit { close() }
+    /// Where `read` puts bytes before they join `buffer` (one allocation per connection).
+    let scratch = UnsafeMutableRawPointer.allocate(byteCount: 16384, alignment: 16)
+
+    deinit {
+        close()
+        scratch.deallocate()
+    }
 
     public func close() {
         if let t = tls { qs_tls_close(t); tls = nil }
@@ -88,10 +96,10 @@ public final class SMTPConnection: @unchecked Sendable {
                 if line.last == 13 { line.removeLast() }
                 return line
             }
-            var chunk = [UInt8](repeating: 0, count: 16384)
-            let n = chunk.withUnsafeMutableBytes { rawRead($0.baseAddress!, $0.count) }
+            let n = rawRead(scratch, 16384)
             if n <= 0 { throw (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) ? .timeout : .died }
-            buffer += chunk[0..<n]
+            if start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
+            buffer.append(contentsOf: UnsafeRawBufferPointer(start: scratch, count: n))
             if buffer.count - start > 1_000_000 { throw .died }   // a hostile server sending an endless line
         }
     }

@@ -62,3 +62,24 @@ public struct TimedHeap: Sendable {
 
     public var entries: [Entry] { items }
 }
+
+/// A first-in first-out queue of jobs: an array read from a moving head,
+/// compacted when the read part is the larger half.
+struct JobFIFO: Sendable {
+    private var items: [JobKey] = []
+    private var head = 0
+
+    var isEmpty: Bool { head == items.count }
+    var count: Int { items.count - head }
+
+    mutating func append(_ k: JobKey) { items.append(k) }
+
+    mutating func popFirst() -> JobKey? {
+        guard head < items.count else { return nil }
+        let k = items[head]
+        head += 1
+        if head == items.count { items.removeAll(keepingCapacity: true); head = 0 }
+        else if head >= 1024 && head * 2 >= items.count { items.removeFirst(head); head = 0 }
+        return k
+    }
+}

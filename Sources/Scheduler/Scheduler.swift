@@ -129,9 +129,14 @@ public struct Scheduler: Sendable {
     var ratedDeliveries: [Int: String] = [:]
     /// Jobs waiting for a rate or a domain slot, not for a retry.
     var throttled = Set<JobKey>()
-    /// Jobs waiting for a slot of this domain: due again as soon as one frees.
-    var slotWaiters: [[UInt8]: Set<JobKey>] = [:]
-    var waitingOn: [JobKey: [UInt8]] = [:]
+    /// Jobs parked until a slot of this domain frees, oldest first. Each freed
+    /// slot wakes one of them, so a backlog for one domain costs one job load
+    /// per slot, not a reload of every waiting job.
+    var slotWaiters: [[UInt8]: JobFIFO] = [:]
+    /// The domains each parked job waits on (no job is parked twice on one).
+    var waitingOn: [JobKey: Set<[UInt8]>] = [:]
+    /// A parked job is also due this long after parking (a safety net).
+    public static let slotPatience: Time = 60
     /// Some job waits only for its domain's rate or slots (qmta-send keeps going for it).
     public var hasThrottledJobs: Bool { !throttled.isEmpty }
     /// Remote slots in use per destination domain, and which domain each group holds.
@@ -147,6 +152,8 @@ public struct Scheduler: Sendable {
         var started = Set<Int>()
         /// The earliest time a rate-limited recipient of this job may go.
         var rateWait: Time? = nil
+        /// Domains whose slots were all taken when a recipient's turn came.
+        var slotDomains = Set<[UInt8]>()
         var skipped = 0
         var rateLogged = Set<String>()
         var refs = 0
@@ -229,7 +236,6 @@ public struct Scheduler: Sendable {
                 queues[c.rawValue].popMin()
                 queuedAt[top.key] = nil
                 throttled.remove(top.key)
-                if let d = waitingOn.removeValue(forKey: top.key) { slotWaiters[d]?.remove(top.key) }
                 loading[c] = top.key
                 actions.append(.load(top.key))
             }
@@ -268,11 +274,9 @@ public struct Scheduler: Sendable {
             if c == .remote && config.remotePerDomain > 0 {
                 let domain = Scheduler.domain(job.job.recipients[job.nextIndex].address)
                 if domainInFlight[domain, default: 0] >= config.remotePerDomain {
-                    slotWaiters[domain, default: []].insert(key)
-                    waitingOn[key] = domain
-                    // This domain has all the slots it may use: try again in a second,
-                    // while the pass goes on with other recipients and other messages.
-                    job.rateWait = min(job.rateWait ?? now + 1, now + 1)
+                    // This domain has all the slots it may use: the job waits for one to
+                    // free, while the pass goes on with other recipients and other messages.
+                    job.slotDomains.insert(domain)
                     job.started.insert(job.nextIndex)
                     job.skipped += 1
                     while job.nextIndex < job.job.recipients.count && job.started.contains(job.nextIndex) { job.nextIndex += 1 }
@@ -336,7 +340,7 @@ public struct Scheduler: Sendable {
         open[key] = job
         if job.nextIndex >= job.job.recipients.count {
             pass[c] = nil
-            if job.refs == 0 { closeJob(key, into: &actions) }
+            if job.refs == 0 { closeJob(key, now: now, into: &actions) }
         }
     }
 
@@ -357,18 +361,8 @@ public struct Scheduler: Sendable {
             if let domain = groupDomain.removeValue(forKey: d.group) {
                 let n = (domainInFlight[domain] ?? 1) - 1
                 domainInFlight[domain] = n > 0 ? n : nil
-                // A slot of this domain is free: its waiting jobs are due now.
-                if let waiting = slotWaiters.removeValue(forKey: domain) {
-                    for k in waiting.sorted() {
-                        if queuedAt[k] != nil {
-                            waitingOn[k] = nil
-                            enqueue(k, at: now)
-                            actions.append(.reschedule(k, at: now))
-                        } else {
-                            slotWaiters[domain, default: []].insert(k)   // still open: it closes at now + 1
-                        }
-                    }
-                }
+                // A slot of this domain is free: the job waiting longest for it is due now.
+                wakeSlotWaiter(domain, now: now, into: &actions)
             }
         } else {
             groupRemaining[d.group] = left
@@ -394,13 +388,30 @@ public struct Scheduler: Sendable {
         }
         open[d.key] = job
         if job.refs == 0 && pass[d.key.channel] != d.key && job.nextIndex >= job.job.recipients.count {
-            closeJob(d.key, into: &actions)
+            closeJob(d.key, now: now, into: &actions)
         }
         actions += step(now: now)
         return (report, actions)
     }
 
-    mutating func closeJob(_ key: JobKey, into actions: inout [SchedulerAction]) {
+    /// Makes the oldest job parked on `domain` due now. Entries of jobs that
+    /// are open, being loaded, gone or already due are dropped on the way.
+    mutating func wakeSlotWaiter(_ domain: [UInt8], now: Time, into actions: inout [SchedulerAction]) {
+        guard var fifo = slotWaiters.removeValue(forKey: domain) else { return }
+        while let k = fifo.popFirst() {
+            if var on = waitingOn[k] {
+                on.remove(domain)
+                waitingOn[k] = on.isEmpty ? nil : on
+            }
+            guard let t = queuedAt[k], t > now else { continue }
+            enqueue(k, at: now)
+            actions.append(.reschedule(k, at: now))
+            break
+        }
+        if !fifo.isEmpty { slotWaiters[domain] = fifo }
+    }
+
+    mutating func closeJob(_ key: JobKey, now: Time, into actions: inout [SchedulerAction]) {
         guard let job = open.removeValue(forKey: key) else { return }
         if job.unfinished <= 0 {
             actions.append(.channelDone(key))
@@ -411,7 +422,17 @@ public struct Scheduler: Sendable {
             }
         } else {
             // Rate-limited recipients go when their domain allows; deferred ones on qmail's schedule.
-            let at = job.rateWait.map { Swift.min($0, job.retry) } ?? job.retry
+            var at = job.rateWait.map { Swift.min($0, job.retry) } ?? job.retry
+            if !job.slotDomains.isEmpty {
+                if job.slotDomains.contains(where: { domainInFlight[$0, default: 0] < config.remotePerDomain }) {
+                    at = now   // a slot freed while this pass was still open
+                } else {
+                    at = Swift.min(at, now + Scheduler.slotPatience)
+                    for d in job.slotDomains where waitingOn[key, default: []].insert(d).inserted {
+                        slotWaiters[d, default: JobFIFO()].append(key)
+                    }
+                }
+            }
             if at < job.retry { throttled.insert(key) }
             enqueue(key, at: at)
             actions.append(.reschedule(key, at: at))
@@ -427,14 +448,14 @@ public struct Scheduler: Sendable {
 
     /// TERM: finish what runs, start nothing. Open passes end here; their
     /// recipients not yet started stay `T` and go back into the queue.
-    public mutating func drain() -> [SchedulerAction] {
+    public mutating func drain(now: Time) -> [SchedulerAction] {
         draining = true
         var actions: [SchedulerAction] = []
         for c in Channel.allCases {
             guard let key = pass.removeValue(forKey: c), var job = open[key] else { continue }
             job.nextIndex = job.job.recipients.count
             open[key] = job
-            if job.refs == 0 { closeJob(key, into: &actions) }
+            if job.refs == 0 { closeJob(key, now: now, into: &actions) }
         }
         return actions
     }
@@ -466,12 +487,11 @@ public struct Scheduler: Sendable {
     }
 
     /// When `step` next has something to do, if no report arrives first.
-    public func nextWakeup() -> Time? {
+    /// (Mutating only to drop stale heap entries in place: a copy of a big heap would cost O(n).)
+    public mutating func nextWakeup() -> Time? {
         var best: Time? = nil
         for c in Channel.allCases where !config.hold[c.rawValue] && inFlight[c.rawValue] < config.concurrency[c.rawValue] && pass[c] == nil && loading[c] == nil {
-            var q = queues[c.rawValue]
-            while let top = q.min, queuedAt[top.key] != top.time { q.popMin() }
-            if let t = q.min?.time { best = best.map { Swift.min($0, t) } ?? t }
+            if let t = peek(c)?.time { best = best.map { Swift.min($0, t) } ?? t }
         }
         return best
     }

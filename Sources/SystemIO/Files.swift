@@ -59,15 +59,17 @@ public enum Sys {
 
     /// Reads a descriptor to its end.
     public static func readAll(_ fd: Int32, path: String? = nil, limit: Int = Int.max) throws -> [UInt8] {
+        // Read through an uninitialised chunk: no zero-filling, and only the
+        // pages `read` really writes are touched (a short control file costs one).
+        let chunkSize = 65536
+        let chunk = UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 16)
+        defer { chunk.deallocate() }
         var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
         while out.count < limit {
-            let r = chunk.withUnsafeMutableBytes { (raw: UnsafeMutableRawBufferPointer) -> Result<Int, SystemError> in
-                do { return .success(try read(fd, into: raw, path: path)) } catch { return .failure(error as! SystemError) }
-            }
-            let n = try r.get()
+            let n = retry { Glibc.read(fd, chunk, chunkSize) }
+            if n == -1 { throw SystemError("read", path: path) }
             if n == 0 { break }
-            out.append(contentsOf: chunk[0..<min(n, limit - out.count)])
+            out.append(contentsOf: UnsafeRawBufferPointer(start: chunk, count: min(n, limit - out.count)))
         }
         return out
     }

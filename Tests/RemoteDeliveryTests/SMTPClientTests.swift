@@ -112,12 +112,15 @@ final class SMTPClientTests: XCTestCase {
             (["--final", "451"], .deferral, "From: <s@src.example> RCPT: <u@dest.example> 127.0.0.1 failed after I sent the message.\nRemote host said: 451 local error\n"),
             (["--drop-in-data"], .deferral, "Connected to 127.0.0.1 but connection died. (#4.4.2)\n"),
         ]
-        for (args, kind, expected) in cases {
-            let s = try server(args)
-            let (_, reports) = deliver(try client(port: s.port))
-            XCTAssertEqual(reports[0].kind, kind, "\(args)")
-            XCTAssertEqual(text(reports[0]), expected, "\(args)")
-            XCTAssertEqual(s.received.count, 0, "\(args): nothing may be accepted")
+        // With PIPELINING (MAIL, RCPT, DATA in one write) and without (one command at a time).
+        for extra in [[], ["--extensions", "SIZE 10000000"]] {
+            for (args, kind, expected) in cases {
+                let s = try server(args + extra)
+                let (_, reports) = deliver(try client(port: s.port))
+                XCTAssertEqual(reports[0].kind, kind, "\(args + extra)")
+                XCTAssertEqual(text(reports[0]), expected, "\(args + extra)")
+                XCTAssertEqual(s.received.count, 0, "\(args + extra): nothing may be accepted")
+            }
         }
     }
 
@@ -179,8 +182,25 @@ final class SMTPClientTests: XCTestCase {
         XCTAssertEqual(s.received.count, 5)
         let log = s.sessionLog
         XCTAssertEqual(log.components(separatedBy: "EHLO").count - 1, 1, "one connection: \(log)")
-        XCTAssertEqual(log.components(separatedBy: "RSET").count - 1, 4, log)
+        XCTAssertEqual(log.components(separatedBy: "RSET").count - 1, 0, "a finished transaction needs no RSET: \(log)")
         XCTAssertEqual(c.pool.idleCount, 1)
+        c.pool.closeAll()
+    }
+
+    func testPipelinedTransactionAndResetAfterAnAbortedOne() throws {
+        let s = try server(["--rcpt", "bad@dest.example=550"])
+        let c = try client(port: s.port)
+        // MAIL, RCPT and DATA go in one write; the refused recipient leaves the
+        // transaction open on the server side (DATA refused), so the next one starts with RSET.
+        let (_, r1) = deliver(c, ["bad@dest.example"])
+        XCTAssertEqual(r1[0].kind, .failure)
+        XCTAssertEqual(text(r1[0]), "From: <s@src.example> RCPT: <bad@dest.example> 127.0.0.1 does not like recipient.\nRemote host said: 550 no such user here\nGiving up on 127.0.0.1.\n")
+        XCTAssertEqual(deliver(c).1[0].kind, .success)
+        XCTAssertEqual(s.received.count, 1)
+        let log = s.sessionLog
+        XCTAssertEqual(log.components(separatedBy: "EHLO").count - 1, 1, log)
+        XCTAssertEqual(log.components(separatedBy: "RSET").count - 1, 1, log)
+        XCTAssertTrue(log.contains("MAIL FROM:<s@src.example> SIZE=") && log.contains("DATA"), log)
         c.pool.closeAll()
     }
 

@@ -212,7 +212,7 @@ final class SchedulerTests: XCTestCase {
         let k = loads(s.step(now: 0))[0]
         let d = starts(s.jobLoaded(k, job(1, .local, birth: 0, rcpts: ["a@l", "b@l"]), now: 0))
         XCTAssertEqual(d.count, 1)
-        XCTAssertEqual(s.drain(), [])
+        XCTAssertEqual(s.drain(now: 0), [])
         let (_, after) = s.finished(d[0].number, DeliveryReport(.success, "ok"), now: 0)
         XCTAssertEqual(starts(after), [], "nothing new after TERM")
         XCTAssertEqual(loads(after), [])
@@ -234,16 +234,51 @@ final class SchedulerTests: XCTestCase {
         config.remotePerDomain = 2
         var s = Scheduler(config: config)
         for id: MessageID in 1...6 { _ = s.add(id, channels: [.remote: 0]) }
-        var started: [String] = []
+        var started: [Delivery] = []
+        var loaded: [JobKey] = []
         var actions = s.step(now: 0)
         while let k = loads(actions).first {
+            loaded.append(k)
             let rcpt = k.id <= 4 ? "u\(k.id)@slow.example" : "u\(k.id)@other.example"
             actions = s.jobLoaded(k, job(k.id, .remote, birth: 0, rcpts: [rcpt]), now: 0)
-            started += starts(actions).map { String(decoding: $0.recipient.address, as: UTF8.self) }
+            started += starts(actions)
         }
-        XCTAssertEqual(started.filter { $0.hasSuffix("slow.example") }.count, 2)
-        XCTAssertEqual(started.filter { $0.hasSuffix("other.example") }.count, 2)
-        XCTAssertEqual(s.scheduledTime(JobKey(3, .remote)), 1, "waits a second, not a retry interval")
+        let names = started.map { String(decoding: $0.recipient.address, as: UTF8.self) }
+        XCTAssertEqual(names.filter { $0.hasSuffix("slow.example") }.count, 2)
+        XCTAssertEqual(names.filter { $0.hasSuffix("other.example") }.count, 2)
+        XCTAssertEqual(loaded.count, 6, "each job is loaded once")
+        // Jobs 3 and 4 are parked on the slow domain: not due every second, only
+        // when a slot frees (or after the safety interval).
+        XCTAssertEqual(s.scheduledTime(JobKey(3, .remote)), Scheduler.slotPatience)
+        XCTAssertEqual(s.scheduledTime(JobKey(4, .remote)), Scheduler.slotPatience)
+        XCTAssertEqual(s.step(now: 1), [], "nothing to load while the slow domain is full")
+        // One slow delivery ends: exactly one parked job, the oldest, is due now.
+        let slow = started.first { String(decoding: $0.recipient.address, as: UTF8.self).hasSuffix("slow.example") }!
+        let (_, after) = s.finished(slow.number, DeliveryReport(.success, "ok"), now: 5)
+        XCTAssertEqual(loads(after), [JobKey(3, .remote)])
+        XCTAssertEqual(s.scheduledTime(JobKey(4, .remote)), Scheduler.slotPatience, "the other stays parked")
+        let more = s.jobLoaded(JobKey(3, .remote), job(3, .remote, birth: 0, rcpts: ["u3@slow.example"]), now: 5)
+        XCTAssertEqual(starts(more).map { $0.key }, [JobKey(3, .remote)])
+    }
+
+    func testParkedJobIsDueAtOnceWhenItsDomainFreedDuringThePass() {
+        var config = SchedulerConfig(concurrencyRemote: 5)
+        config.remotePerDomain = 1
+        var s = Scheduler(config: config)
+        _ = s.add(1, channels: [.remote: 0])
+        _ = s.add(2, channels: [.remote: 0])
+        var a = s.step(now: 0)
+        XCTAssertEqual(loads(a), [JobKey(1, .remote)])
+        a = s.jobLoaded(JobKey(1, .remote), job(1, .remote, birth: 0, rcpts: ["a@slow.example"]), now: 0)
+        let first = starts(a)[0]
+        XCTAssertEqual(loads(a), [JobKey(2, .remote)])
+        // Job 2 has a recipient at the full domain and one elsewhere; the first ends while 2 is open.
+        a = s.jobLoaded(JobKey(2, .remote), job(2, .remote, birth: 0, rcpts: ["b@slow.example", "c@other.example"]), now: 0)
+        let other = starts(a)
+        XCTAssertEqual(other.map { String(decoding: $0.recipient.address, as: UTF8.self) }, ["c@other.example"])
+        _ = s.finished(first.number, DeliveryReport(.success, "ok"), now: 1)
+        let (_, end) = s.finished(other[0].number, DeliveryReport(.success, "ok"), now: 1)
+        XCTAssertTrue(end.contains(.reschedule(JobKey(2, .remote), at: 1)), "the slot is free already: due now, not parked")
     }
 
     func testReportParsing() {

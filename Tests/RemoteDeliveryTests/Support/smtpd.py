@@ -85,16 +85,20 @@ def session(conn):
             f = conn.makefile("rb")
             tls_active = True
         elif verb == "MAIL":
-            envelope = cmd[10:].split(">")[0].lstrip("<")
+            envelope = cmd[10:].split(">")[0].lstrip("<") if a.mail < 300 else None
             rcpts = []
             send("%d %s" % (a.mail, text(a.mail)))
         elif verb == "RCPT":
+            if envelope is None:
+                send("503 5.5.1 need MAIL command"); continue
             addr = cmd[8:].split(">")[0].lstrip("<")
             code = int(rcpt_codes.get(addr, a.rcpt_default))
             if code < 300:
                 rcpts.append(addr)
             send("%d %s" % (code, text(code)))
         elif verb == "DATA":
+            if not rcpts:
+                send("554 5.5.1 no valid recipients"); continue
             if a.data != 354:
                 send("%d %s" % (a.data, text(a.data))); continue
             send("354 go ahead")
