@@ -859,6 +859,7 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
         last_sample = 0
         inj_done_at = None
         released = not hold
+        released_at = t_go if not hold else None
         cpu_engine = 0.0
         syscw = 0
         last_progress_n, last_progress_t = 0, t_go
@@ -905,6 +906,7 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
                         f"delivered {delivered}/{total}, {rate:.0f}/s, todo {todo}, queued {queued}, "
                         f"left ~{left:.0f} s, timeout in {deadline - now:.0f} s")
             if inj_done_at and not released:
+                released_at = time.time()
                 target.hold(False)
                 released = True
             if inj_done_at and done_local >= expect_local and done_remote >= expect_remote:
@@ -983,6 +985,9 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
         "delivered": delivered,
         "e2e_seconds": round((last_del - first_inj), 3) if last_del else None,
         "throughput": round(delivered / max(1e-9, last_del - first_inj), 1) if last_del else 0,
+        # burst: the queue drain alone, from the release of the held queue to the last delivery
+        "drain_rate": (round(delivered / max(1e-9, last_del - released_at), 1)
+                       if hold and last_del and released_at else None),
         "latency_ms": {k: (round(percentile(lat, q) * 1000, 1) if lat else None)
                        for k, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
         "engine_cpu_s": round(cpu_engine, 3),
@@ -1199,7 +1204,8 @@ def med(vals):
     return round(statistics.median(vals), 3) if vals else None
 
 
-METRICS = [("injection_rate", "inject/s"), ("throughput", "delivered/s"), ("e2e_seconds", "e2e s"),
+METRICS = [("injection_rate", "inject/s"), ("throughput", "delivered/s"), ("drain_rate", "drain delivered/s (burst)"),
+           ("e2e_seconds", "e2e s"),
            ("latency_ms.p50", "p50 ms"), ("latency_ms.p90", "p90 ms"), ("latency_ms.p99", "p99 ms"),
            ("latency_ms.max", "max ms"), ("engine_cpu_ms_per_msg", "engine CPU ms/msg"),
            ("client_cpu_ms_per_msg", "client CPU ms/msg"), ("max_vmhwm_kb", "max VmHWM KiB"),

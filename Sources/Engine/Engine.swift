@@ -409,6 +409,16 @@ public final class Engine {
         rateCache.clear()
         if let assign = try? AssignTable.load(qmailHome: options.qmailHome) { local.assign = assign }
         else { log.line("alert: unable to reread \(options.qmailHome)/users/assign; keeping the old table") }
+        if let smtp {
+            // smtproutes, helohost, timeouts and TLS settings: new deliveries use them; idle
+            // connections (greeted under the old settings) are closed.
+            do {
+                smtp.client.settings = try SMTPSettings.load(options.control)
+                smtp.client.pool.closeAll()
+            } catch {
+                log.line("alert: unable to reread the SMTP controls: \(error); keeping the old ones")
+            }
+        }
         log.line("info: got HUP; controls reread")
         logStatus()
     }
@@ -702,6 +712,8 @@ public final class Engine {
                 channels[c] = max(t, 0)
             }
             if !any && !scheduler.knowsMessage(id) {
+                // Finished since the folder was listed (its info file is gone with it): already ended.
+                if !Sys.exists(files.path(.info, id)) { continue }
                 messageDone(id, now: now)
                 continue
             }

@@ -85,8 +85,22 @@ public enum QmailLocal {
 
     static func run(_ req: LocalDeliveryRequest) -> LocalOutcome {
         let home = req.user.home
-        guard let st = try? Sys.stat(home), (st.st_mode & S_IFMT) == S_IFDIR else {
-            return .temp("Unable to switch to \(home): home directory missing. (#4.3.0)")
+        // qmail-local's chdir(home): it fails with the reason as error_str gives it.
+        let st: stat
+        do {
+            guard let found = try Sys.stat(home) else {
+                return .temp("Unable to switch to \(home): \(QmailErrorText.text(ENOENT)). (#4.3.0)")
+            }
+            st = found
+        } catch {
+            return .temp("Unable to switch to \(home): \(QmailErrorText.text((error as? SystemError)?.errno ?? EIO)). (#4.3.0)")
+        }
+        if (st.st_mode & S_IFMT) != S_IFDIR {
+            return .temp("Unable to switch to \(home): \(QmailErrorText.text(ENOTDIR)). (#4.3.0)")
+        }
+        // Search permission for the identity this thread delivers as (fsuid: AT_EACCESS).
+        if faccessat(AT_FDCWD, home, X_OK, AT_EACCESS) == -1 {
+            return .temp("Unable to switch to \(home): \(QmailErrorText.text(qs_errno())). (#4.3.0)")
         }
         if st.st_mode & 0o002 != 0 { return .temp("Uh-oh: home directory is writable. (#4.7.0)") }
         if st.st_mode & 0o1000 != 0 { return .temp("Home directory is sticky: user is editing his .qmail file. (#4.2.1)") }

@@ -190,13 +190,19 @@ public protocol HostMemoryStore: Sendable {
 /// failures, EHLO/HELO, STARTTLS, SIZE, 8BITMIME, one transaction with every
 /// recipient for the host, dot-stuffing and CRLF, connection reuse.
 public final class SMTPClient: @unchecked Sendable {
-    public var settings: SMTPSettings
+    /// Settings may be replaced (the engine's HUP) while deliveries run: each
+    /// read takes a consistent copy.
+    private let settingsBox: Mutex<SMTPSettings>
+    public var settings: SMTPSettings {
+        get { settingsBox.withLock { $0 } }
+        set { settingsBox.withLock { $0 = newValue } }
+    }
     public let resolver: DNSResolver
     public let pool: ConnectionPool
     public let hosts: HostMemory
 
     public init(settings: SMTPSettings, resolver: DNSResolver = .system(), pool: ConnectionPool = ConnectionPool(), hosts: HostMemory = HostMemory()) {
-        self.settings = settings
+        self.settingsBox = Mutex(settings)
         self.resolver = resolver
         self.pool = pool
         self.hosts = hosts
@@ -431,7 +437,7 @@ public final class SMTPClient: @unchecked Sendable {
                 for line in rcptLines { replies.append(try c.command(String(line.dropLast(2)))) }
             }
         }
-        if m.code >= 300 || m.code < 200 {
+        if m.code >= 400 {   // as qmail-remote: 5xx refuses, 4xx defers, anything else goes on
             if dataReply?.code == 354 { _ = try c.command(".") }
             let letter = m.code >= 500 ? "D" : "Z"
             return .all(recipients.count, message: letter + "Connected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m))

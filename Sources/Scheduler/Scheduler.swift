@@ -317,7 +317,8 @@ public struct Scheduler: Sendable {
                     i += 1
                 }
             }
-            if policyKey != nil { members = [job.nextIndex] }
+            // A VERP sender is rewritten per recipient: no shared transaction.
+            if policyKey != nil || Verp.isVerp(job.job.sender) { members = [job.nextIndex] }
             groupRemaining[group] = members.count
             if c == .remote && config.remotePerDomain > 0 {
                 let domain = Scheduler.domain(job.job.recipients[members[0]].address)
@@ -331,7 +332,7 @@ public struct Scheduler: Sendable {
                 nextDeliveryNumber += 1
                 if let policyKey { ratedDeliveries[n] = policyKey }
                 deliveries[n] = (key, r, group)
-                actions.append(.start(Delivery(number: n, key: key, recipient: r, sender: job.job.sender,
+                actions.append(.start(Delivery(number: n, key: key, recipient: r, sender: Verp.sender(job.job.sender, for: r.address),
                                                qqeh: job.job.qqeh, envHeaders: job.job.envHeaders)))
             }
             job.started.formUnion(members)

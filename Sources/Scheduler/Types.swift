@@ -63,3 +63,30 @@ public struct DeliveryReport: Equatable, Sendable {
 
 /// The sentence qmail-send appends to a deferral of a message past its lifetime.
 public let lifetimeExpiredSentence = "I'm not going to try again; this message has been in the queue too long.\n"
+
+/// qmail-send's VERP (`senderadd`): a sender ending in `-@[]` is rewritten
+/// for each recipient, `owner-@host-@[]` to `owner-box=domain@host`.
+public enum Verp {
+    static let suffix: [UInt8] = Array("-@[]".utf8)
+
+    public static func isVerp(_ sender: [UInt8]) -> Bool {
+        sender.count >= 4 && sender[(sender.count - 4)...].elementsEqual(suffix)
+    }
+
+    /// The envelope sender for one delivery to `recipient`.
+    public static func sender(_ sender: [UInt8], for recipient: [UInt8]) -> [UInt8] {
+        guard isVerp(sender) else { return sender }
+        let i = sender.count
+        let at = UInt8(ascii: "@")
+        // The last '@' before the "-@[]" suffix, and the recipient's last '@'.
+        guard let j = sender[0..<(i - 4)].lastIndex(of: at), j + 5 <= i,
+              let k = recipient.lastIndex(of: at) else { return sender }
+        var out = Array(sender[0..<j])
+        out += recipient[0..<k]
+        out.append(UInt8(ascii: "="))
+        out += recipient[(k + 1)...]
+        out.append(at)
+        out += sender[(j + 1)..<(i - 4)]
+        return out
+    }
+}

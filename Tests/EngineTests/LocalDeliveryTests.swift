@@ -89,6 +89,18 @@ final class LocalDeliveryTests: XCTestCase {
         XCTAssertTrue(log.contains("deferral: Uh-oh:_.qmail_file_is_writable._(#4.7.0)/"), log)
     }
 
+    func testUnreachableOrMissingHomeIsADeferralWithTheReason() throws {
+        let home = h.home("bob")
+        // Searchable by root (the engine) but not by bob, who delivers: qmail-local's chdir fails.
+        XCTAssertEqual(chown(home, 0, 0), 0)
+        XCTAssertEqual(chmod(home, 0o700), 0)
+        var log = try deliver("\nx\n", ["bob@example.test"])
+        XCTAssertTrue(log.contains("deferral: Unable_to_switch_to_\(home):_access_denied._(#4.3.0)/"), log)
+        XCTAssertEqual(rename(home, home + ".gone"), 0)
+        log = try deliver("\nsecond\n", ["bob@example.test"])   // a new message is due at once
+        XCTAssertTrue(log.contains("deferral: Unable_to_switch_to_\(home):_file_does_not_exist._(#4.3.0)/"), log)
+    }
+
     func testQmailLocalExecutableWithClassicOperands() throws {
         let msgPath = h.dir + "/message"
         TestEnv.write(msgPath, "Subject: direct\n\nhello\n")

@@ -26,7 +26,7 @@ final class RetryAndBounceTests: XCTestCase {
     override func setUp() { h = EngineHarness() }
     override func tearDown() { h.cleanup() }
 
-    func engine(clock: FakeClock, logPath: String, delivery: String = "./Maildir/") throws -> Engine {
+    func engine(clock: FakeClock, logPath: String, delivery: String = "./Maildir/", remoteProgram: String? = "/bin/false") throws -> Engine {
         // Child processes (qmail-queue for bounces) find the queue through the environment.
         setenv("QUEUEDIR", h.queue, 1)
         setenv("QMAILHOME", h.dir, 1)
@@ -34,7 +34,7 @@ final class RetryAndBounceTests: XCTestCase {
         let fd = open(logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         var o = EngineOptions(program: "qmail-send", queueDir: h.queue, names: QueueNames(), sync: .safe,
                               control: ControlDirectory(path: h.control), qmailHome: h.dir, defaultDelivery: delivery,
-                              daemon: true, remoteProgram: "/bin/false", logFD: fd)
+                              daemon: true, remoteProgram: remoteProgram, logFD: fd)
         o.clock = { clock.now }
         return try Engine(options: o)
     }
@@ -139,6 +139,28 @@ final class RetryAndBounceTests: XCTestCase {
         kill(getpid(), SIGHUP)
         turn(e, until: { log.contains("starting delivery 3") })
         XCTAssertTrue(log.contains("info: local deliveries resumed"), log)
+    }
+
+    func testHupRereadsTheSMTPControls() throws {
+        // smtproutes points at a port where nothing listens; after HUP, at a real server.
+        let server = try h.startScriptedSMTP([])
+        var received: Int { ((try? Sys.listDirectory(server.dir)) ?? []).filter { $0.hasSuffix(".eml") }.count }
+        h.writeControl("smtproutes", "remote.example:127.0.0.1:1\n")
+        try h.inject("To: u@remote.example\nSubject: routed\n\nx\n", ["-f", "alice@example.test"])
+        let clock = FakeClock(Int64(time(nil)))
+        let logPath = h.dir + "/engine.log"
+        let e = try engine(clock: clock, logPath: logPath, remoteProgram: nil)   // the SMTP client in process
+        e.start()
+        var log: String { String(decoding: TestEnv.read(logPath), as: UTF8.self) }
+        turn(e, until: { log.contains("delivery 1: deferral") })
+        XCTAssertTrue(log.contains("delivery 1: deferral:"), log)
+        h.writeControl("smtproutes", "remote.example:127.0.0.1:\(server.port)\n")
+        kill(getpid(), SIGHUP)
+        turn(e, until: { log.contains("info: got HUP") })
+        kill(getpid(), SIGALRM)
+        turn(e, until: { log.contains("delivery 2: success") })
+        XCTAssertTrue(log.contains("delivery 2: success: From:_<alice@example.test>_RCPT:_<u@remote.example>_127.0.0.1_accepted_message"), log)
+        XCTAssertEqual(received, 1)
     }
 
     func testConcurrencyLimitIsNeverExceeded() throws {

@@ -281,6 +281,22 @@ final class SchedulerTests: XCTestCase {
         XCTAssertTrue(end.contains(.reschedule(JobKey(2, .remote), at: 1)), "the slot is free already: due now, not parked")
     }
 
+    func testVerpSenderIsRewrittenPerRecipientAndNotGrouped() {
+        func v(_ s: String, _ r: String) -> String { String(decoding: Verp.sender(Array(s.utf8), for: Array(r.utf8)), as: UTF8.self) }
+        XCTAssertEqual(v("owner-@lists.example-@[]", "joe@home.example"), "owner-joe=home.example@lists.example")
+        XCTAssertEqual(v("owner-@lists.example-@[]", "joe"), "owner-@lists.example-@[]", "no @ in the recipient")
+        XCTAssertEqual(v("plain@lists.example", "joe@home.example"), "plain@lists.example")
+        XCTAssertEqual(v("-@[]", "joe@home.example"), "-@[]", "no @ before the suffix")
+        XCTAssertEqual(v("a@b@c-@[]", "x@y@z"), "a@bx@y=z@c", "the last @ of each, as qmail's senderadd")
+        var s = Scheduler(config: SchedulerConfig())
+        _ = s.add(9, channels: [.remote: 0])
+        let k = loads(s.step(now: 0))[0]
+        let a = s.jobLoaded(k, job(9, .remote, birth: 0, sender: "owner-@l.example-@[]", rcpts: ["a@d.example", "b@d.example"]), now: 0)
+        let d = starts(a)
+        XCTAssertEqual(d.map { String(decoding: $0.sender, as: UTF8.self) }, ["owner-a=d.example@l.example", "owner-b=d.example@l.example"])
+        XCTAssertEqual(s.inFlight[Channel.remote.rawValue], 2, "one slot (and one SMTP transaction) each")
+    }
+
     func testReportParsing() {
         XCTAssertEqual(DeliveryReport(bytes: Array("Kok".utf8)), DeliveryReport(.success, "ok"))
         XCTAssertEqual(DeliveryReport(bytes: Array("Zlater".utf8))?.kind, .deferral)
