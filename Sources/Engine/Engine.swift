@@ -352,7 +352,8 @@ public final class Engine {
         if let t = doneRetry.values.min() { timeout = min(timeout, max(0, t - now)) }
         timeout = min(timeout, max(0, nextTodoScan - now))
         if let t = todoFailedAt.values.min() { timeout = min(timeout, max(0, t + 60 - now)) }
-        if !todoQueue.isEmpty || !reconcileDone || nextCleanup <= now { timeout = 0 }
+        // (While exiting, neither todo nor the cleanup runs: waiting for reports must not spin.)
+        if !reconcileDone || (!exiting && (!todoQueue.isEmpty || nextCleanup <= now)) { timeout = 0 }
         var fds = [pollfd(fd: signalRead, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: watcher.inotifyFD, events: Int16(POLLIN), revents: 0),
                    pollfd(fd: watcher.triggerFD, events: Int16(POLLIN), revents: 0),
@@ -550,7 +551,8 @@ public final class Engine {
         for d in remoteBatch {
             let r = String(decoding: d.recipient.address, as: UTF8.self)
             let domain = r.lastIndex(of: "@").map { r[r.index(after: $0)...].lowercased() } ?? r
-            let key = "\(d.key.id) \(domain)"
+            // One transaction per message, domain and envelope sender (a VERP sender differs per recipient).
+            let key = "\(d.key.id) \(domain) \(String(decoding: d.sender, as: UTF8.self))"
             if let i = index[key] { groups[i].items.append(d) } else { index[key] = groups.count; groups.append((key, [d])) }
         }
         remoteBatch.removeAll()

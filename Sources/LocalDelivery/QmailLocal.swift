@@ -86,19 +86,15 @@ public enum QmailLocal {
     static func run(_ req: LocalDeliveryRequest) -> LocalOutcome {
         let home = req.user.home
         // qmail-local's chdir(home): it fails with the reason as error_str gives it.
-        let st: stat
-        do {
-            guard let found = try Sys.stat(home) else {
-                return .temp("Unable to switch to \(home): \(QmailErrorText.text(ENOENT)). (#4.3.0)")
-            }
-            st = found
-        } catch {
-            return .temp("Unable to switch to \(home): \(QmailErrorText.text((error as? SystemError)?.errno ?? EIO)). (#4.3.0)")
+        let (homeStat, err) = Sys.statWithErrno(home)
+        guard let st = homeStat else {
+            return .temp("Unable to switch to \(home): \(QmailErrorText.text(err)). (#4.3.0)")
         }
         if (st.st_mode & S_IFMT) != S_IFDIR {
             return .temp("Unable to switch to \(home): \(QmailErrorText.text(ENOTDIR)). (#4.3.0)")
         }
-        // Search permission for the identity this thread delivers as (fsuid: AT_EACCESS).
+        // Search permission for the identity this thread delivers as: with AT_EACCESS the
+        // kernel (faccessat2, Linux 5.8+) checks the thread's file-system uid.
         if faccessat(AT_FDCWD, home, X_OK, AT_EACCESS) == -1 {
             return .temp("Unable to switch to \(home): \(QmailErrorText.text(qs_errno())). (#4.3.0)")
         }

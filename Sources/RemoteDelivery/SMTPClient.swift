@@ -192,17 +192,19 @@ public protocol HostMemoryStore: Sendable {
 public final class SMTPClient: @unchecked Sendable {
     /// Settings may be replaced (the engine's HUP) while deliveries run: each
     /// read takes a consistent copy.
-    private let settingsBox: Mutex<SMTPSettings>
+    private let settingsBox: Mutex<(settings: SMTPSettings, generation: Int)>
     public var settings: SMTPSettings {
-        get { settingsBox.withLock { $0 } }
-        set { settingsBox.withLock { $0 = newValue } }
+        get { settingsBox.withLock { $0.settings } }
+        set { settingsBox.withLock { $0 = (newValue, $0.generation + 1) } }
     }
+    /// Incremented by each change of `settings`.
+    public var settingsGeneration: Int { settingsBox.withLock { $0.generation } }
     public let resolver: DNSResolver
     public let pool: ConnectionPool
     public let hosts: HostMemory
 
     public init(settings: SMTPSettings, resolver: DNSResolver = .system(), pool: ConnectionPool = ConnectionPool(), hosts: HostMemory = HostMemory()) {
-        self.settingsBox = Mutex(settings)
+        self.settingsBox = Mutex((settings, 0))
         self.resolver = resolver
         self.pool = pool
         self.hosts = hosts
@@ -320,6 +322,8 @@ public final class SMTPClient: @unchecked Sendable {
 
     func attempt(_ target: Target, domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8], requireTLS: Bool) -> Attempt {
         // A destination that requires verified TLS only reuses connections opened that way.
+        // Connections made under older settings (before a HUP) are not pooled again.
+        let generation = settingsGeneration
         let key = "\(ip(target)):\(target.port)\(requireTLS ? ":verified-tls:\(domain.lowercased())" : "")"
         var conn = pool.checkout(key, idleTimeout: settings.idleTimeout)
         var reused = conn != nil
@@ -359,7 +363,8 @@ public final class SMTPClient: @unchecked Sendable {
                 }
                 let outcome = try transaction(c, sender: sender, recipients: recipients, message: message)
                 c.messagesSent += 1
-                if c.messagesSent < settings.maxMessagesPerConnection { pool.checkin(key, c) }
+                if c.serverClosing { c.close() }
+                else if c.messagesSent < settings.maxMessagesPerConnection && generation == settingsGeneration { pool.checkin(key, c) }
                 else { _ = try? c.command("QUIT"); c.close() }
                 return .done(outcome)
             } catch {
@@ -424,16 +429,24 @@ public final class SMTPClient: @unchecked Sendable {
             // RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order.
             try c.send(Array((mail + "\r\n" + rcptLines.joined() + "DATA\r\n").utf8))
             m = try c.reply()
-            // A reused connection the server is closing (421) is stale, not a refusal.
-            if m.code == 421 && c.messagesSent > 0 { throw .died }
+            if m.code == 421 {
+                // The server is closing: a reused connection is stale (reconnect), a new one
+                // reports the refusal; the replies to the rest of the batch never come.
+                c.serverClosing = true
+                if c.messagesSent > 0 { throw .died }
+                return .all(recipients.count, message: "ZConnected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m))
+            }
             c.recipientsSent = true
             for _ in recipients { replies.append(try c.reply()) }
             dataReply = try c.reply()
         } else {
             m = try c.command(mail)
-            if m.code == 421 && c.messagesSent > 0 { throw .died }
+            if m.code == 421 {
+                c.serverClosing = true
+                if c.messagesSent > 0 { throw .died }
+            }
             c.recipientsSent = true
-            if m.code >= 200 && m.code < 300 {
+            if m.code < 400 {
                 for line in rcptLines { replies.append(try c.command(String(line.dropLast(2)))) }
             }
         }

@@ -134,7 +134,13 @@ public struct Scheduler: Sendable {
     /// per slot, not a reload of every waiting job.
     var slotWaiters: [[UInt8]: JobFIFO] = [:]
     /// The domains each parked job waits on (no job is parked twice on one).
+    /// Cleared when the job is loaded: FIFO entries of a job no longer
+    /// waiting on that domain are skipped.
     var waitingOn: [JobKey: Set<[UInt8]>] = [:]
+    /// Woken jobs not loaded yet, and for which domain: a domain's free slots
+    /// minus its pending wakes is how many more parked jobs may be woken.
+    var wokenFor: [JobKey: [UInt8]] = [:]
+    var wakesPending: [[UInt8]: Int] = [:]
     /// A parked job is also due this long after parking (a safety net).
     public static let slotPatience: Time = 60
     /// Some job waits only for its domain's rate or slots (qmta-send keeps going for it).
@@ -228,6 +234,7 @@ public struct Scheduler: Sendable {
     public mutating func step(now: Time) -> [SchedulerAction] {
         var actions: [SchedulerAction] = []
         if draining { return actions }
+        if !slotWaiters.isEmpty { wakeFreeDomains(now: now, into: &actions) }
         for c in Channel.allCases {
             if config.hold[c.rawValue] { continue }
             continuePass(c, now: now, into: &actions)
@@ -236,6 +243,7 @@ public struct Scheduler: Sendable {
                 queues[c.rawValue].popMin()
                 queuedAt[top.key] = nil
                 throttled.remove(top.key)
+                waitingOn[top.key] = nil
                 loading[c] = top.key
                 actions.append(.load(top.key))
             }
@@ -247,6 +255,7 @@ public struct Scheduler: Sendable {
     public mutating func jobLoaded(_ key: JobKey, _ job: LoadedJob?, now: Time) -> [SchedulerAction] {
         guard loading[key.channel] == key else { return [] }
         loading[key.channel] = nil
+        clearWake(key)   // started here, or parked again: either way this wake is spent
         guard let job else {
             // The channel file is gone (a crash after it was finished): if no
             // other channel is pending, the message itself is finished.
@@ -362,8 +371,7 @@ public struct Scheduler: Sendable {
             if let domain = groupDomain.removeValue(forKey: d.group) {
                 let n = (domainInFlight[domain] ?? 1) - 1
                 domainInFlight[domain] = n > 0 ? n : nil
-                // A slot of this domain is free: the job waiting longest for it is due now.
-                wakeSlotWaiter(domain, now: now, into: &actions)
+                // A slot of this domain is free: `step` below wakes the job parked longest on it.
             }
         } else {
             groupRemaining[d.group] = left
@@ -395,21 +403,45 @@ public struct Scheduler: Sendable {
         return (report, actions)
     }
 
-    /// Makes the oldest job parked on `domain` due now. Entries of jobs that
-    /// are open, being loaded, gone or already due are dropped on the way.
-    mutating func wakeSlotWaiter(_ domain: [UInt8], now: Time, into actions: inout [SchedulerAction]) {
-        guard var fifo = slotWaiters.removeValue(forKey: domain) else { return }
+    /// For each domain with parked jobs: wake as many as it has free slots not
+    /// already promised to a woken job. A wake that does not end in a start
+    /// (the job's files are gone, its load failed, it went elsewhere) is
+    /// cleared when the job is loaded, so the slot is offered again here.
+    mutating func wakeFreeDomains(now: Time, into actions: inout [SchedulerAction]) {
+        for d in Array(slotWaiters.keys) {
+            var free = config.remotePerDomain > 0 ? config.remotePerDomain - domainInFlight[d, default: 0] : Int.max
+            free -= wakesPending[d, default: 0]
+            while free > 0, wakeSlotWaiter(d, now: now, into: &actions) { free -= 1 }
+        }
+    }
+
+    /// Makes the oldest job still parked on `domain` due now; false when none is.
+    /// Entries of jobs no longer waiting on it (loaded since, or gone) are dropped.
+    mutating func wakeSlotWaiter(_ domain: [UInt8], now: Time, into actions: inout [SchedulerAction]) -> Bool {
+        guard var fifo = slotWaiters.removeValue(forKey: domain) else { return false }
+        var woke = false
         while let k = fifo.popFirst() {
-            if var on = waitingOn[k] {
-                on.remove(domain)
-                waitingOn[k] = on.isEmpty ? nil : on
+            guard var on = waitingOn[k], on.remove(domain) != nil else { continue }
+            waitingOn[k] = on.isEmpty ? nil : on
+            guard let t = queuedAt[k] else { continue }
+            if t > now {
+                enqueue(k, at: now)
+                actions.append(.reschedule(k, at: now))
             }
-            guard let t = queuedAt[k], t > now else { continue }
-            enqueue(k, at: now)
-            actions.append(.reschedule(k, at: now))
+            clearWake(k)
+            wokenFor[k] = domain
+            wakesPending[domain, default: 0] += 1
+            woke = true
             break
         }
         if !fifo.isEmpty { slotWaiters[domain] = fifo }
+        return woke
+    }
+
+    mutating func clearWake(_ key: JobKey) {
+        guard let d = wokenFor.removeValue(forKey: key) else { return }
+        let n = wakesPending[d, default: 1] - 1
+        wakesPending[d] = n > 0 ? n : nil
     }
 
     mutating func closeJob(_ key: JobKey, now: Time, into actions: inout [SchedulerAction]) {
@@ -424,17 +456,19 @@ public struct Scheduler: Sendable {
         } else {
             // Rate-limited recipients go when their domain allows; deferred ones on qmail's schedule.
             var at = job.rateWait.map { Swift.min($0, job.retry) } ?? job.retry
+            var parked = false
             if !job.slotDomains.isEmpty {
-                if job.slotDomains.contains(where: { domainInFlight[$0, default: 0] < config.remotePerDomain }) {
-                    at = now   // a slot freed while this pass was still open
+                if job.slotDomains.contains(where: { config.remotePerDomain <= 0 || domainInFlight[$0, default: 0] < config.remotePerDomain }) {
+                    at = now   // a slot freed while this pass was still open (or the limit was lifted)
                 } else {
                     at = Swift.min(at, now + Scheduler.slotPatience)
+                    parked = true
                     for d in job.slotDomains where waitingOn[key, default: []].insert(d).inserted {
                         slotWaiters[d, default: JobFIFO()].append(key)
                     }
                 }
             }
-            if at < job.retry { throttled.insert(key) }
+            if at < job.retry || parked { throttled.insert(key) }
             enqueue(key, at: at)
             actions.append(.reschedule(key, at: at))
         }
@@ -466,6 +500,7 @@ public struct Scheduler: Sendable {
     public mutating func jobLoadFailed(_ key: JobKey, retryAt at: Time) -> [SchedulerAction] {
         guard loading[key.channel] == key else { return [] }
         loading[key.channel] = nil
+        clearWake(key)
         enqueue(key, at: at)
         return [.reschedule(key, at: at)]
     }

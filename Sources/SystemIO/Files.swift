@@ -143,6 +143,13 @@ public enum Sys {
     }
 
     /// stat, or nil when the path does not exist.
+    /// stat(2) with its errno: (the status, 0) or (nil, errno).
+    public static func statWithErrno(_ path: String) -> (stat?, Int32) {
+        var st = emptyStat()
+        if fstatat(AT_FDCWD, path, &st, 0) == -1 { return (nil, qs_errno()) }
+        return (st, 0)
+    }
+
     public static func stat(_ path: String) throws -> stat? {
         var st = emptyStat()
         if fstatat(AT_FDCWD, path, &st, 0) == -1 {

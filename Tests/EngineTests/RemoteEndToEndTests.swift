@@ -61,6 +61,19 @@ final class RemoteEndToEndTests: XCTestCase {
         XCTAssertEqual(((try? Sys.listDirectory(sinkDir)) ?? []).count, count)
     }
 
+    func testVerpSenderGetsOneTransactionPerRecipient() throws {
+        let server = try h.startScriptedSMTP([])
+        h.writeControl("smtproutes", ":127.0.0.1:\(server.port)\n")
+        try h.inject("Subject: list mail\n\nbody\n", ["-f", "owner-@lists.example-@[]", "a@remote.example", "b@remote.example"])
+        let out = try h.qmtaSend(["./Maildir/"], timeout: 60)
+        XCTAssertEqual(out.stdoutText.components(separatedBy: ": success: ").count - 1, 2, out.stdoutText)
+        let envs = ((try? Sys.listDirectory(server.dir)) ?? []).filter { $0.hasSuffix(".env") }
+            .map { String(decoding: TestEnv.read(server.dir + "/" + $0), as: UTF8.self).split(separator: "\n").prefix(2).joined(separator: " ") }
+        XCTAssertEqual(envs.sorted(), ["owner-a=remote.example@lists.example a@remote.example",
+                                       "owner-b=remote.example@lists.example b@remote.example"])
+        XCTAssertEqual(h.queueFiles(), [])
+    }
+
     func testPermanentRemoteFailureBouncesToTheSender() throws {
         let port = try scripted(["--rcpt-default", "550"])
         h.writeControl("smtproutes", ":127.0.0.1:\(port)\n")

@@ -281,6 +281,65 @@ final class SchedulerTests: XCTestCase {
         XCTAssertTrue(end.contains(.reschedule(JobKey(2, .remote), at: 1)), "the slot is free already: due now, not parked")
     }
 
+    /// A remote scheduler with one slot per domain, jobs 1…n for `slow.example` loaded and job 1 started.
+    func parkedScheduler(_ n: MessageID) -> (Scheduler, Delivery) {
+        var config = SchedulerConfig(concurrencyRemote: 5)
+        config.remotePerDomain = 1
+        var s = Scheduler(config: config)
+        for id: MessageID in 1...n { _ = s.add(id, channels: [.remote: 0]) }
+        var first: Delivery? = nil
+        var a = s.step(now: 0)
+        while let k = loads(a).first {
+            a = s.jobLoaded(k, job(k.id, .remote, birth: 0, rcpts: ["u\(k.id)@slow.example"]), now: 0)
+            if first == nil { first = starts(a).first }
+        }
+        return (s, first!)
+    }
+
+    func testAParkedJobLoadedEarlierIsNotWokenAgainBeforeItsRetry() {
+        var (s, first) = parkedScheduler(3)
+        // ALRM: every queued job is due now; job 2 is loaded while the domain is full and parks again.
+        _ = s.retryAllNow(now: 1)
+        var a = s.step(now: 1)
+        XCTAssertEqual(loads(a), [JobKey(2, .remote)])
+        a = s.jobLoaded(JobKey(2, .remote), job(2, .remote, birth: 0, rcpts: ["u2@slow.example"]), now: 1)
+        XCTAssertEqual(loads(a), [JobKey(3, .remote)], "job 3 is due too, and parks again")
+        a = s.jobLoaded(JobKey(3, .remote), job(3, .remote, birth: 0, rcpts: ["u3@slow.example"]), now: 1)
+        XCTAssertEqual(a, [.reschedule(JobKey(3, .remote), at: 1 + Scheduler.slotPatience)])
+        // The slot frees; job 2 is woken (oldest); its delivery is deferred: it closes at its retry time.
+        let (_, b) = s.finished(first.number, DeliveryReport(.success, "ok"), now: 2)
+        XCTAssertEqual(loads(b), [JobKey(2, .remote)])
+        let c = s.jobLoaded(JobKey(2, .remote), job(2, .remote, birth: 0, rcpts: ["u2@slow.example"]), now: 2)
+        let d2 = starts(c)[0]
+        let (_, e) = s.finished(d2.number, DeliveryReport(.deferral, "later"), now: 3)
+        let retry = s.scheduledTime(JobKey(2, .remote))!
+        XCTAssertGreaterThan(retry, 100, "qmail's retry time")
+        // The freed slot goes to job 3, never to job 2 through a stale entry.
+        XCTAssertEqual(loads(e), [JobKey(3, .remote)])
+        XCTAssertEqual(s.scheduledTime(JobKey(2, .remote)), retry)
+    }
+
+    func testAWakeSpentOnAVanishedJobGoesToTheNext() {
+        var (s, first) = parkedScheduler(3)
+        let (_, b) = s.finished(first.number, DeliveryReport(.success, "ok"), now: 2)
+        XCTAssertEqual(loads(b), [JobKey(2, .remote)])
+        // Job 2's files are gone: the slot is offered to job 3 at once.
+        let c = s.jobLoaded(JobKey(2, .remote), nil, now: 2)
+        XCTAssertEqual(loads(c), [JobKey(3, .remote)])
+    }
+
+    func testLiftingThePerDomainLimitWakesParkedJobs() {
+        var (s, _) = parkedScheduler(3)
+        var config = s.config
+        config.remotePerDomain = 0
+        s.reconfigure(config)
+        let a = s.step(now: 5)
+        XCTAssertEqual(loads(a), [JobKey(2, .remote)])
+        let b = s.jobLoaded(JobKey(2, .remote), job(2, .remote, birth: 0, rcpts: ["u2@slow.example"]), now: 5)
+        XCTAssertEqual(starts(b).count, 1)
+        XCTAssertEqual(loads(b), [JobKey(3, .remote)])
+    }
+
     func testVerpSenderIsRewrittenPerRecipientAndNotGrouped() {
         func v(_ s: String, _ r: String) -> String { String(decoding: Verp.sender(Array(s.utf8), for: Array(r.utf8)), as: UTF8.self) }
         XCTAssertEqual(v("owner-@lists.example-@[]", "joe@home.example"), "owner-joe=home.example@lists.example")
