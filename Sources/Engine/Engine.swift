@@ -408,6 +408,15 @@ public final class Engine {
         deliveries.ensure(threads: new.concurrencyLocal + new.concurrencyRemote)
         bounce.settings = Engine.bounceSettings(new, program: options.program, control: options.control)
         rateCache.clear()
+        if scheduler.rateGate != nil {
+            // drate (-R, --import, -t) changes the ledgers in LMDB. Ours are written there at the
+            // end of every turn and HUP is handled at the start of one, so LMDB holds all of ours:
+            // take the stored ledgers as they are now.
+            var fresh: [String: DomainLedger] = [:]
+            for (k, l) in store.loadLedgers() { fresh[k] = l }
+            scheduler.rateGate!.ledgers = fresh
+            execute(scheduler.recheckThrottled(now: clock()), now: clock())
+        }
         if let assign = try? AssignTable.load(qmailHome: options.qmailHome) { local.assign = assign }
         else { log.line("alert: unable to reread \(options.qmailHome)/users/assign; keeping the old table") }
         if let smtp {

@@ -129,6 +129,8 @@ public struct Scheduler: Sendable {
     var ratedDeliveries: [Int: String] = [:]
     /// Jobs waiting for a rate or a domain slot, not for a retry.
     var throttled = Set<JobKey>()
+    /// Jobs with a recipient that waited for its domain's rate (whatever else they wait for).
+    var rateWaiting = Set<JobKey>()
     /// Jobs parked until a slot of this domain frees, oldest first. Each freed
     /// slot wakes one of them, so a backlog for one domain costs one job load
     /// per slot, not a reload of every waiting job.
@@ -243,6 +245,7 @@ public struct Scheduler: Sendable {
                 queues[c.rawValue].popMin()
                 queuedAt[top.key] = nil
                 throttled.remove(top.key)
+                rateWaiting.remove(top.key)
                 waitingOn[top.key] = nil
                 loading[c] = top.key
                 actions.append(.load(top.key))
@@ -469,6 +472,7 @@ public struct Scheduler: Sendable {
                 }
             }
             if at < job.retry || parked { throttled.insert(key) }
+            if job.rateWait != nil { rateWaiting.insert(key) }
             enqueue(key, at: at)
             actions.append(.reschedule(key, at: at))
         }
@@ -511,6 +515,18 @@ public struct Scheduler: Sendable {
         for (key, t) in queuedAt.sorted(by: { $0.key < $1.key }) where t > now {
             queuedAt[key] = now
             queues[key.channel.rawValue].insert(.init(time: now, key: key))
+            actions.append(.reschedule(key, at: now))
+        }
+        return actions
+    }
+
+    /// HUP with rate control (ledgers or definitions may have changed): jobs
+    /// waiting only for a rate or a domain slot are checked again now.
+    public mutating func recheckThrottled(now: Time) -> [SchedulerAction] {
+        var actions: [SchedulerAction] = []
+        for key in throttled.union(rateWaiting).sorted() {
+            guard let t = queuedAt[key], t > now else { continue }
+            enqueue(key, at: now)
             actions.append(.reschedule(key, at: now))
         }
         return actions

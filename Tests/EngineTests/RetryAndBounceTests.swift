@@ -39,6 +39,15 @@ final class RetryAndBounceTests: XCTestCase {
         return try Engine(options: o)
     }
 
+    /// A started in-process engine on a fake clock starting at `start`, logging to engine.log.
+    func startEngine(at start: Int64 = Int64(time(nil)), remoteProgram: String? = "/bin/false") throws -> (Engine, FakeClock, String) {
+        let clock = FakeClock(start)
+        let logPath = h.dir + "/engine.log"
+        let e = try engine(clock: clock, logPath: logPath, remoteProgram: remoteProgram)
+        e.start()
+        return (e, clock, logPath)
+    }
+
     /// Turns the engine until `condition` or the real-time limit.
     func turn(_ e: Engine, until condition: () -> Bool, seconds: Int = 20) {
         let deadline = time(nil) + seconds
@@ -54,10 +63,7 @@ final class RetryAndBounceTests: XCTestCase {
         h.writeHomeFile("joe", ".qmail", "|echo not now; exit 111\n")
         try h.inject("To: joe@example.test\nSubject: doomed\n\nthis will not arrive\n", ["-f", "alice@example.test"])
         let start = Int64(time(nil))
-        let clock = FakeClock(start)
-        let logPath = h.dir + "/engine.log"
-        let e = try engine(clock: clock, logPath: logPath)
-        e.start()
+        let (e, clock, logPath) = try startEngine(at: start)
         var log: String { String(decoding: TestEnv.read(logPath), as: UTF8.self) }
         func count(_ s: String) -> Int { log.components(separatedBy: s).count - 1 }
 
@@ -96,10 +102,7 @@ final class RetryAndBounceTests: XCTestCase {
         h.writeHomeFile("joe", ".qmail", "|echo mailbox locked; exit 111\n")
         try h.inject("To: joe@example.test\nSubject: slow\n\nx\n", ["-f", "alice@example.test"])
         let start = Int64(time(nil))
-        let clock = FakeClock(start)
-        let logPath = h.dir + "/engine.log"
-        let e = try engine(clock: clock, logPath: logPath)
-        e.start()
+        let (e, clock, logPath) = try startEngine(at: start)
         var log: String { String(decoding: TestEnv.read(logPath), as: UTF8.self) }
         turn(e, until: { log.contains("delivery 1: deferral") })
         XCTAssertFalse(log.contains("delay warning"), "too young for a warning")
@@ -118,10 +121,7 @@ final class RetryAndBounceTests: XCTestCase {
     func testAlarmRetriesNowAndHoldsFollowHup() throws {
         h.writeHomeFile("joe", ".qmail", "|exit 111\n")
         try h.inject("To: joe@example.test\n\nx\n")
-        let clock = FakeClock(Int64(time(nil)))
-        let logPath = h.dir + "/engine.log"
-        let e = try engine(clock: clock, logPath: logPath)
-        e.start()
+        let (e, _, logPath) = try startEngine()
         var log: String { String(decoding: TestEnv.read(logPath), as: UTF8.self) }
         turn(e, until: { log.contains("delivery 1: deferral") })
         // ALRM: retried at once, without the clock moving.
@@ -147,10 +147,7 @@ final class RetryAndBounceTests: XCTestCase {
         var received: Int { ((try? Sys.listDirectory(server.dir)) ?? []).filter { $0.hasSuffix(".eml") }.count }
         h.writeControl("smtproutes", "remote.example:127.0.0.1:1\n")
         try h.inject("To: u@remote.example\nSubject: routed\n\nx\n", ["-f", "alice@example.test"])
-        let clock = FakeClock(Int64(time(nil)))
-        let logPath = h.dir + "/engine.log"
-        let e = try engine(clock: clock, logPath: logPath, remoteProgram: nil)   // the SMTP client in process
-        e.start()
+        let (e, _, logPath) = try startEngine(remoteProgram: nil)   // the SMTP client in process
         var log: String { String(decoding: TestEnv.read(logPath), as: UTF8.self) }
         turn(e, until: { log.contains("delivery 1: deferral") })
         XCTAssertTrue(log.contains("delivery 1: deferral:"), log)
@@ -167,10 +164,7 @@ final class RetryAndBounceTests: XCTestCase {
         h.writeControl("concurrencylocal", "2\n")
         h.writeHomeFile("bob", ".qmail", "|sleep 0.3\n")
         for i in 0..<5 { try h.inject("To: bob@example.test\nSubject: \(i)\n\nx\n") }
-        let clock = FakeClock(Int64(time(nil)))
-        let logPath = h.dir + "/engine.log"
-        let e = try engine(clock: clock, logPath: logPath)
-        e.start()
+        let (e, _, logPath) = try startEngine()
         var log: String { String(decoding: TestEnv.read(logPath), as: UTF8.self) }
         turn(e, until: { log.components(separatedBy: ": success: ").count - 1 == 5 })
         let used = log.split(separator: "\n").filter { $0.hasPrefix("status: local ") }.map { line -> Int in

@@ -59,6 +59,26 @@ final class SlowqTests: XCTestCase {
         XCTAssertEqual(h.queueFiles(), [])
     }
 
+    func testDrateResetTakesEffectOnHup() throws {
+        let (port, dir) = try smtp()
+        h.writeControl("smtproutes", ":127.0.0.1:\(port)\n")
+        mkdir(h.queue + "/ratelimit", 0o750)
+        try Sys.writeFile(h.queue + "/ratelimit/slow.example", RateDefinition(expression: "1/3600").bytes(), mode: 0o640)
+        for i in 0..<2 { try h.inject("Subject: \(i)\n\nx\n", ["-f", "s@example.test", "u\(i)@slow.example"]) }
+        let d = try h.startDaemon("slowq-send", [], logName: "slowq.log")
+        var log: String { String(decoding: TestEnv.read(h.dir + "/slowq.log"), as: UTF8.self) }
+        h.waitFor("the first message and the wait of the second", seconds: 20) {
+            arrivals(dir).count == 1 && log.contains("rate exceeded [")
+        }
+        // The administrator resets the domain's counters and tells slowq-send.
+        let reset = try TestEnv.run(TestEnv.program("drate"), ["-D", h.queue + "/ratelimit", "-R", "-d", "slow.example"], environment: h.environment)
+        XCTAssertEqual(reset.exitCode, 0, reset.stderrText)
+        kill(d.pid, SIGHUP)
+        h.waitFor("the second message after HUP", seconds: 20) { arrivals(dir).count == 2 }
+        XCTAssertEqual(d.stop(), .exited(0))
+        XCTAssertEqual(h.queueFiles(), [])
+    }
+
     func testDrateSimulationAndFileRoundTrip() throws {
         let rates = h.queue + "/ratelimit"
         mkdir(rates, 0o750)
