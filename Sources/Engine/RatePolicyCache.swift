@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import RateControl
+import Scheduler
 
 /// Rate policies looked up once per domain (the files are read again after HUP).
 /// Lookup errors are remembered for the log and the domain is not limited,
@@ -13,14 +14,15 @@ final class RatePolicyCache: @unchecked Sendable {
 
     init() { pthread_mutex_init(&lock, nil) }
 
-    func lookup(_ dir: RateDirectory) -> @Sendable (String) -> DomainPolicy? {
-        return { [self] domain in
+    func lookup(_ dir: RateDirectory) -> @Sendable (String, Channel) -> DomainPolicy? {
+        return { [self] domain, channel in
             pthread_mutex_lock(&lock)
             defer { pthread_mutex_unlock(&lock) }
-            if let hit = cache[domain] { return hit }
+            let key = channel.name + " " + domain
+            if let hit = cache[key] { return hit }
             var p: DomainPolicy? = nil
-            do { p = try dir.policy(for: domain) } catch { errors.append("failed to get delivery rate for \(domain): \(error)") }
-            cache[domain] = .some(p)
+            do { p = try dir.policy(for: domain, channel: channel.name) } catch { errors.append("failed to get delivery rate for \(domain): \(error)") }
+            cache[key] = .some(p)
             return p
         }
     }

@@ -67,7 +67,9 @@ public struct RateDirectory: Sendable {
     }
 
     /// The policy for a domain, or nil when it is not rate controlled.
-    public func policy(for rawDomain: String) throws -> DomainPolicy? {
+    /// `channel` ("local" or "remote") selects the `ratecontrol` lines written
+    /// `pattern:local:expr` / `pattern:remote:expr`; nil matches unqualified lines only.
+    public func policy(for rawDomain: String, channel: String? = nil) throws -> DomainPolicy? {
         let domain = rawDomain.lowercased()
         var interval: Int64 = 86400
         if let e = Sys.environment("RATELIMIT_INTERVAL"), let v = Int64(e), v > 0 { interval = v }
@@ -95,10 +97,19 @@ public struct RateDirectory: Sendable {
                 if line.isEmpty || line.hasPrefix("#") { continue }
                 let f = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
                 guard f.count >= 2 else { throw Failure(file: path + "/ratecontrol", message: "line \(n): expected pattern:expression") }
-                let expr = (f[1] == "local" || f[1] == "remote") && f.count >= 3 ? f[2] : f[1]
+                // pattern:expr, pattern:local:expr, pattern:remote:expr; a further
+                // `:ENV=val,…` field (indimail's environment settings) is accepted and ignored.
+                let qualifier = (f[1] == "local" || f[1] == "remote") && f.count >= 3 ? f[1] : nil
+                let expr = qualifier == nil ? f[1] : f[2]
+                if qualifier != nil && qualifier != channel { continue }
                 if matches(pattern: f[0].lowercased(), domain) {
-                    // As documented: a match creates the domain's definition.
                     let def = RateDefinition(expression: expr)
+                    if let qualifier {
+                        // For one channel only: a ledger of its own, and no domain file
+                        // (a file would apply to both channels).
+                        return try make(qualifier + ":" + domain, def, file: path + "/ratecontrol (line \(n))")
+                    }
+                    // As documented: a match creates the domain's definition.
                     let p = try make(domain, def, file: path + "/ratecontrol (line \(n))")
                     try? Sys.writeFile(file, def.bytes(), mode: 0o640)
                     return p

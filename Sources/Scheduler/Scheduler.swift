@@ -123,7 +123,8 @@ public struct Scheduler: Sendable {
     public private(set) var draining = false
     /// Per-domain rate control (slowq-send): the limiter and where policies come from.
     public var rateGate: RateGate? = nil
-    public var ratePolicy: (@Sendable (String) -> DomainPolicy?)? = nil
+    /// The policy for (domain, channel), nil when not rate controlled.
+    public var ratePolicy: (@Sendable (String, Channel) -> DomainPolicy?)? = nil
     /// Milliseconds for the rate limiter (defaults to `now` × 1000).
     public var nowMS: Int64? = nil
     var ratedDeliveries: [Int: String] = [:]
@@ -298,7 +299,7 @@ public struct Scheduler: Sendable {
             if rateGate != nil, let lookup = ratePolicy {
                 let address = job.job.recipients[job.nextIndex].address
                 let domain = String(decoding: Scheduler.domain(address), as: UTF8.self)
-                if let policy = lookup(domain) {
+                if let policy = lookup(domain, c) {
                     switch rateGate!.admit(domain: domain, id: key.id, policy: policy, nowMS: nowMS ?? now * 1000) {
                     case .go(let line):
                         if let line { actions.append(.log(line)) }

@@ -143,7 +143,13 @@ final class RateDirectoryTests: XCTestCase {
         let b = try XCTUnwrap(try r.policy(for: "mx.b.example"))
         XCTAssertEqual(b.expression, "10/60")
         XCTAssertEqual(try RateDefinition.parse(TestEnv.read(dir + "/mx.b.example")).expression, "10/60", "a ratecontrol match creates the domain's file")
-        XCTAssertEqual(try r.policy(for: "exact.example")?.expression, "1/1")
+        // exact.example:remote:1/1 applies to the remote channel only, with a ledger of its own.
+        XCTAssertNil(try r.policy(for: "exact.example", channel: "local"))
+        XCTAssertEqual(try r.policy(for: "exact.example", channel: "remote")?.expression, "1/1")
+        XCTAssertEqual(try r.policy(for: "exact.example", channel: "remote")?.key, "remote:exact.example")
+        XCTAssertFalse(Sys.exists(dir + "/exact.example"), "a channel's line creates no domain file")
+        TestEnv.write(dir + "/ratecontrol", "# comment\n*.b.example:10/60\nexact.example:remote:1/1\nboth.example:3/60:QMAILREMOTE=/x,FOO=1\n")
+        XCTAssertEqual(try r.policy(for: "both.example", channel: "local")?.expression, "3/60", "an :ENV= field is accepted")
         XCTAssertNil(try r.policy(for: "free.example"))
         try Sys.writeFile(dir + "/.global", RateDefinition(expression: "1").bytes())
         XCTAssertEqual(try r.policy(for: "free.example")?.key, ".global")
@@ -173,7 +179,7 @@ final class RateSchedulingTests: XCTestCase {
     func testOverRateDomainsNeverDelayOtherDomains() {
         var s = Scheduler(config: SchedulerConfig(concurrencyRemote: 5))
         s.rateGate = RateGate()
-        s.ratePolicy = { d in d == "slow.example" ? DomainPolicy(key: d, expression: "1/60") : nil }
+        s.ratePolicy = { d, _ in d == "slow.example" ? DomainPolicy(key: d, expression: "1/60") : nil }
         for id: MessageID in 1...4 { _ = s.add(id, channels: [.remote: 0]) }
         var started: [String] = []
         var logs: [String] = []
