@@ -53,7 +53,6 @@ import ctypes
 import json
 import math
 import os
-import pwd
 import re
 import resource
 import select
@@ -66,6 +65,12 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (POSTFIX, POSTFIX_SENDMAIL, cpu_breakdown, cpu_jiffies, descendants, describe_machine,  # noqa: E402
+                    ensure_user, ext4_journal, field_kb, held_locks, install_postfix, interrupt_on_term, kill_child,
+                    kill_workers, libc, make_postfix_instance, mount_of, new_process_group, pad_message, pdeathsig,
+                    percentile, proc_table, read_text, report_error, report_result, sigkill, write_all, write_file)
+
 DEFAULT_BIN = "/work/main/.build/release"
 DEFAULT_BASE = "/work/main/.build/bench-tmp"
 DOMAIN = "bench.local"
@@ -73,12 +78,8 @@ SENDER = "sender@bench.local"
 NUSERS = 10
 BENCH_USER = "benchuser"
 OUR_PROGRAMS = ["qmail-send", "qmta-send", "qmail-queue", "qmail-inject", "queue-fix", "qmail-local"]
-POSTFIX_SENDMAIL = "/usr/sbin/sendmail"
-POSTFIX = "/usr/sbin/postfix"
 SPLIT = 23
 
-libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -89,36 +90,8 @@ class BenchError(Exception):
 # ----------------------------------------------------------------------------
 # small helpers
 
-def read_text(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def percentile(sorted_vals, p):
-    if not sorted_vals:
-        return float("nan")
-    k = max(0, min(len(sorted_vals) - 1, math.ceil(p / 100.0 * len(sorted_vals)) - 1))
-    return sorted_vals[k]
-
-
-def write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def write_file(path, data, mode=0o644):
-    with open(path, "wb") as f:
-        f.write(data if isinstance(data, bytes) else data.encode())
-    os.chmod(path, mode)
 
 
 def rmtree(path):
@@ -150,116 +123,27 @@ def settle_wait():
         time.sleep(wait)
 
 
-def ext4_journal(source):
-    t = read_text(f"/sys/fs/ext4/{os.path.basename(source)}/journal_task").strip()
-    if not t:
-        return "?"
-    return "no" if t == "<none>" else "yes"
-
-
-def pdeathsig():
-    try:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (AttributeError, OSError):
-        pass
-
-
 # ----------------------------------------------------------------------------
 # machine
 
-CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-
-
-def cpu_jiffies():
-    f = read_text("/proc/stat").splitlines()[0].split()[1:1 + len(CPU_FIELDS)]
-    return [int(x) for x in f] + [0] * (len(CPU_FIELDS) - len(f))
-
-
-def cpu_breakdown(j0, j1):
-    d = [b - a for a, b in zip(j0, j1)]
-    total = max(sum(d), 1)
-    return {k: round(100.0 * v / total, 1) for k, v in zip(CPU_FIELDS, d)}
-
-
-def mount_of(path):
-    path = os.path.realpath(path)
-    best = None
-    for line in read_text("/proc/self/mountinfo").splitlines():
-        left, _, right = line.partition(" - ")
-        lf, rf = left.split(), right.split()
-        if len(lf) < 6 or len(rf) < 2:
-            continue
-        mp = lf[4]
-        inside = path == mp or path.startswith(mp.rstrip("/") + "/") or mp == "/"
-        if inside and (best is None or len(mp) >= len(best[0])):
-            best = (mp, rf[0], rf[1], lf[5] + ("," + rf[2] if len(rf) > 2 else ""))
-    return best or ("?", "?", "?", "?")
-
-
 def machine_info(base):
-    cpu = "?"
-    for line in read_text("/proc/cpuinfo").splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = 0
-    for line in read_text("/proc/meminfo").splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
-    mp, fstype, source, opts = mount_of(base)
-    u = os.uname()
+    mp, fstype, source, opts = mount_of(base, tidy=False)
     pfv = "?"
     try:
         pfv = subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True,
                              timeout=20).stdout.strip() or "?"
     except (OSError, subprocess.SubprocessError):
         pass
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "memory_gib": round(mem_kb / 1048576, 1),
-        "cpu_model": cpu,
-        "kernel": f"{u.sysname} {u.release} {u.machine}",
+    info = describe_machine(len(os.sched_getaffinity(0)), {
         "base": base,
         "fs": f"{fstype} on {source} mounted at {mp} ({opts})",
-        "loadavg_at_start": read_text("/proc/loadavg").split()[:3],
-        "python": sys.version.split()[0],
-        "postfix_version": pfv,
-    }
+    })
+    info["postfix_version"] = pfv
+    return info
 
 
 # ----------------------------------------------------------------------------
 # /proc sampling
-
-def proc_table():
-    """pid -> (ppid, comm) for every process."""
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        s = read_text(f"/proc/{d}/stat")
-        if not s:
-            continue
-        lp, rp = s.find("("), s.rfind(")")
-        f = s[rp + 2:].split()
-        try:
-            out[int(d)] = (int(f[1]), s[lp + 1:rp])
-        except (IndexError, ValueError):
-            pass
-    return out
-
-
-def descendants(root, table):
-    kids = {}
-    for pid, (ppid, _) in table.items():
-        kids.setdefault(ppid, []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        for c in kids.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
 
 def status_fields(pid):
     r = {}
@@ -268,13 +152,6 @@ def status_fields(pid):
         if k in ("VmRSS", "VmHWM", "Name"):
             r[k] = v.strip().split()[0] if k != "Name" else v.strip()
     return r
-
-
-def pss_kb(pid):
-    for line in read_text(f"/proc/{pid}/smaps_rollup").splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
 
 
 def cpu_ticks(pid):
@@ -296,32 +173,14 @@ def others_locked(base=None):
     """*.lock files in the bench folder that another benchmark holds (the
     protocol of bench/inject_bench.py: a benchmark holds <name>.lock with
     flock while it measures)."""
-    base = base or BASE[0]
-    out = []
-    try:
-        names = sorted(os.listdir(base))
-    except OSError:
-        return out
-    import fcntl
-    for name in names:
-        path = os.path.join(base, name)
-        if not name.endswith(".lock") or name == LOCK_NAME or not os.path.isfile(path):
-            continue
-        try:
-            with open(path) as f:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            out.append(name)
-        except OSError:
-            pass
-    return out
+    return held_locks(base or BASE[0], LOCK_NAME)
 
 
 def foreign_activity(table=None):
     """Other heavy work on the machine: builds, test runs, other benchmarks."""
     table = table or proc_table()
     out = set()
-    for pid, (_, comm) in table.items():
+    for pid, (_, comm, _) in table.items():
         if comm in BUILD_COMMS:
             out.add(comm)
         elif comm.startswith("swiftqmailPack") or comm.endswith(".xctest"):
@@ -409,7 +268,7 @@ class Sampler:
                 continue   # a zombie or kernel thread
             s_rss += int(st["VmRSS"])
             if pss:
-                s_pss += pss_kb(pid)
+                s_pss += field_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
             h = int(st.get("VmHWM", 0))
             if h >= self.hwm.get(pid, (0, ""))[0]:
                 self.hwm[pid] = (h, st.get("Name", "?"))
@@ -453,6 +312,13 @@ def processes_referencing(path, exclude=()):
         if cwd == path or cwd.startswith(path + "/") or pb in cmd:
             out.append((pid, cmd.replace(b"\0", b" ").decode(errors="replace").strip()))
     return out
+
+
+def kill_referencing(path):
+    """Kills (SIGKILL) the processes_referencing(path); returns them."""
+    left = processes_referencing(path)
+    sigkill(pid for pid, _ in left)
+    return left
 
 
 # ----------------------------------------------------------------------------
@@ -532,10 +398,7 @@ def _ru_cpu(ru):
 def supervisor_main(spec, cmd_r, ev_w):
     """Forked child. Never returns."""
     code = 0
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
+    new_process_group()
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -644,12 +507,8 @@ def supervisor_main(spec, cmd_r, ev_w):
         deadline = time.time() + 30
         while reap_nohang() and time.time() < deadline:
             time.sleep(0.02)
-        leftovers = [p for p, (pp, _) in proc_table().items() if pp == os.getpid()]
-        for p in leftovers:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
+        leftovers = [p for p, (pp, _, _) in proc_table().items() if pp == os.getpid()]
+        sigkill(leftovers)
         while reap_nohang():
             time.sleep(0.01)
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -675,12 +534,7 @@ def supervisor_main(spec, cmd_r, ev_w):
                 run_cmd(spec["stop"], 60)
             except BaseException:  # noqa: BLE001
                 pass
-        for p, (pp, _) in proc_table().items():
-            if pp == os.getpid():
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except OSError:
-                    pass
+        sigkill([p for p, (pp, _, _) in proc_table().items() if pp == os.getpid()])
         while reap_nohang():
             time.sleep(0.01)
     os._exit(code)
@@ -795,21 +649,6 @@ class Engine:
 # ----------------------------------------------------------------------------
 # benchuser and the Maildir
 
-def ensure_benchuser(home):
-    try:
-        pw = pwd.getpwnam(BENCH_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", home,
-                        "--shell", "/usr/sbin/nologin", BENCH_USER], check=True)
-        pw = pwd.getpwnam(BENCH_USER)
-    if pw.pw_dir != home:
-        subprocess.run(["usermod", "-d", home, BENCH_USER], check=True)
-        pw = pwd.getpwnam(BENCH_USER)
-    if pw.pw_uid == 0:
-        raise BenchError("benchuser has uid 0")
-    return pw
-
-
 TRASH = []
 
 
@@ -836,13 +675,7 @@ def fresh_maildir(home, pw):
 def make_message(bid, rcpt, t, size):
     head = (f"From: {SENDER}\nTo: {rcpt}\nSubject: engine_bench {bid}\n"
             f"X-Bench-Id: {bid}\nX-Bench-Injected: {t:.6f}\n\n").encode()
-    line = b"The quick brown fox jumps over the lazy dog. 0123456789 abcdefghij\n"
-    body = bytearray(head)
-    while len(body) < size:
-        body += line
-    body = body[:max(size, len(head) + 1)]
-    body[-1:] = b"\n"
-    return bytes(body)
+    return pad_message(head, size)
 
 
 # ----------------------------------------------------------------------------
@@ -851,10 +684,7 @@ def make_message(bid, rcpt, t, size):
 def injector_main(ctx, go_r, result_path):
     """Forked child: injects its share of the messages. Never returns."""
     code = 0
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
+    new_process_group()
     pdeathsig()
     child = 0
     try:
@@ -896,44 +726,16 @@ def injector_main(ctx, go_r, result_path):
         tm = os.times()
         res = {"recs": recs, "first_error": first_err, "seconds": time.monotonic() - t_start,
                "cpu_self": tm.user + tm.system, "cpu_clients": tm.children_user + tm.children_system}
-        with open(result_path + ".part", "w") as f:
-            json.dump(res, f)
-        os.rename(result_path + ".part", result_path)
+        report_result(result_path, res)
     except BaseException as e:  # noqa: BLE001
         code = 1
-        try:
-            with open(result_path + ".err", "w") as f:
-                f.write(repr(e))
-        except OSError:
-            pass
+        report_error(result_path, e)
     finally:
-        if child:
-            try:
-                os.kill(child, signal.SIGKILL)
-                os.waitpid(child, 0)
-            except OSError:
-                pass
+        kill_child(child)
     os._exit(code)
 
 
-WORKERS = []
-
-
-def kill_workers():
-    for pid in list(WORKERS):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-    for pid in list(WORKERS):
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-        WORKERS.remove(pid)
+WORKERS = []  # forked injector and queue-builder pids, for kill_workers(WORKERS)
 
 
 # ----------------------------------------------------------------------------
@@ -1027,56 +829,7 @@ class PostfixTarget:
     def __init__(self, run, args, pw, home):
         self.dir = tempfile.mkdtemp(prefix="postfix.", dir=run.tmp)
         os.chmod(self.dir, 0o755)
-        self.conf = self.dir + "/conf"
-        self.queue = self.dir + "/queue"
-        data = self.dir + "/data"
-        for d in (self.conf, self.queue, data):
-            os.makedirs(d)
-        pf = pwd.getpwnam("postfix")
-        os.chown(data, pf.pw_uid, pf.pw_gid)
-        os.chmod(data, 0o700)
-        self.log = self.dir + "/maillog"
-        main = f"""compatibility_level = 3.6
-queue_directory = {self.queue}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-myhostname = {DOMAIN}
-mydomain = {DOMAIN}
-myorigin = {DOMAIN}
-mydestination = {DOMAIN}
-mynetworks = 127.0.0.0/8
-relayhost =
-home_mailbox = Maildir/
-local_recipient_maps = unix:passwd.byname
-alias_maps =
-alias_database =
-recipient_delimiter = -
-mailbox_size_limit = 0
-message_size_limit = 0
-biff = no
-maillog_file_prefixes = /var, /dev/stdout, {self.dir}
-maillog_file = {self.log}
-local_destination_concurrency_limit = {args.postfix_local_concurrency}
-"""
-        write_file(self.conf + "/main.cf", main)
-        # master.cf: Debian's, no chroot (the private queue has no chroot
-        # files), the SMTP listener off (no network service at all).
-        out = []
-        for line in read_text("/etc/postfix/master.cf").splitlines():
-            if line and line[0].isalnum():
-                f = line.split()
-                if len(f) >= 8 and f[1] == "inet":
-                    out.append("#" + line)
-                    continue
-                if len(f) >= 8:
-                    f[4] = "n"
-                    out.append("  ".join(f))
-                    continue
-            out.append(line)
-        write_file(self.conf + "/master.cf", "\n".join(out) + "\n")
+        self.conf, self.queue, self.log = make_postfix_instance(self.dir, DOMAIN, args.postfix_local_concurrency)
         self.env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
         r = subprocess.run([POSTFIX, "-c", self.conf, "check"], capture_output=True, text=True, timeout=120,
                            env=self.env)
@@ -1306,7 +1059,7 @@ def run_delivery(run, args, target_cls, pw, home, rnd):
     finally:
         if ino:
             ino.close()
-        kill_workers()
+        kill_workers(WORKERS)
         if engine is not None:
             try:
                 engine.stop(120)
@@ -1316,14 +1069,9 @@ def run_delivery(run, args, target_cls, pw, home, rnd):
             log(f"kept {target.dir}")
         else:
             target.cleanup()
-        left = processes_referencing(target.dir)
+        left = kill_referencing(target.dir)
         if left:
             res["leftover_processes"] = left
-            for pid, _ in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
 
 
 def summarize_a(runs):
@@ -1402,11 +1150,7 @@ def build_worker(qdir, start, end, size, wid, result_path):
             f.write("ok")
     except BaseException as e:  # noqa: BLE001
         code = 1
-        try:
-            with open(result_path + ".err", "w") as f:
-                f.write(repr(e))
-        except OSError:
-            pass
+        report_error(result_path, e)
     os._exit(code)
 
 
@@ -1687,7 +1431,7 @@ def run_restart(run, args, pw, home):
         res["ok"] = True
         return res
     finally:
-        kill_workers()
+        kill_workers(WORKERS)
         if args.keep:
             log(f"kept {d}")
         else:
@@ -1696,14 +1440,9 @@ def run_restart(run, args, pw, home):
             os.sync()
             deleted_now()
             res["cleanup_seconds"] = round(time.time() - t, 1)
-        left = processes_referencing(d)
+        left = kill_referencing(d)
         if left:
             res["leftover_processes"] = left
-            for pid, _ in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
 
 
 # ----------------------------------------------------------------------------
@@ -1802,19 +1541,6 @@ class Run:
                 shutil.copy2(src, self.bin + "/" + p)
 
 
-def install_postfix():
-    if os.path.exists(POSTFIX) and os.path.exists(POSTFIX_SENDMAIL):
-        return
-    log("installing postfix (Debian package)")
-    subprocess.run(["debconf-set-selections"], input="postfix postfix/main_mailer_type select No configuration\n",
-                   text=True, check=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "install", "-y", "postfix"], env=env, check=True, timeout=900)
-    # no system instance: stop it if the package started one
-    if os.path.exists("/etc/postfix/main.cf"):
-        subprocess.run([POSTFIX, "stop"], capture_output=True, timeout=60)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1861,10 +1587,7 @@ def main():
         if not os.access(os.path.join(args.bin, p), os.X_OK):
             sys.exit(f"engine_bench: {args.bin}/{p} missing")
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    interrupt_on_term()
 
     os.makedirs(args.base, exist_ok=True)
     import fcntl
@@ -1876,15 +1599,15 @@ def main():
         sys.exit("engine_bench: another engine_bench run holds " + lockf.name)
     MLOCK.append(MeasureLock(args.base))
 
-    _, fstype, source, _ = mount_of(args.base)
+    _, fstype, source, _ = mount_of(args.base, tidy=False)
     if args.settle is None:
         args.settle = 360.0 if fstype == "ext4" and ext4_journal(source) == "no" else 0.0
     SETTLE["seconds"] = args.settle
     SETTLE["since"] = os.stat(args.base).st_mtime   # a previous run's cleanup (as inject_bench does)
     if args.messages and "postfix" in targets:
-        install_postfix()
+        install_postfix(log, stop_system=True)   # no system instance: stop it if the package started one
     home = os.path.join(os.path.realpath(args.base), "engine_bench-home")
-    pw = ensure_benchuser(home)
+    pw = ensure_user(BENCH_USER, home, "/usr/sbin/nologin", BenchError)
     run = Run(args)
     out = {"machine": machine_info(args.base), "args": vars(args), "a_runs": [], "a_discarded": [], "a_summary": {}, "b": None}
     log(f"run folder {run.tmp}; machine {out['machine']['nproc']} CPUs, {out['machine']['memory_gib']} GiB, "
@@ -1942,7 +1665,7 @@ def main():
         log(f"interrupted ({e}); cleaning up")
         status = 130
     finally:
-        kill_workers()
+        kill_workers(WORKERS)
         Engine.emergency_stop_all()
         if out["a_runs"] and not out["a_summary"]:
             out["a_summary"] = summarize_a(out["a_runs"])
@@ -1953,14 +1676,9 @@ def main():
             # happened; writing the freed inode tables shortens the wait
             os.utime(args.base)
             os.sync()
-        left = processes_referencing(run.tmp)
+        left = kill_referencing(run.tmp)
         if left:
             log(f"leftover processes (killed): {left}")
-            for pid, _ in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
         out["leftover_processes_at_end"] = left
         if args.json:
             with open(args.json, "w") as f:

@@ -36,6 +36,11 @@ import time
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import (POSTFIX, POSTFIX_SENDMAIL, ensure_user, field_kb, install_postfix, interrupt_on_term,  # noqa: E402
+                    make_postfix_instance, new_process_group, pad_message, proc_table, process_tree, read_text,
+                    report_error, report_result, sigkill, write_all, write_file)
+
 REPO = os.path.dirname(HERE)
 DEFAULT_BIN = os.path.join(REPO, ".build/release")
 DEFAULT_BASE = os.path.join(REPO, ".build/bench-tmp")
@@ -46,8 +51,6 @@ USER = "benchharness"
 SENDER = f"{USER}-bounce@{DOMAIN}"
 NUSERS = 10
 SPLIT = 23
-POSTFIX = "/usr/sbin/postfix"
-POSTFIX_SENDMAIL = "/usr/sbin/sendmail"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 OUR_PROGRAMS = ["qmail-send", "qmta-send", "slowq-send", "qmail-queue", "qmail-inject", "queue-fix",
                 "qmail-local", "qmail-lspawn", "qmail-remote", "qmail-rspawn"]
@@ -62,21 +65,8 @@ def log(msg):
     sys.stderr.flush()
 
 
-def read_text(path):
-    try:
-        with open(path, "r", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def write_file(path, data, mode=0o644):
-    with open(path, "w") as f:
-        f.write(data)
-    os.chmod(path, mode)
-
-
 def percentile(vals, p):
+    """Percentile of `vals` by linear interpolation between the closest ranks; None when empty."""
     if not vals:
         return None
     s = sorted(vals)
@@ -198,47 +188,12 @@ def stop_proc(p, sig=signal.SIGTERM, timeout=60):
 # ----------------------------------------------------------------------------
 # /proc sampling
 
-def proc_table():
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        s = read_text(f"/proc/{d}/stat")
-        if not s:
-            continue
-        rp = s.rfind(")")
-        f = s[rp + 2:].split()
-        try:
-            out[int(d)] = (int(f[1]), s[s.find("(") + 1:rp], f)
-        except (IndexError, ValueError):
-            pass
-    return out
-
-
-def tree(roots, table):
-    kids = {}
-    for pid, (ppid, _, _) in table.items():
-        kids.setdefault(ppid, []).append(pid)
-    out, todo = [], [r for r in roots if r in table]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
 def vmhwm_kb(pid):
-    for line in read_text(f"/proc/{pid}/status").splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+    return field_kb(f"/proc/{pid}/status", "VmHWM:")
 
 
 def io_syscw(pid):
-    for line in read_text(f"/proc/{pid}/io").splitlines():
-        if line.startswith("syscw:"):
-            return int(line.split()[1])
-    return 0
+    return field_kb(f"/proc/{pid}/io", "syscw:")
 
 
 def tree_cpu(pids, table):
@@ -331,28 +286,7 @@ def make_workload(a):
 def make_message(bid, rcpts, t, size):
     head = (f"From: {SENDER}\nTo: {', '.join(r for r, _ in rcpts)}\nSubject: harness {bid}\n"
             f"X-Bench-Id: {bid}\nX-Bench-Injected: {t:.6f}\n\n").encode()
-    line = b"The quick brown fox jumps over the lazy dog. 0123456789 abcdefghij\n"
-    body = bytearray(head)
-    while len(body) < size:
-        body += line
-    body = body[:max(size, len(head) + 1)]
-    body[-1:] = b"\n"
-    return bytes(body)
-
-
-def ensure_user(home):
-    try:
-        pw = pwd.getpwnam(USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", home, "--shell", "/bin/sh", USER],
-                       check=True, capture_output=True)
-        pw = pwd.getpwnam(USER)
-    if pw.pw_dir != home:
-        subprocess.run(["usermod", "-d", home, USER], check=True, capture_output=True)
-        pw = pwd.getpwnam(USER)
-    if pw.pw_uid == 0:
-        raise HarnessError(f"{USER} has uid 0")
-    return pw
+    return pad_message(head, size)
 
 
 def make_home(path, pw, forward=None):
@@ -587,58 +521,11 @@ class PostfixTarget:
         self.dir = tempfile.mkdtemp(prefix="postfix.", dir=run.tmp)
         os.chmod(self.dir, 0o755)
         self.homes = run.homes(self.dir, pw)
-        self.conf = self.dir + "/conf"
-        self.queue = self.dir + "/queue"
-        data = self.dir + "/data"
-        for d in (self.conf, self.queue, data):
-            os.makedirs(d)
-        pf = pwd.getpwnam("postfix")
-        os.chown(data, pf.pw_uid, pf.pw_gid)
-        os.chmod(data, 0o700)
-        self.log = self.dir + "/maillog"
         relay = f"[{run.sink_host_for_routes}]:{run.sink.port}" if run.sink else ""
-        main = f"""compatibility_level = 3.6
-queue_directory = {self.queue}
-data_directory = {data}
-mail_owner = postfix
-setgid_group = postdrop
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-myhostname = {DOMAIN}
-mydomain = {DOMAIN}
-myorigin = {DOMAIN}
-mydestination = {DOMAIN}
-mynetworks = 127.0.0.0/8
-relayhost = {relay}
-smtp_tls_security_level = none
-smtp_dns_support_level = disabled
-home_mailbox = Maildir/
-local_recipient_maps = unix:passwd.byname
-alias_maps =
-alias_database =
-recipient_delimiter = -
-mailbox_size_limit = 0
-message_size_limit = 0
-biff = no
-maillog_file_prefixes = /var, /dev/stdout, {self.dir}
-maillog_file = {self.log}
-local_destination_concurrency_limit = {a.postfix_local_concurrency}
-default_destination_concurrency_limit = 20
-"""
-        write_file(self.conf + "/main.cf", main)
-        out = []
-        for line in read_text("/etc/postfix/master.cf").splitlines():
-            if line and line[0].isalnum():
-                f = line.split()
-                if len(f) >= 8 and f[1] == "inet":
-                    out.append("#" + line)
-                    continue
-                if len(f) >= 8:
-                    f[4] = "n"
-                    out.append("  ".join(f))
-                    continue
-            out.append(line)
-        write_file(self.conf + "/master.cf", "\n".join(out) + "\n")
+        self.conf, self.queue, self.log = make_postfix_instance(
+            self.dir, DOMAIN, a.postfix_local_concurrency,
+            relay_lines=f"relayhost = {relay}\nsmtp_tls_security_level = none\nsmtp_dns_support_level = disabled\n",
+            extra_lines="default_destination_concurrency_limit = 20\n")
         for j in range(a.rcpts):
             p = f"{self.homes['main']}/.forward-tmp{j}"
             write_file(p, '"|exit 75"\n')
@@ -702,10 +589,7 @@ default_destination_concurrency_limit = 20
 
 def injector(wid, msgs, argv_fn, env, tag, go_r, result_path, deadline):
     code = 0
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
+    new_process_group()
     try:
         nul = os.open(os.devnull, os.O_RDWR)
         errfd = os.open(result_path + ".stderr", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -728,9 +612,7 @@ def injector(wid, msgs, argv_fn, env, tag, go_r, result_path, deadline):
             pid = os.posix_spawn(argv[0], argv, env, file_actions=fa, setsigdef=(signal.SIGPIPE,))
             os.close(r)
             try:
-                mv = memoryview(data)
-                while mv:
-                    mv = mv[os.write(w, mv):]
+                write_all(w, data)
             except BrokenPipeError:
                 pass
             os.close(w)
@@ -744,14 +626,11 @@ def injector(wid, msgs, argv_fn, env, tag, go_r, result_path, deadline):
             _, st = os.waitpid(pid, 0)
             recs.append((m["i"], t0, time.time(), os.waitstatus_to_exitcode(st)))
         tm = os.times()
-        with open(result_path + ".part", "w") as f:
-            json.dump({"recs": recs, "cpu_clients": tm.children_user + tm.children_system,
-                       "cpu_self": tm.user + tm.system}, f)
-        os.rename(result_path + ".part", result_path)
+        report_result(result_path, {"recs": recs, "cpu_clients": tm.children_user + tm.children_system,
+                                    "cpu_self": tm.user + tm.system})
     except BaseException as e:  # noqa: BLE001
         code = 1
-        with open(result_path + ".err", "w") as f:
-            f.write(repr(e))
+        report_error(result_path, e)
     os._exit(code)
 
 
@@ -887,7 +766,7 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
                 last_sample = now
                 todo, queued = target.backlog()
                 table = proc_table()
-                procs = tree(target.roots(), table)
+                procs = process_tree(target.roots(), table)
                 for p in procs:
                     name = table[p][1]
                     hwm[name] = max(hwm.get(name, 0), vmhwm_kb(p))
@@ -925,7 +804,7 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
         fl1 = device_flushes(run.tmp)
         # final CPU sample of the live tree, just before stopping
         table = proc_table()
-        procs = tree(target.roots(), table)
+        procs = process_tree(target.roots(), table)
         if procs:
             cpu_engine = max(cpu_engine, tree_cpu(procs, table))
             syscw = max(syscw, sum(io_syscw(p) for p in procs))
@@ -1062,7 +941,7 @@ def run_restart(run, a, pw):
             if now - last_s >= a.sample_interval:
                 last_s = now
                 table = proc_table()
-                for p in tree(t.roots(), table):
+                for p in process_tree(t.roots(), table):
                     hwm[table[p][1]] = max(hwm.get(table[p][1], 0), vmhwm_kb(p))
                 todo, queued = t.backlog()
                 series.append({"t": round(now - ts, 3), "delivered": len(got), "todo": todo, "queued": queued})
@@ -1284,16 +1163,6 @@ def write_outputs(a, result):
 # ----------------------------------------------------------------------------
 # main
 
-def install_postfix():
-    if os.path.exists(POSTFIX) and os.path.exists(POSTFIX_SENDMAIL):
-        return
-    log("installing postfix (Debian package)")
-    subprocess.run(["debconf-set-selections"], input="postfix postfix/main_mailer_type select No configuration\n",
-                   text=True, check=True)
-    subprocess.run(["apt-get", "install", "-y", "postfix"], env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
-                   check=True, timeout=900)
-
-
 def workloads_for(a):
     if a.suite == "standard":
         base = dict(rcpts=1, remote_share=0.0, local_perm=0.0, local_temp=0.0, remote_perm=0.0, remote_temp=0.0)
@@ -1361,16 +1230,13 @@ def main(argv=None):
     if a.out is None:
         a.out = os.path.join(a.base, time.strftime("harness-%Y%m%d-%H%M%S"))
     if "postfix" in targets and not a.scenario == "restart":
-        install_postfix()
+        install_postfix(log)
 
-    def on_signal(signum, _f):
-        raise KeyboardInterrupt(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    interrupt_on_term()
 
     os.makedirs(a.base, exist_ok=True)
     run = Run(a)
-    pw = ensure_user(run.tmp + "/home")
+    pw = ensure_user(USER, run.tmp + "/home", "/bin/sh", HarnessError, quiet=True)
     result = {"command": " ".join([sys.executable] + sys.argv), "args": vars(a), "run_dir": run.tmp,
               "machine": {"nproc": os.cpu_count(), "kernel": os.uname().release, "load": os.getloadavg()},
               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "workloads": [], "restart": None}
@@ -1424,11 +1290,7 @@ def main(argv=None):
         signal.alarm(0)
         TRACK.killall()
         left = TRACK.leftovers()
-        for pid, _ in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        sigkill(pid for pid, _ in left)
         if left:
             log(f"leftover processes killed: {left}")
         result["leftover_processes"] = left

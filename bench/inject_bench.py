@@ -42,7 +42,6 @@ Example:  python3 bench/inject_bench.py --seconds 5 --rounds 3 --markdown
 
 import argparse
 import json
-import math
 import os
 import shlex
 import shutil
@@ -53,6 +52,11 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (cpu_breakdown, cpu_jiffies, describe_machine, ext4_journal, held_locks,  # noqa: E402
+                    interrupt_on_term, kill_child, kill_workers, mount_of, new_process_group, pad_message, pdeathsig,
+                    percentile, read_text, report_error, report_result, write_all)
+
 DEFAULT_BIN = "/work/main/.build/release"
 DEFAULT_BASE = "/work/main/.build/bench-tmp"
 ENVELOPE = b"Fsender@example.org\0Trcpt@example.net\0\0"
@@ -61,34 +65,6 @@ HARD_GRACE = 30.0  # seconds a phase may overrun before its workers are killed
 
 # ----------------------------------------------------------------------------
 # machine and file system
-
-def read_text(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def mount_of(path):
-    """(mount point, fs type, source, options) from /proc/self/mountinfo."""
-    path = os.path.realpath(path)
-    best = None
-    for line in read_text("/proc/self/mountinfo").splitlines():
-        left, _, right = line.partition(" - ")
-        lf, rf = left.split(), right.split()
-        if len(lf) < 6 or len(rf) < 2:
-            continue
-        mp = lf[4].replace("\\040", " ")
-        inside = path == mp or path.startswith(mp.rstrip("/") + "/") or mp == "/"
-        if inside and (best is None or len(mp) >= len(best[0])):
-            opts = []
-            for o in (lf[5] + ("," + rf[2] if len(rf) > 2 else "")).split(","):
-                if o not in opts:
-                    opts.append(o)
-            best = (mp, rf[0], rf[1], ",".join(opts))
-    return best or ("?", "?", "?", "?")
-
 
 def statfs_type(path):
     try:
@@ -109,26 +85,12 @@ def write_cache(source):
 
 
 def machine_info(bench_dir):
-    cpu = "?"
-    for line in read_text("/proc/cpuinfo").splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kb = 0
-    for line in read_text("/proc/meminfo").splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kb = int(line.split()[1])
     try:
         nproc = subprocess.run(["nproc"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         nproc = str(len(os.sched_getaffinity(0)))
     mp, fstype, source, opts = mount_of(bench_dir)
-    u = os.uname()
-    return {
-        "nproc": nproc,
-        "memory_gib": round(mem_kb / 1048576, 1),
-        "cpu_model": cpu,
-        "kernel": f"{u.sysname} {u.release} {u.machine}",
+    return describe_machine(nproc, {
         "bench_dir": bench_dir,
         "fs_type": fstype,
         "fs_statfs_type": statfs_type(bench_dir),
@@ -137,25 +99,7 @@ def machine_info(bench_dir):
         "fs_options": opts,
         "block_device": write_cache(source),
         "ext4_journal": ext4_journal(source) if fstype == "ext4" else "-",
-        "loadavg_at_start": read_text("/proc/loadavg").split()[:3],
-        "python": sys.version.split()[0],
-    }
-
-
-CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-
-
-def cpu_jiffies():
-    """Jiffies of the whole machine by state, from the first line of /proc/stat."""
-    f = read_text("/proc/stat").splitlines()[0].split()[1:1 + len(CPU_FIELDS)]
-    return [int(x) for x in f] + [0] * (len(CPU_FIELDS) - len(f))
-
-
-def cpu_breakdown(j0, j1):
-    """Percent of the machine's CPU time per state between two cpu_jiffies()."""
-    d = [b - a for a, b in zip(j0, j1)]
-    total = max(sum(d), 1)
-    return {k: round(100.0 * v / total, 1) for k, v in zip(CPU_FIELDS, d)}
+    })
 
 
 FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
@@ -184,59 +128,40 @@ def set_topdir(path):
         os.close(fd)
 
 
-def ext4_journal(source):
-    """'yes', 'no' or '?' for an ext4 file system on `source`."""
-    t = read_text(f"/sys/fs/ext4/{os.path.basename(source)}/journal_task").strip()
-    if not t:
-        return "?"
-    return "no" if t == "<none>" else "yes"
-
-
 # ----------------------------------------------------------------------------
 # the operations one worker repeats
 
 def make_message(size):
     head = (b"From: sender@example.org\nTo: rcpt@example.net\n"
             b"Subject: inject_bench\nMessage-ID: <bench@example.org>\n\n")
-    line = b"The quick brown fox jumps over the lazy dog. 0123456789 abcdefghij\n"
-    body = bytearray(head)
-    while len(body) < size:
-        body += line
-    body = body[:max(size, len(head) + 1)]
-    body[-1:] = b"\n"
-    return bytes(body)
+    return pad_message(head, size)
 
 
 class SpawnError(Exception):
     pass
 
 
-def op_raw(ctx, i):
-    path = f"{ctx['dir']}/w{ctx['wid']}.{i}"
+def create_fsync(path, data):
+    """Creates `path` (it must not exist), writes `data` (one write) and fsyncs it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.write(fd, ctx["data"])
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def op_raw(ctx, i):
+    path = f"{ctx['dir']}/w{ctx['wid']}.{i}"
+    create_fsync(path, ctx["data"])
     os.unlink(path)
 
 
 def op_pattern(ctx, i):
     d, name = ctx["dir"], f"w{ctx['wid']}.{i}"
     a, b, t = f"{d}/mess/{name}", f"{d}/intd/{name}", f"{d}/todo/{name}"
-    fd = os.open(a, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, ctx["data"])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fd = os.open(b, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, ctx["small"])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    create_fsync(a, ctx["data"])
+    create_fsync(b, ctx["small"])
     os.link(b, t)
     dfd = os.open(f"{d}/todo", os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -246,13 +171,6 @@ def op_pattern(ctx, i):
     os.unlink(a)
     os.unlink(b)
     os.unlink(t)
-
-
-def write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 def op_spawn(ctx, i):
@@ -305,17 +223,8 @@ OPS = {"raw": op_raw, "pattern": op_pattern, "spawn": op_spawn}
 def worker_main(ctx, go_fd, result_path):
     """Runs in a forked child (its own process group). Never returns."""
     code = 0
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
-    try:  # die with the parent even if it is killed with SIGKILL
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != ctx["parent"]:
-            os._exit(1)
-    except (OSError, AttributeError):
-        pass
+    new_process_group()
+    pdeathsig(ctx["parent"])  # die with the parent even if it is killed with SIGKILL
     try:
         ctx["errfd"] = os.open(f"{ctx['tmp']}/stderr.{ctx['phase']}.{ctx['wid']}",
                                os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -357,25 +266,12 @@ def worker_main(ctx, go_fd, result_path):
             "cpu_children": (ru1s.children_user - ru0s.children_user)
                             + (ru1s.children_system - ru0s.children_system),
         }
-        tmp_path = result_path + ".part"
-        with open(tmp_path, "w") as f:
-            json.dump(res, f)
-        os.rename(tmp_path, result_path)
+        report_result(result_path, res)
     except BaseException as e:  # noqa: BLE001 - report anything, then exit
         code = 1
-        try:
-            with open(result_path + ".err", "w") as f:
-                f.write(repr(e))
-        except OSError:
-            pass
+        report_error(result_path, e)
     finally:
-        pid = ctx.get("child") or 0
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except OSError:
-                pass
+        kill_child(ctx.get("child") or 0)
         os._exit(code)
 
 
@@ -383,29 +279,6 @@ def worker_main(ctx, go_fd, result_path):
 # one phase: N workers in parallel
 
 ACTIVE = []  # worker pids of the running phase, for the emergency cleanup
-
-
-def kill_workers(pids):
-    for pid in pids:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-    for pid in pids:
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-
-
-def percentile(sorted_vals, p):
-    if not sorted_vals:
-        return float("nan")
-    k = max(0, min(len(sorted_vals) - 1, math.ceil(p / 100.0 * len(sorted_vals)) - 1))
-    return sorted_vals[k]
 
 
 def run_phase(name, base_ctx, args, tmp):
@@ -722,17 +595,7 @@ def wait_for_other_benchmarks(base, wait_max):
             fcntl.flock(own, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             busy.append(own.name)
-        for name in sorted(os.listdir(base)):
-            path = os.path.join(base, name)
-            if not name.endswith(".lock") or name == "inject_bench.lock" or not os.path.isfile(path):
-                continue
-            try:
-                with open(path) as f:
-                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released at once by close
-            except BlockingIOError:
-                busy.append(path)
-            except OSError:
-                pass
+        busy += [os.path.join(base, name) for name in held_locks(base, "inject_bench.lock")]
         if not busy:
             return own
         if own.name not in busy:
@@ -803,11 +666,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="inject_bench.", dir=base)
     cleanup_dirs = [tmp]
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    interrupt_on_term()
     try:
         return run(args, tmp)
     except KeyboardInterrupt:
