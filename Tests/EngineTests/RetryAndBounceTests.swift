@@ -48,6 +48,12 @@ final class RetryAndBounceTests: XCTestCase {
         return (e, clock, logPath)
     }
 
+    /// Sends `sig` to this process (the in-process engine takes it) and turns until `condition`.
+    func send(_ sig: Int32, _ e: Engine, until condition: () -> Bool, seconds: Int = 20) {
+        kill(getpid(), sig)
+        turn(e, until: condition, seconds: seconds)
+    }
+
     /// Turns the engine until `condition` or the real-time limit.
     func turn(_ e: Engine, until condition: () -> Bool, seconds: Int = 20) {
         let deadline = time(nil) + seconds
@@ -125,19 +131,15 @@ final class RetryAndBounceTests: XCTestCase {
         var log: String { String(decoding: TestEnv.read(logPath), as: UTF8.self) }
         turn(e, until: { log.contains("delivery 1: deferral") })
         // ALRM: retried at once, without the clock moving.
-        kill(getpid(), SIGALRM)
-        turn(e, until: { log.contains("delivery 2: deferral") })
+        send(SIGALRM, e, until: { log.contains("delivery 2: deferral") })
         XCTAssertTrue(log.contains("info: got ALRM"), log)
         // holdlocal + HUP: nothing starts even when due.
         h.writeControl("holdlocal", "1\n")
-        kill(getpid(), SIGHUP)
-        turn(e, until: { log.contains("info: local deliveries temporarily held") })
-        kill(getpid(), SIGALRM)
-        turn(e, until: { false }, seconds: 1)
+        send(SIGHUP, e, until: { log.contains("info: local deliveries temporarily held") })
+        send(SIGALRM, e, until: { false }, seconds: 1)
         XCTAssertFalse(log.contains("starting delivery 3"), log)
         h.writeControl("holdlocal", "0\n")
-        kill(getpid(), SIGHUP)
-        turn(e, until: { log.contains("starting delivery 3") })
+        send(SIGHUP, e, until: { log.contains("starting delivery 3") })
         XCTAssertTrue(log.contains("info: local deliveries resumed"), log)
     }
 
@@ -152,10 +154,8 @@ final class RetryAndBounceTests: XCTestCase {
         turn(e, until: { log.contains("delivery 1: deferral") })
         XCTAssertTrue(log.contains("delivery 1: deferral:"), log)
         h.writeControl("smtproutes", "remote.example:127.0.0.1:\(server.port)\n")
-        kill(getpid(), SIGHUP)
-        turn(e, until: { log.contains("info: got HUP") })
-        kill(getpid(), SIGALRM)
-        turn(e, until: { log.contains("delivery 2: success") })
+        send(SIGHUP, e, until: { log.contains("info: got HUP") })
+        send(SIGALRM, e, until: { log.contains("delivery 2: success") })
         XCTAssertTrue(log.contains("delivery 2: success: From:_<alice@example.test>_RCPT:_<u@remote.example>_127.0.0.1_accepted_message"), log)
         XCTAssertEqual(received, 1)
     }

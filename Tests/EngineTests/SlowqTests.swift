@@ -14,6 +14,15 @@ final class SlowqTests: XCTestCase {
 
     func smtp() throws -> (Int, String) { try h.startScriptedSMTP([], lifetime: 400) }
 
+    /// A scripted SMTP server as the route for everything and one rate definition; the server's folder.
+    func rateControlled(_ domain: String, rate: String) throws -> String {
+        let (port, dir) = try smtp()
+        h.writeControl("smtproutes", ":127.0.0.1:\(port)\n")
+        mkdir(h.queue + "/ratelimit", 0o750)
+        try Sys.writeFile(h.queue + "/ratelimit/" + domain, RateDefinition(expression: rate).bytes(), mode: 0o640)
+        return dir
+    }
+
     /// (recipient domain, arrival time) of every message the server accepted.
     func arrivals(_ dir: String) -> [(String, Double)] {
         ((try? Sys.listDirectory(dir)) ?? []).filter { $0.hasSuffix(".time") }.compactMap { n in
@@ -25,10 +34,7 @@ final class SlowqTests: XCTestCase {
     }
 
     func testTenPerMinuteIsKeptAcrossARestartWhileOtherDomainsGoAtOnce() throws {
-        let (port, dir) = try smtp()
-        h.writeControl("smtproutes", ":127.0.0.1:\(port)\n")
-        mkdir(h.queue + "/ratelimit", 0o750)
-        try Sys.writeFile(h.queue + "/ratelimit/limited.example", RateDefinition(expression: "10/60").bytes(), mode: 0o640)
+        let dir = try rateControlled("limited.example", rate: "10/60")
         for i in 0..<30 { try h.inject("Subject: limited \(i)\n\nx\n", ["-f", "s@example.test", "u\(i)@limited.example"]) }
         for i in 0..<5 { try h.inject("Subject: free \(i)\n\nx\n", ["-f", "s@example.test", "u\(i)@free.example"]) }
         let start = Double(time(nil))
@@ -60,10 +66,7 @@ final class SlowqTests: XCTestCase {
     }
 
     func testDrateResetTakesEffectOnHup() throws {
-        let (port, dir) = try smtp()
-        h.writeControl("smtproutes", ":127.0.0.1:\(port)\n")
-        mkdir(h.queue + "/ratelimit", 0o750)
-        try Sys.writeFile(h.queue + "/ratelimit/slow.example", RateDefinition(expression: "1/3600").bytes(), mode: 0o640)
+        let dir = try rateControlled("slow.example", rate: "1/3600")
         for i in 0..<2 { try h.inject("Subject: \(i)\n\nx\n", ["-f", "s@example.test", "u\(i)@slow.example"]) }
         let d = try h.startDaemon("slowq-send", [], logName: "slowq.log")
         var log: String { String(decoding: TestEnv.read(h.dir + "/slowq.log"), as: UTF8.self) }
