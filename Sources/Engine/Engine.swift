@@ -351,7 +351,7 @@ public final class Engine {
         if let t = scheduler.nextWakeup() { timeout = min(timeout, max(0, t - now)) }
         if let t = doneRetry.values.min() { timeout = min(timeout, max(0, t - now)) }
         timeout = min(timeout, max(0, nextTodoScan - now))
-        if let t = todoFailedAt.values.min() { timeout = min(timeout, max(0, t + 60 - now)) }
+        if !exiting, let t = todoFailedAt.values.min() { timeout = min(timeout, max(0, t + 60 - now)) }
         // (While exiting, neither todo nor the cleanup runs: waiting for reports must not spin.)
         if !reconcileDone || (!exiting && (!todoQueue.isEmpty || nextCleanup <= now)) { timeout = 0 }
         var fds = [pollfd(fd: signalRead, events: Int16(POLLIN), revents: 0),

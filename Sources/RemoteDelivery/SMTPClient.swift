@@ -199,6 +199,8 @@ public final class SMTPClient: @unchecked Sendable {
     }
     /// Incremented by each change of `settings`.
     public var settingsGeneration: Int { settingsBox.withLock { $0.generation } }
+    /// The settings and their generation, read together (one delivery uses one snapshot).
+    func snapshot() -> (settings: SMTPSettings, generation: Int) { settingsBox.withLock { $0 } }
     public let resolver: DNSResolver
     public let pool: ConnectionPool
     public let hosts: HostMemory
@@ -242,7 +244,7 @@ public final class SMTPClient: @unchecked Sendable {
     }
 
     /// The hosts to try for `domain`, in order.
-    func resolve(_ domain: String) -> Resolution {
+    func resolve(_ domain: String, _ settings: SMTPSettings) -> Resolution {
         if let route = settings.routes.route(for: domain), let relay = route.relay {
             return addressTargets(relay, port: route.port)
         }
@@ -295,7 +297,8 @@ public final class SMTPClient: @unchecked Sendable {
     /// Delivers one message to `recipients` at `domain`.
     public func deliver(domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8]) -> RemoteOutcome {
         let targets: [Target]
-        switch resolve(domain) {
+        let (settings, generation) = snapshot()
+        switch resolve(domain, settings) {
         case .failure(let f): return .all(recipients.count, message: f)
         case .targets(let t): targets = t
         }
@@ -304,7 +307,8 @@ public final class SMTPClient: @unchecked Sendable {
         let now = Int64(time(nil))
         let usable = targets.filter { !hosts.shouldSkip(ip($0), now: now) }
         for target in (usable.isEmpty ? targets : usable) {
-            switch attempt(target, domain: domain, sender: sender, recipients: recipients, message: message, requireTLS: requireTLS) {
+            switch attempt(target, domain: domain, sender: sender, recipients: recipients, message: message, requireTLS: requireTLS,
+                           settings: settings, generation: generation) {
             case .done(let outcome): return outcome
             case .tryNext(let why): if let why { lastTemporary = why }
             }
@@ -320,10 +324,9 @@ public final class SMTPClient: @unchecked Sendable {
 
     enum Attempt { case done(RemoteOutcome), tryNext(String?) }
 
-    func attempt(_ target: Target, domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8], requireTLS: Bool) -> Attempt {
+    func attempt(_ target: Target, domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8], requireTLS: Bool,
+                 settings: SMTPSettings, generation: Int) -> Attempt {
         // A destination that requires verified TLS only reuses connections opened that way.
-        // Connections made under older settings (before a HUP) are not pooled again.
-        let generation = settingsGeneration
         let key = "\(ip(target)):\(target.port)\(requireTLS ? ":verified-tls:\(domain.lowercased())" : "")"
         var conn = pool.checkout(key, idleTimeout: settings.idleTimeout)
         var reused = conn != nil
@@ -339,9 +342,10 @@ public final class SMTPClient: @unchecked Sendable {
                     return .tryNext(nil)
                 }
                 hosts.succeeded(c.ip)
+                c.generation = generation
                 conn = c
                 reused = false
-                switch open(c, target: target, domain: domain, requireTLS: requireTLS, allowTLS: allowTLS) {
+                switch open(c, target: target, domain: domain, requireTLS: requireTLS, allowTLS: allowTLS, settings: settings) {
                 case .ok: break
                 case .retryWithoutTLS:
                     c.close(); conn = nil; allowTLS = false
@@ -364,7 +368,8 @@ public final class SMTPClient: @unchecked Sendable {
                 let outcome = try transaction(c, sender: sender, recipients: recipients, message: message)
                 c.messagesSent += 1
                 if c.serverClosing { c.close() }
-                else if c.messagesSent < settings.maxMessagesPerConnection && generation == settingsGeneration { pool.checkin(key, c) }
+                // A connection opened under older settings (before a HUP) is not pooled again.
+                else if c.messagesSent < settings.maxMessagesPerConnection && c.generation == settingsGeneration { pool.checkin(key, c) }
                 else { _ = try? c.command("QUIT"); c.close() }
                 return .done(outcome)
             } catch {
@@ -380,7 +385,7 @@ public final class SMTPClient: @unchecked Sendable {
 
     enum Open { case ok, retryWithoutTLS, fail(Attempt) }
 
-    func open(_ c: SMTPConnection, target: Target, domain: String, requireTLS: Bool, allowTLS: Bool) -> Open {
+    func open(_ c: SMTPConnection, target: Target, domain: String, requireTLS: Bool, allowTLS: Bool, settings: SMTPSettings) -> Open {
         do {
             let greeting = try c.reply()
             if greeting.code < 200 || greeting.code >= 300 {

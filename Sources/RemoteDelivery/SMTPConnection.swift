@@ -26,6 +26,8 @@ public final class SMTPConnection: @unchecked Sendable {
     public var needsReset = false
     /// The server said 421: it closes the connection, which must not be reused.
     public var serverClosing = false
+    /// The generation of the client's settings this connection was opened under.
+    public var generation = 0
 
     public struct Reply: Equatable, Sendable {
         public var code: Int

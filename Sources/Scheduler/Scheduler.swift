@@ -130,7 +130,8 @@ public struct Scheduler: Sendable {
     var ratedDeliveries: [Int: String] = [:]
     /// Jobs waiting for a rate or a domain slot, not for a retry.
     var throttled = Set<JobKey>()
-    /// Jobs with a recipient that waited for its domain's rate (whatever else they wait for).
+    /// Jobs waiting for a domain's rate: sooner than their retry, or with every
+    /// unfinished recipient only skipped for a rate or a slot.
     var rateWaiting = Set<JobKey>()
     /// Jobs parked until a slot of this domain frees, oldest first. Each freed
     /// slot wakes one of them, so a backlog for one domain costs one job load
@@ -143,6 +144,8 @@ public struct Scheduler: Sendable {
     /// Woken jobs not loaded yet, and for which domain: a domain's free slots
     /// minus its pending wakes is how many more parked jobs may be woken.
     var wokenFor: [JobKey: [UInt8]] = [:]
+    /// The domains whose FIFO holds an entry for the job (each job at most once per FIFO).
+    var inFIFO: [JobKey: Set<[UInt8]>] = [:]
     var wakesPending: [[UInt8]: Int] = [:]
     /// A parked job is also due this long after parking (a safety net).
     public static let slotPatience: Time = 60
@@ -425,6 +428,10 @@ public struct Scheduler: Sendable {
         guard var fifo = slotWaiters.removeValue(forKey: domain) else { return false }
         var woke = false
         while let k = fifo.popFirst() {
+            if var f = inFIFO[k] {
+                f.remove(domain)
+                inFIFO[k] = f.isEmpty ? nil : f
+            }
             guard var on = waitingOn[k], on.remove(domain) != nil else { continue }
             waitingOn[k] = on.isEmpty ? nil : on
             guard let t = queuedAt[k] else { continue }
@@ -467,13 +474,17 @@ public struct Scheduler: Sendable {
                 } else {
                     at = Swift.min(at, now + Scheduler.slotPatience)
                     parked = true
-                    for d in job.slotDomains where waitingOn[key, default: []].insert(d).inserted {
-                        slotWaiters[d, default: JobFIFO()].append(key)
+                    for d in job.slotDomains {
+                        waitingOn[key, default: []].insert(d)
+                        // A job parked again keeps its place (it has waited longest).
+                        if inFIFO[key, default: []].insert(d).inserted { slotWaiters[d, default: JobFIFO()].append(key) }
                     }
                 }
             }
             if at < job.retry || parked { throttled.insert(key) }
-            if job.rateWait != nil { rateWaiting.insert(key) }
+            // Waiting for a rate sooner than the retry, or with no recipient deferred by an
+            // attempt (all were only skipped): a HUP may let it go at once.
+            if job.rateWait != nil && (at < job.retry || job.skipped >= job.unfinished) { rateWaiting.insert(key) }
             enqueue(key, at: at)
             actions.append(.reschedule(key, at: at))
         }
@@ -522,10 +533,12 @@ public struct Scheduler: Sendable {
     }
 
     /// HUP with rate control (ledgers or definitions may have changed): jobs
-    /// waiting only for a rate or a domain slot are checked again now.
+    /// waiting for a rate, sooner than their retry, are checked again now.
     public mutating func recheckThrottled(now: Time) -> [SchedulerAction] {
         var actions: [SchedulerAction] = []
-        for key in throttled.union(rateWaiting).sorted() {
+        // Not parked jobs (they follow their domain's slots), nor jobs with a deferred
+        // recipient waiting for its retry (qmail's schedule stands).
+        for key in rateWaiting.sorted() {
             guard let t = queuedAt[key], t > now else { continue }
             enqueue(key, at: now)
             actions.append(.reschedule(key, at: now))
@@ -542,6 +555,7 @@ public struct Scheduler: Sendable {
     /// When `step` next has something to do, if no report arrives first.
     /// (Mutating only to drop stale heap entries in place: a copy of a big heap would cost O(n).)
     public mutating func nextWakeup() -> Time? {
+        if draining { return nil }   // TERM: nothing is started any more
         var best: Time? = nil
         for c in Channel.allCases where !config.hold[c.rawValue] && inFlight[c.rawValue] < config.concurrency[c.rawValue] && pass[c] == nil && loading[c] == nil {
             if let t = peek(c)?.time { best = best.map { Swift.min($0, t) } ?? t }

@@ -105,6 +105,14 @@ enum DrateMain {
                 }
                 printOut(line + "\n")
             }
+            // Ledgers of ratecontrol lines for one channel (no definition file).
+            if action == "s" {
+                for (k, l) in ledgers.all().sorted(by: { $0.0 < $1.0 }) where k.hasPrefix("local:") || k.hasPrefix("remote:") {
+                    let d = String(k.drop(while: { $0 != ":" }).dropFirst())
+                    if let domain, d != domain { continue }
+                    printOut("\(k): ratecontrol line, delivered \(l.count) since \(l.start)\n")
+                }
+            }
         case "t":
             let d = domain!
             guard let p = (try? rates.policy(for: d)) ?? nil else { fail("\(d) is not rate controlled", 100) }
@@ -141,11 +149,18 @@ enum DrateMain {
             else if force { for n in (try? Sys.listDirectory(path)) ?? [] where n != "ratecontrol" && n != ".options" { _ = try? Sys.unlinkIfPresent(path + "/" + n) } }
             else { fail("-U needs -d domain, or -f for all", 100) }
         case "R":
+            // The domain's own definition and ledger, and the ledgers of ratecontrol lines
+            // for one channel (`local:<domain>`, `remote:<domain>`), which have no file.
             let file = path + "/" + domain!
-            guard let bytes = try? Sys.readFile(file), var def = try? RateDefinition.parse(bytes) else { fail("\(domain!) has no definition", 100) }
-            def.count = 0; def.start = 0; def.last = 0
-            write(file, def)
-            ledgers.put(domain!, DomainLedger())
+            let channelKeys = ["local:" + domain!, "remote:" + domain!].filter { ledgers.get($0) != nil }
+            if let bytes = try? Sys.readFile(file), var def = try? RateDefinition.parse(bytes) {
+                def.count = 0; def.start = 0; def.last = 0
+                write(file, def)
+                ledgers.put(domain!, DomainLedger())
+            } else if channelKeys.isEmpty {
+                fail("\(domain!) has no definition", 100)
+            }
+            for k in channelKeys { ledgers.put(k, DomainLedger()) }
         case "e":
             for (k, l) in ledgers.all() {
                 let file = path + "/" + k

@@ -1,5 +1,5 @@
 import XCTest
-import Scheduler
+@testable import Scheduler
 
 /// Table tests of the scheduling core on a fake clock: no sleeps, no files.
 final class SchedulerTests: XCTestCase {
@@ -317,6 +317,20 @@ final class SchedulerTests: XCTestCase {
         // The freed slot goes to job 3, never to job 2 through a stale entry.
         XCTAssertEqual(loads(e), [JobKey(3, .remote)])
         XCTAssertEqual(s.scheduledTime(JobKey(2, .remote)), retry)
+    }
+
+    func testParkingAgainDoesNotGrowTheWaitingList() {
+        var (s, _) = parkedScheduler(3)
+        for round in 1...5 {
+            // ALRM (or the safety interval): both parked jobs are loaded and park again.
+            let now = Time(round)
+            _ = s.retryAllNow(now: now)
+            var a = s.step(now: now)
+            while let k = loads(a).first {
+                a = s.jobLoaded(k, job(k.id, .remote, birth: 0, rcpts: ["u\(k.id)@slow.example"]), now: now)
+            }
+        }
+        XCTAssertEqual(s.slotWaiters[Array("slow.example".utf8)]?.count, 2, "each job once")
     }
 
     func testAWakeSpentOnAVanishedJobGoesToTheNext() {
