@@ -415,7 +415,8 @@ public final class Engine {
             var fresh: [String: DomainLedger] = [:]
             for (k, l) in store.loadLedgers() { fresh[k] = l }
             scheduler.rateGate!.ledgers = fresh
-            execute(scheduler.recheckThrottled(now: clock()), now: clock())
+            let now = clock()
+            execute(scheduler.recheckThrottled(now: now), now: now)
         }
         if let assign = try? AssignTable.load(qmailHome: options.qmailHome) { local.assign = assign }
         else { log.line("alert: unable to reread \(options.qmailHome)/users/assign; keeping the old table") }

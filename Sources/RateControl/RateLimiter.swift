@@ -150,19 +150,12 @@ public struct RateGate: Sendable {
                 ledgers[policy.key] = l
                 return .wait(until: now + max(1, need), logLine: "warn: \(queueName) \(domain) msg \(id): rate exceeded [\(l.count + 1)/\(RateGate.fmt(cur))/\(RateGate.fmt(effective))] need \(need) secs; will try again later")
             }
-            l.count += 1
-            l.last = now
-            ledgers[policy.key] = l
-            changed.insert(policy.key)
-            inFlight[policy.key, default: 0] += 1
+            l = counted(l, key: policy.key, now: now)
             return .go(logLine: "info: \(queueName) \(domain) msg \(id): rate [\(l.count)/\(RateGate.fmt(cur))/\(RateGate.fmt(effective))] ok since \(elapsed) secs")
         case .smooth:
             guard effective > 0 else {
                 // Negative: count only, as in average mode.
-                l.count += 1; l.last = now
-                ledgers[policy.key] = l
-                changed.insert(policy.key)
-                inFlight[policy.key, default: 0] += 1
+                _ = counted(l, key: policy.key, now: now)
                 return .go(logLine: nil)
             }
             let T = Int64((1000.0 / effective).rounded(.up))
@@ -178,14 +171,22 @@ public struct RateGate: Sendable {
             // Lateness under a second (the scheduler works in seconds) is forgiven,
             // so the long-run rate is exact; a window still holds at most rate + burst.
             l.tatMS = (nowMS > l.tatMS && nowMS - l.tatMS < 1000 ? l.tatMS : max(l.tatMS, nowMS)) + T
-            l.count += 1
-            l.last = now
-            ledgers[policy.key] = l
-            changed.insert(policy.key)
-            inFlight[policy.key, default: 0] += 1
+            l = counted(l, key: policy.key, now: now)
             let cur = now > l.start ? Double(l.count) / Double(now - l.start) : 0
             return .go(logLine: "info: \(queueName) \(domain) msg \(id): rate [\(l.count)/\(RateGate.fmt(cur))/\(RateGate.fmt(effective))] ok since \(now - l.start) secs")
         }
+    }
+
+    /// A delivery admitted at `now`: counted in its ledger, which is stored and
+    /// marked changed, and in the deliveries in flight. Returns the new ledger.
+    mutating func counted(_ ledger: DomainLedger, key: String, now: Int64) -> DomainLedger {
+        var l = ledger
+        l.count += 1
+        l.last = now
+        ledgers[key] = l
+        changed.insert(key)
+        inFlight[key, default: 0] += 1
+        return l
     }
 
     /// A delivery to the domain finished. A "rate limited" answer (421, or a

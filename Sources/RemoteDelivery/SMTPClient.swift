@@ -430,30 +430,26 @@ public final class SMTPClient: @unchecked Sendable {
         let m: SMTPConnection.Reply
         var replies: [SMTPConnection.Reply] = []
         var dataReply: SMTPConnection.Reply? = nil
-        if c.extensions.contains("PIPELINING") {
+        let pipelining = c.extensions.contains("PIPELINING")
+        if pipelining {
             // RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order.
             try c.send(Array((mail + "\r\n" + rcptLines.joined() + "DATA\r\n").utf8))
             m = try c.reply()
-            if m.code == 421 {
-                // The server is closing: a reused connection is stale (reconnect), a new one
-                // reports the refusal; the replies to the rest of the batch never come.
-                c.serverClosing = true
-                if c.messagesSent > 0 { throw .died }
-                return .all(recipients.count, message: "ZConnected to \(c.ip) but sender was rejected.\n" + SMTPClient.said(m))
-            }
-            c.recipientsSent = true
-            for _ in recipients { replies.append(try c.reply()) }
-            dataReply = try c.reply()
         } else {
             m = try c.command(mail)
-            if m.code == 421 {
-                c.serverClosing = true
-                if c.messagesSent > 0 { throw .died }
-            }
-            c.recipientsSent = true
-            if m.code < 400 {
-                for line in rcptLines { replies.append(try c.command(String(line.dropLast(2)))) }
-            }
+        }
+        if m.code == 421 {
+            // The server is closing: a reused connection is stale (reconnect), a new one reports
+            // the refusal below; the replies to the rest of a pipelined batch never come.
+            c.serverClosing = true
+            if c.messagesSent > 0 { throw .died }
+        }
+        c.recipientsSent = true
+        if pipelining && m.code != 421 {
+            for _ in recipients { replies.append(try c.reply()) }
+            dataReply = try c.reply()
+        } else if !pipelining && m.code < 400 {
+            for line in rcptLines { replies.append(try c.command(String(line.dropLast(2)))) }
         }
         if m.code >= 400 {   // as qmail-remote: 5xx refuses, 4xx defers, anything else goes on
             if dataReply?.code == 354 { _ = try c.command(".") }

@@ -142,7 +142,6 @@ public enum Sys {
         if Glibc.chdir(path) == -1 { throw SystemError("chdir", path: path) }
     }
 
-    /// stat, or nil when the path does not exist.
     /// stat(2) with its errno: (the status, 0) or (nil, errno).
     public static func statWithErrno(_ path: String) -> (stat?, Int32) {
         var st = emptyStat()
@@ -150,13 +149,12 @@ public enum Sys {
         return (st, 0)
     }
 
+    /// stat, or nil when the path does not exist.
     public static func stat(_ path: String) throws -> stat? {
-        var st = emptyStat()
-        if fstatat(AT_FDCWD, path, &st, 0) == -1 {
-            if qs_errno() == ENOENT || qs_errno() == ENOTDIR { return nil }
-            throw SystemError("stat", path: path)
-        }
-        return st
+        let (st, err) = statWithErrno(path)
+        if let st { return st }
+        if err == ENOENT || err == ENOTDIR { return nil }
+        throw SystemError("stat", path: path, errno: err)
     }
 
     public static func lstat(_ path: String) throws -> stat? {
