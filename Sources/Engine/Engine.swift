@@ -710,7 +710,7 @@ public final class Engine {
         let batch = reconcilePending.suffix(4000)
         reconcilePending.removeLast(batch.count)
         for name in batch {
-            guard let id = UInt64(name) else { continue }
+            guard let id = QueueNames.parseID(name.utf8) else { continue }
             if todoWanted.contains(id) || Sys.exists(files.path(.todo, id)) { continue }
             var channels: [Channel: Time] = [:]
             var any = false

@@ -4,6 +4,7 @@ import Glibc
 import CShims
 import SystemIO
 import QueueFormat
+import QueueStore
 
 /// Notices new mail: an inotify watch on `todo/` (each split folder with
 /// BIGTODO) reports every link qmail-queue makes, ours or classic; the
@@ -74,12 +75,5 @@ public final class TodoWatcher {
     }
 
     /// Every id in todo/ (start-up, overflow, trigger, safety interval).
-    public func scan() -> [UInt64] {
-        var ids: [UInt64] = []
-        let dirs = names.bigTodo ? (0..<names.split).map { "todo/\($0)" } : ["todo"]
-        for d in dirs {
-            for n in (try? Sys.listDirectory(root + "/" + d)) ?? [] { if let id = UInt64(n) { ids.append(id) } }
-        }
-        return ids
-    }
+    public func scan() -> [UInt64] { QueueFiles.ids(root: root, names: names, in: .todo) }
 }

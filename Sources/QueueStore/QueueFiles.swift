@@ -228,17 +228,18 @@ public struct QueueFiles: Sendable {
     // MARK: scanning and cleanup
 
     /// Ids of files in a split or flat folder.
-    public func ids(in folder: QueueNames.Folder) -> [UInt64] {
-        var out: [UInt64] = []
+    public func ids(in folder: QueueNames.Folder) -> [UInt64] { QueueFiles.ids(root: root, names: names, in: folder) }
+
+    /// Ids of files in a split or flat folder of the queue at `root`.
+    public static func ids(root: String, names: QueueNames, in folder: QueueNames.Folder) -> [UInt64] {
         let base = root + "/" + folder.rawValue
-        if names.isSplit(folder) {
-            for i in 0..<names.split {
-                for n in (try? Sys.listDirectory(base + "/\(i)")) ?? [] { if let id = UInt64(n) { out.append(id) } }
-            }
-        } else {
-            for n in (try? Sys.listDirectory(base)) ?? [] { if let id = UInt64(n) { out.append(id) } }
-        }
-        return out
+        if !names.isSplit(folder) { return ids(inDirectory: base) }
+        return (0..<names.split).flatMap { ids(inDirectory: base + "/\($0)") }
+    }
+
+    /// The message ids named in one directory (names that are not ids are skipped).
+    public static func ids(inDirectory path: String) -> [UInt64] {
+        ((try? Sys.listDirectory(path)) ?? []).compactMap { QueueNames.parseID($0.utf8) }
     }
 
     /// Removes S2/S3 leftovers of dead qmail-queue runs: mess files older than
@@ -253,8 +254,7 @@ public struct QueueFiles: Sendable {
     /// The same for one split folder of mess/ (the engine walks them one per loop turn).
     public func cleanupOssified(splitFolder: Int, now: Int64, ossified: Int64 = 129600) -> [UInt64] {
         var removed: [UInt64] = []
-        let ids = ((try? Sys.listDirectory(root + "/mess/\(splitFolder)")) ?? []).compactMap { UInt64($0) }
-        for id in ids {
+        for id in QueueFiles.ids(inDirectory: root + "/mess/\(splitFolder)") {
             guard let st = try? Sys.stat(path(.mess, id)) else { continue }
             if now <= Int64(st.st_atim.tv_sec) + ossified { continue }
             if Sys.exists(path(.info, id)) || Sys.exists(path(.todo, id)) { continue }

@@ -74,4 +74,15 @@ final class EnvelopeTests: XCTestCase {
         XCTAssertEqual(big.path(.intd, 16229931), "intd/\(16229931 % 151)/16229931")
         XCTAssertEqual(big.path(.pid, 7), "pid/7")
     }
+
+    func testQueueFileNamesAsMessageIDs() {
+        func id(_ s: String) -> UInt64? { QueueNames.parseID(s.utf8) }
+        XCTAssertEqual(id("16229931"), 16229931)
+        XCTAssertEqual(id("0"), 0)
+        XCTAssertEqual(id("18446744073709551615"), UInt64.max)
+        // Names qmail never writes (%lu of an inode) are not ids.
+        for bad in ["", "0123", "+5", "-5", "12a", " 12", "18446744073709551616", "123456789012345678901", "1.2"] {
+            XCTAssertNil(id(bad), bad)
+        }
+    }
 }
