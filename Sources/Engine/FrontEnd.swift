@@ -56,7 +56,8 @@ public enum FrontEnd {
               <domain>     drate's format: expr NUL count NUL start NUL last NUL
                            (e.g. 500/3600 = 500 an hour); aliases are symbolic links
               ratecontrol  lines pattern:expr (exact, wildmat, regex with QREGEX);
-                           a match creates the domain's file
+                           a match creates the domain's file; pattern:local:expr and
+                           pattern:remote:expr apply to one channel (own ledger, no file)
               .global      one definition shared by every other domain
               .options     domain:mode=smooth|average,burst=N,concurrency=N (* = all)
             mode smooth (default): one delivery every 1/rate seconds, bursts of up to
