@@ -742,15 +742,20 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
         cpu_engine = 0.0
         syscw = 0
         last_progress_n, last_progress_t = 0, t_go
+        done_local = done_remote = 0  # kept as running sums: the loop must not cost O(deliveries) per turn
         while True:
             now = time.time()
             new = []
             scan_maildir(target.homes["main"] + "/Maildir", seen, new, tag)
             for bid, n, t, _ in new:
                 deliveries.append((bid, n, t, "local"))
+                if bid and bid.startswith(tag):
+                    done_local += n
             if run.sink:
                 for bid, n, t in run.sink.poll(None):
                     deliveries.append((bid, n, t, "remote"))
+                    if bid and bid.startswith(tag):
+                        done_remote += n
             alive = [p for p in pids if os.waitpid(p, os.WNOHANG) == (0, 0)]
             for p in pids:
                 if p not in alive:
@@ -760,8 +765,6 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
             if not pids and inj_done_at is None:
                 inj_done_at = now
                 force = True  # sample the backlog at the end of injection (before a held queue is released)
-            done_local = sum(d[1] for d in deliveries if d[3] == "local" and d[0] and d[0].startswith(tag))
-            done_remote = sum(d[1] for d in deliveries if d[3] == "remote" and d[0] and d[0].startswith(tag))
             if force or now - last_sample >= a.sample_interval or (inj_done_at and done_local >= expect_local and done_remote >= expect_remote):
                 last_sample = now
                 todo, queued = target.backlog()

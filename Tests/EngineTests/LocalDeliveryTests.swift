@@ -101,6 +101,33 @@ final class LocalDeliveryTests: XCTestCase {
         XCTAssertTrue(log.contains("deferral: Unable_to_switch_to_\(home):_file_does_not_exist._(#4.3.0)/"), log)
     }
 
+    /// A full disk under the Maildir: a deferral that names the cause, no partial
+    /// file left in tmp/, the message kept; once there is room, ALRM delivers it.
+    func testFullMaildirDiskIsADeferralAndTheMessageWaits() throws {
+        let maildir = h.home("bob") + "/Maildir"
+        let mount = try TestEnv.run("/bin/mount", ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", maildir])
+        XCTAssertEqual(mount.exitCode, 0, "mount failed (the tests run as root): \(mount.stderrText)")
+        defer { _ = try? TestEnv.run("/bin/umount", ["-l", maildir]) }
+        h.makeMaildirHome(h.home("bob"))    // new/ cur/ tmp/ inside the small file system, owned by bob
+        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        defer { _ = d.stop() }
+        h.waitFor("start") { d.log.contains("status: local 0/10") }
+        let body = String(repeating: "0123456789abcdef\n", count: 16 * 1024)   // 272 KiB, more than the 64 KiB there is
+        try h.inject("To: bob@example.test\nSubject: big\n\n" + body)
+        h.waitFor("the deferral") { d.log.contains(": deferral: ") }
+        XCTAssertTrue(d.log.contains(":_disk_full._(#4.3.0)/"), d.log)
+        XCTAssertEqual((try Sys.listDirectory(maildir + "/tmp")).count, 0, "the partial file is removed")
+        XCTAssertEqual(h.maildir("bob").count, 0)
+        XCTAssertFalse(d.log.contains("end msg "), d.log)
+        XCTAssertFalse(h.queueFiles().isEmpty, "the message stays queued")
+        // Room again; ALRM retries at once.
+        XCTAssertEqual(try TestEnv.run("/bin/mount", ["-o", "remount,size=2m", maildir]).exitCode, 0)
+        d.signal(SIGALRM)
+        h.waitFor("delivery after ALRM") { h.maildir("bob").count == 1 }
+        h.waitFor("end msg") { d.log.contains("end msg ") }
+        XCTAssertEqual(h.maildirMessages("bob").first?.hasSuffix(body), true)
+    }
+
     func testQmailLocalExecutableWithClassicOperands() throws {
         let msgPath = h.dir + "/message"
         TestEnv.write(msgPath, "Subject: direct\n\nhello\n")
