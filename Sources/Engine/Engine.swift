@@ -384,6 +384,8 @@ public final class Engine {
                     log.line("info: got ALRM; retrying every queued message now")
                     execute(scheduler.retryAllNow(now: now), now: now)
                     for k in doneRetry.keys { doneRetry[k] = now }
+                    // todo entries that failed (a full disk, say) go back in line too.
+                    for k in todoFailedAt.keys { todoFailedAt[k] = now - 60 }
                 case SIGHUP:
                     reload()
                 default: break

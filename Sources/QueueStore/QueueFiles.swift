@@ -109,11 +109,18 @@ public struct QueueFiles: Sendable {
         return result
     }
 
+    /// A new file written and synced; on failure (a full disk) it is removed
+    /// again, so no empty or partial file is left beside todo/.
     func writeNew(_ p: String, _ bytes: [UInt8]) throws {
         let fd = try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
         defer { Sys.close(fd) }
-        try Sys.write(fd, bytes, path: p)
-        try sync.sync(fd, path: p)
+        do {
+            try Sys.write(fd, bytes, path: p)
+            try sync.sync(fd, path: p)
+        } catch {
+            _ = unlink(p)
+            throw error
+        }
     }
 
     // MARK: delivery (S5)

@@ -69,6 +69,31 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(h.queueFiles(), [])
     }
 
+    /// After TERM nothing new starts, even when a finished delivery frees the
+    /// only slot while another message is due; that message waits for the next start.
+    func testTermStartsNothingNewWhileItWaits() throws {
+        h.writeControl("concurrencylocal", "1\n")
+        h.writeHomeFile("bob", ".qmail", "|sleep 1; echo slept\n")
+        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        h.waitFor("start") { d.log.contains("status: local 0/1") }
+        try h.inject("To: bob@example.test\n\nfirst\n")
+        try h.inject("To: bob@example.test\n\nsecond\n")
+        h.waitFor("both preprocessed, one delivery running") {
+            d.log.components(separatedBy: "info msg ").count == 3 && d.log.contains("starting delivery 1:")
+        }
+        XCTAssertEqual(d.stop(), .exited(0))
+        XCTAssertTrue(d.log.contains("delivery 1: success: slept/did_0+0+1/"), d.log)
+        XCTAssertFalse(d.log.contains("starting delivery 2:"), d.log)
+        XCTAssertEqual(d.log.components(separatedBy: "end msg ").count, 2, d.log)
+        XCTAssertTrue(d.log.hasSuffix("status: exiting\n"), d.log)
+        // The second message is still queued, and the next start delivers it.
+        XCTAssertFalse(h.queueFiles().isEmpty)
+        let again = try h.startDaemon("qmail-send", ["./Maildir/"], logName: "send2.log")
+        h.waitFor("the second delivery after restart") { again.log.contains("end msg ") }
+        XCTAssertEqual(again.stop(), .exited(0))
+        XCTAssertEqual(h.queueFiles(), [])
+    }
+
     func testASecondEngineOnTheSameQueueRefusesToStart() throws {
         let d = try h.startDaemon("qmail-send")
         defer { _ = d.stop() }

@@ -128,6 +128,37 @@ final class LocalDeliveryTests: XCTestCase {
         XCTAssertEqual(h.maildirMessages("bob").first?.hasSuffix(body), true)
     }
 
+    /// The queue's own file system full when the engine preprocesses: a warning,
+    /// todo/ kept, nothing lost; once there is room, ALRM gets it through at once.
+    func testFullQueueDiskKeepsTheTodoEntryUntilThereIsRoom() throws {
+        let mount = try TestEnv.run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", h.queue])
+        XCTAssertEqual(mount.exitCode, 0, "mount failed (the tests run as root): \(mount.stderrText)")
+        defer { _ = try? TestEnv.run("/bin/umount", ["-l", h.queue]) }
+        XCTAssertEqual(try TestEnv.run(TestEnv.program("queue-fix"), ["-s", "23", h.queue]).exitCode, 0)
+        let first = try h.startDaemon("qmail-send", ["./Maildir/"])
+        h.waitFor("start") { first.log.contains("status: local 0/10") }
+        XCTAssertEqual(first.stop(), .exited(0))    // the schedule database exists now
+        try h.inject("To: bob@example.test\nSubject: waits\n\nhello\n")
+        // Fill what is left of the file system.
+        let filler = h.queue + "/filler"
+        let fd = open(filler, O_WRONLY | O_CREAT, 0o600)
+        let chunk = [UInt8](repeating: 0, count: 4096)
+        while write(fd, chunk, chunk.count) > 0 {}
+        close(fd)
+        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        defer { _ = d.stop() }
+        h.waitFor("the warning") { d.log.contains("warning: trouble with todo/") }
+        XCTAssertTrue(d.log.contains("; will try again later"), d.log)
+        XCTAssertFalse(d.log.contains("new msg "), d.log)
+        XCTAssertEqual(TestEnv.files(under: h.queue + "/todo").count, 1, "the todo entry stays")
+        XCTAssertEqual(TestEnv.files(under: h.queue + "/info").count, 0, "no partial info file is left")
+        unlink(filler)
+        d.signal(SIGALRM)
+        h.waitFor("delivery after ALRM", seconds: 10) { h.maildir("bob").count == 1 }
+        h.waitFor("end msg") { d.log.contains("end msg ") }
+        XCTAssertEqual(h.queueFiles(), [])
+    }
+
     func testQmailLocalExecutableWithClassicOperands() throws {
         let msgPath = h.dir + "/message"
         TestEnv.write(msgPath, "Subject: direct\n\nhello\n")
