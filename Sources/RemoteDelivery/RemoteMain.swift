@@ -34,6 +34,8 @@ public enum RemoteMain {
 
     public static func run(_ args: [String]) -> Int32 {
         if args.first == "--help" || args.first == "-h" { printOut(help); return 0 }
+        // A peer that resets during TLS must give an error, not kill us (SSL_write has no MSG_NOSIGNAL).
+        signal(SIGPIPE, SIG_IGN)
         guard args.count >= 5 else {
             printError("qmail-remote: usage: qmail-remote host sender qqeh size recipient [recipient ...]")
             return 100
@@ -54,8 +56,8 @@ public enum RemoteMain {
         if !qqeh.isEmpty { message = qqeh + (qqeh.last == 10 ? [] : [10]) + message }
         let client = SMTPClient(settings: settings)
         let outcome = client.deliver(domain: host, sender: Array(sender.utf8), recipients: recipients, message: message)
+        try? Sys.write(1, outcome.outputBytes)   // the reports first: QUIT cannot lose them
         client.pool.closeAll()
-        try? Sys.write(1, outcome.outputBytes)
         return runHook(outcome: outcome, args: args)
     }
 

@@ -1,11 +1,13 @@
 import ControlFiles
 
-/// `smtproutes`: `domain:relay[:port]`, `.suffix:relay`, `:relay` (catch-all);
+/// `smtproutes`: `domain:relay[:port]` (indimail's further `:penalty:tolerance`
+/// fields are accepted and ignored; an empty port is 25), `.suffix:relay`, `:relay` (catch-all);
 /// an empty relay means "use the MX". Relays may be `[1.2.3.4]` literals.
 public struct SMTPRoutes: Sendable, Equatable {
     public struct Route: Sendable, Equatable {
         public var relay: String?
         public var port: Int
+        public init(relay: String?, port: Int) { self.relay = relay; self.port = port }
     }
     var table: [String: Route] = [:]
 
@@ -17,15 +19,25 @@ public struct SMTPRoutes: Sendable, Equatable {
                 throw ControlError(file: file, line: n, message: "expected domain:relay[:port], found \"\(line)\"")
             }
             let key = String(line[..<colon]).lowercased()
-            var rest = String(line[line.index(after: colon)...])
+            let rest = line[line.index(after: colon)...]
+            // The relay: a `[literal]` (IPv6 has colons) or a name up to the next colon.
+            var relayEnd = rest.firstIndex(of: ":") ?? rest.endIndex
+            if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") { relayEnd = rest.index(after: close) }
+            let relay = String(rest[..<relayEnd])
             var port = 25
-            if let c2 = rest.lastIndex(of: ":"), !rest.hasSuffix("]") || rest.contains("]:") {
-                if let p = Int(rest[rest.index(after: c2)...]), p > 0, p < 65536 { port = p; rest = String(rest[..<c2]) }
-                else if !rest.hasPrefix("[") {
-                    throw ControlError(file: file, line: n, message: "bad port in \"\(line)\"")
+            if relayEnd < rest.endIndex, rest[relayEnd] == ":" {
+                // The port, then indimail's optional `:penalty:tolerance` fields (not used here).
+                let field = rest[rest.index(after: relayEnd)...].prefix { $0 != ":" }
+                if !field.isEmpty {
+                    guard let p = Int(field), p > 0, p < 65536 else {
+                        throw ControlError(file: file, line: n, message: "bad port in \"\(line)\"")
+                    }
+                    port = p
                 }
+            } else if relayEnd < rest.endIndex {
+                throw ControlError(file: file, line: n, message: "expected domain:relay[:port], found \"\(line)\"")
             }
-            if table[key] == nil { table[key] = Route(relay: rest.isEmpty ? nil : rest, port: port) }
+            if table[key] == nil { table[key] = Route(relay: relay.isEmpty ? nil : relay, port: port) }
         }
     }
 

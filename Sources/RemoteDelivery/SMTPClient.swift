@@ -107,7 +107,7 @@ public final class ConnectionPool: @unchecked Sendable {
         idle[key, default: []].append(c)
     }
 
-    /// Closes idle connections older than `idleTimeout` (QUIT first).
+    /// Closes idle connections older than `idleTimeout` (QUIT sent first).
     public func reap(idleTimeout: Int64) {
         let now = ConnectionPool.now()
         pthread_mutex_lock(&lock)
@@ -118,16 +118,16 @@ public final class ConnectionPool: @unchecked Sendable {
             idle[k] = keep.isEmpty ? nil : keep
         }
         pthread_mutex_unlock(&lock)
-        for c in stale { _ = try? c.command("QUIT"); c.close() }
+        for c in stale { c.quit() }
     }
 
-    /// Closes every idle connection (QUIT first).
+    /// Closes every idle connection (QUIT sent first).
     public func closeAll() {
         pthread_mutex_lock(&lock)
         let all = idle.values.flatMap { $0 }
         idle.removeAll()
         pthread_mutex_unlock(&lock)
-        for c in all { _ = try? c.command("QUIT"); c.close() }
+        for c in all { c.quit() }
     }
 
     public var idleCount: Int {
@@ -296,6 +296,10 @@ public final class SMTPClient: @unchecked Sendable {
 
     /// Delivers one message to `recipients` at `domain`.
     public func deliver(domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8]) -> RemoteOutcome {
+        // qmail-remote's blast() refuses a final line without its newline (perm_partialline).
+        if let last = message.last, last != 10 {
+            return .all(recipients.count, message: "DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n")
+        }
         let targets: [Target]
         let (settings, generation) = snapshot()
         switch resolve(domain, settings) {
@@ -370,7 +374,7 @@ public final class SMTPClient: @unchecked Sendable {
                 if c.serverClosing { c.close() }
                 // A connection opened under older settings (before a HUP) is not pooled again.
                 else if c.messagesSent < settings.maxMessagesPerConnection && c.generation == settingsGeneration { pool.checkin(key, c) }
-                else { _ = try? c.command("QUIT"); c.close() }
+                else { c.quit() }
                 return .done(outcome)
             } catch {
                 c.close()

@@ -116,10 +116,16 @@ public final class SMTPConnection: @unchecked Sendable {
             let line = try readLine()
             let text = String(decoding: line.map { ($0 < 32 && $0 != 9) || $0 > 126 ? UInt8(ascii: "?") : $0 }, as: UTF8.self)
             lines.append(text)
-            guard line.count >= 3, let c = Int(String(decoding: line[0..<3], as: UTF8.self)) else { code = 0; if line.count < 4 { break }; continue }
-            code = c
-            if line.count < 4 || line[3] != UInt8(ascii: "-") { break }
             if lines.count > 1000 { throw .died }
+            // A line that is not "ddd", "ddd text" or "ddd-text" is no SMTP reply
+            // (an SSH banner, garbage): a temporary failure at once, as qmail's
+            // smtpcode() gives, instead of reading on and misaligning pipelined replies.
+            let digits = line.count >= 3 && line[0..<3].allSatisfy { $0 >= 48 && $0 <= 57 }
+            guard digits, line.count == 3 || line[3] == 32 || line[3] == UInt8(ascii: "-") else { return Reply(code: 400, lines: lines) }
+            let c = Int(line[0] - 48) * 100 + Int(line[1] - 48) * 10 + Int(line[2] - 48)
+            if c < 200 { return Reply(code: 400, lines: lines) }
+            code = c
+            if line.count == 3 || line[3] != UInt8(ascii: "-") { break }
         }
         return Reply(code: code, lines: lines)
     }
@@ -130,6 +136,14 @@ public final class SMTPConnection: @unchecked Sendable {
     }
 
     public func send(_ bytes: [UInt8]) throws(Failure) { try rawWrite(bytes) }
+
+    /// QUIT without waiting for the answer, then close: qmail-remote's quit()
+    /// does not wait either, and a silent peer must not hold the caller (the
+    /// engine's loop reaps idle connections) for the whole `timeoutremote`.
+    public func quit() {
+        try? rawWrite(Array("QUIT\r\n".utf8))
+        close()
+    }
 
     /// EHLO, falling back to HELO; records the extensions offered.
     public func hello(_ name: String) throws(Failure) -> Reply {

@@ -211,6 +211,64 @@ final class SMTPClientTests: XCTestCase {
         XCTAssertEqual(text(r[0]), "Sorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n")
     }
 
+    /// A peer that is no SMTP server (an SSH banner) is a temporary failure at
+    /// once, not a line-by-line wait for a reply code.
+    func testNonSMTPGreetingIsATemporaryFailure() throws {
+        let s = try server(["--greeting", "SSH-2.0-OpenSSH_9.2"])
+        let (_, r) = deliver(try client(port: s.port))
+        XCTAssertEqual(r[0].kind, .deferral)
+        XCTAssertEqual(text(r[0]), "Connected to 127.0.0.1 but greeting failed.\nRemote host said: SSH-2.0-OpenSSH_9.2\n")
+    }
+
+    /// Closing idle connections sends QUIT and does not wait for the answer: a
+    /// silent peer must not hold the caller for `timeoutremote`.
+    func testQuitIsNotWaitedFor() throws {
+        let s = try server(["--hang-at", "quit"])
+        let c = try client(port: s.port, timeout: 20)
+        XCTAssertEqual(deliver(c).1[0].kind, .success)
+        XCTAssertEqual(c.pool.idleCount, 1)
+        var t0 = timespec(), t1 = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        c.pool.closeAll()
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+        XCTAssertLessThan(t1.tv_sec - t0.tv_sec, 5, "closeAll waited for the reply to QUIT")
+        XCTAssertEqual(c.pool.idleCount, 0)
+    }
+
+    /// qmail-remote refuses a message whose last line has no newline.
+    func testPartialFinalLineIsRefused() throws {
+        let s = try server()
+        let c = try client(port: s.port)
+        let o = c.deliver(domain: "dest.example", sender: Array("s@src.example".utf8), recipients: [Array("u@dest.example".utf8)],
+                          message: Array("Subject: x\n\nno newline at the end".utf8))
+        let r = ExternalRemoteWorker.fold(output: o.output(forRecipient: 0), status: .exited(0))
+        XCTAssertEqual(r.kind, .failure)
+        XCTAssertEqual(text(r), "SMTP cannot transfer messages with partial final lines. (#5.6.2)\n")
+        XCTAssertEqual(s.received.count, 0)
+    }
+
+    /// A message file that cannot be read is a deferral, never an empty message sent.
+    func testUnreadableMessageIsADeferral() throws {
+        let s = try server()
+        let worker = SMTPWorker(client: try client(port: s.port))
+        let d = Delivery(number: 1, key: JobKey(1, .remote), recipient: .init(offset: 0, address: Array("u@dest.example".utf8)),
+                         sender: Array("s@src.example".utf8), qqeh: [], envHeaders: [])
+        let r = worker.deliver([d], messagePath: dir)   // a directory: open works, read fails
+        XCTAssertEqual(r.first?.1, DeliveryReport(.deferral, "Unable to read message. (#4.3.0)\n"))
+        XCTAssertEqual(s.received.count, 0)
+    }
+
+    func testSMTPRoutesFields() throws {
+        let r = try SMTPRoutes(lines: [(1, "a.example:relay.example:2525:3600:120"), (2, "b.example:relay2.example:"),
+                                       (3, "c.example:[::1]:2526"), (4, ".d.example:"), (5, ":[10.0.0.1]")], file: "smtproutes")
+        XCTAssertEqual(r.route(for: "a.example"), .init(relay: "relay.example", port: 2525))
+        XCTAssertEqual(r.route(for: "b.example"), .init(relay: "relay2.example", port: 25))
+        XCTAssertEqual(r.route(for: "c.example"), .init(relay: "[::1]", port: 2526))
+        XCTAssertEqual(r.route(for: "x.d.example"), .init(relay: nil, port: 25))
+        XCTAssertEqual(r.route(for: "other.example"), .init(relay: "[10.0.0.1]", port: 25))
+        XCTAssertThrowsError(try SMTPRoutes(lines: [(7, "e.example:relay:abc")], file: "smtproutes"))
+    }
+
     func testDataBytes() {
         XCTAssertEqual(SMTPClient.dataBytes(Array("a\n.b\r\n..c".utf8)), Array("a\r\n..b\r\n...c\r\n.\r\n".utf8))
     }
