@@ -92,7 +92,7 @@ public enum BounceMessage {
     public static func route(id: UInt64, sender rawSender: [UInt8], settings: BounceSettings) -> Route {
         var sender = rawSender
         // VERP: owner-@host-@[] → owner-@host
-        if sender.count > 4 && Array(sender.suffix(4)) == Array("-@[]".utf8) { sender = Array(sender.dropLast(3)) }
+        if sender.count >= 4 && Array(sender.suffix(4)) == Array("-@[]".utf8) { sender = Array(sender.dropLast(4)) }
         if sender == Array("#@[]".utf8) {
             return .discard(logLine: "triple bounce: discarding bounce/\(id)")
         }

@@ -585,6 +585,9 @@ public final class Engine {
         while let a = queue.popFirst() {
             switch a {
             case .load(let key):
+                // An id still in todo/ is being (re)preprocessed: a stale schedule entry must not
+                // read its half-written channel file; preprocessing schedules the job (qmail's pqadd).
+                if todoWanted.contains(key.id) { queue += scheduler.jobLoaded(key, nil, now: now); continue }
                 switch load(key) {
                 case .loaded(let job): queue += scheduler.jobLoaded(key, job, now: now)
                 case .gone: queue += scheduler.jobLoaded(key, nil, now: now)

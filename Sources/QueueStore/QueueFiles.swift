@@ -79,6 +79,8 @@ public struct QueueFiles: Sendable {
             var j = i
             while j < todo.count && todo[j] != 0 { j += 1 }
             if j == todo.count { break }   // a final record without NUL is ignored, as getln does
+            // An empty record (NUL NUL, zeros after a crash) has no type: qmail's "unknown record type".
+            if j == i { throw .unknownRecord(names.path(.todo, id)) }
             let text = todo[(i + 1)..<j]
             switch todo[i] {
             case UInt8(ascii: "u"): result.uid = Array(text)
@@ -218,9 +220,14 @@ public struct QueueFiles: Sendable {
     /// A mess file newer than the info file is not this message's: its inode
     /// was freed by an earlier, interrupted removal and reused by a new
     /// injection. It is left alone.
+    ///
+    /// Without an info file there is nothing of this message left to remove (our
+    /// removal ends with info): a mess or intd file under the id belongs to a
+    /// message still being injected, and is left alone (qmail's messdone returns too).
     public func removeMessage(_ id: UInt64) throws {
         let infoPath = path(.info, id), messPath = path(.mess, id)
-        if let info = try Sys.stat(infoPath), let mess = try Sys.stat(messPath),
+        guard let info = try Sys.stat(infoPath) else { return }
+        if let mess = try Sys.stat(messPath),
            (mess.st_mtim.tv_sec, mess.st_mtim.tv_nsec) > (info.st_mtim.tv_sec, info.st_mtim.tv_nsec) {
             try Sys.unlinkIfPresent(infoPath)
             return

@@ -1,6 +1,7 @@
 import XCTest
 import SystemIO
 import QueueFormat
+import Bounce
 import TestSupport
 #if canImport(Glibc)
 import Glibc
@@ -81,6 +82,14 @@ final class BounceTests: XCTestCase {
         XCTAssertTrue(remote.contains("Final-Recipient: rfc822; ghost@remote.example\nAction: failed\nStatus: 5.0.0\nRemote-MTA: dns; 127.0.0.1\nDiagnostic-Code: smtp; 550 no such user here\n"), remote)
         let local = try XCTUnwrap(bounces.first { $0.contains("nosuchuser@") })
         XCTAssertTrue(local.contains("Final-Recipient: rfc822; nosuchuser@example.test\nAction: failed\nStatus: 5.1.1\n"), local)
+    }
+
+    /// qmail-send's injectbounce: a VERP sender `owner-@host-@[]` is bounced to `owner-@host`.
+    func testVerpSenderIsBouncedToTheUnverpedAddress() {
+        let r = BounceMessage.route(id: 1, sender: Array("owner-@lists.example-@[]".utf8), settings: BounceSettings())
+        guard case let .send(_, recipient, _, double) = r else { return XCTFail("\(r)") }
+        XCTAssertEqual(String(decoding: recipient, as: UTF8.self), "owner-@lists.example")
+        XCTAssertFalse(double)
     }
 
     func testDoubleAndTripleBounces() throws {

@@ -62,4 +62,28 @@ final class CrashTests: QueueTestCase {
         }
         print("crash test: \(injections) injections, \(killed) killed, \(complete) complete in todo/")
     }
+
+    /// A message still being injected (mess and intd, no info yet) under an id the
+    /// engine believes finished (a stale schedule entry) is not removed.
+    func testRemovalWithoutAnInfoFileLeavesAnInjectionAlone() throws {
+        XCTAssertEqual(try qmailQueue(message: Array("Subject: x\n\nbody\n".utf8), envelope: Array("Fa@b\0Tc@d\0\0".utf8)).exitCode, 0)
+        let id = try XCTUnwrap(files("todo").first.flatMap { UInt64($0) })
+        unlink(queue + "/todo/\(id)")    // as if still between intd and the link into todo
+        let q = QueueFiles(root: queue, names: QueueNames(split: QueueNames.defaultSplit, bigTodo: false), sync: .safe)
+        try q.removeMessage(id)
+        XCTAssertEqual(files("mess").count, 1)
+        XCTAssertEqual(files("intd").count, 1)
+    }
+
+    /// A todo entry with an empty record (NUL NUL, zeros after a crash) is an
+    /// error for that entry, not a crash of the engine.
+    func testEmptyTodoRecordIsAnError() throws {
+        XCTAssertEqual(try qmailQueue(message: Array("Subject: x\n\nbody\n".utf8), envelope: Array("Fa@b\0Tc@d\0\0".utf8)).exitCode, 0)
+        let id = try XCTUnwrap(files("todo").first.flatMap { UInt64($0) })
+        TestEnv.write(queue + "/todo/\(id)", "u0\0\0Fa@b\0Tc@d\0")
+        let q = QueueFiles(root: queue, names: QueueNames(split: QueueNames.defaultSplit, bigTodo: false), sync: .safe)
+        XCTAssertThrowsError(try q.preprocess(id) { (true, $0) }) { XCTAssertTrue("\($0)".contains("unknown record type in todo/\(id)"), "\($0)") }
+        XCTAssertEqual(files("todo").count, 1, "todo/ stays for a later try")
+        XCTAssertEqual(files("info"), [])
+    }
 }
