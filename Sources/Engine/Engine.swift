@@ -629,10 +629,16 @@ public final class Engine {
             case let .reschedule(key, at):
                 store.set(key, at)
             case .channelDone(let key):
-                do { try files.removeChannel(key.id, local: key.channel == .local) } catch {
+                do {
+                    try files.removeChannel(key.id, local: key.channel == .local)
+                    store.remove(key)
+                } catch {
                     log.line("warning: unable to unlink \(files.names.path(key.channel == .local ? .local : .remote, key.id)); will try again later")
+                    // The job comes back in 123 s (qmail's SLEEP_SYSFAIL): every recipient is D by then,
+                    // so the pass ends at once and tries the unlink again.
+                    store.set(key, now + 123)
+                    queue += scheduler.add(key.id, channels: [key.channel: now + 123])
                 }
-                store.remove(key)
             case .messageDone(let id):
                 messageDone(id, now: now)
             case .forget(let key):

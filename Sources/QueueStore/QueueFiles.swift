@@ -146,6 +146,11 @@ public struct QueueFiles: Sendable {
         let st = try Sys.fstat(fd, path: p)
         let bytes = try Sys.readAll(fd, path: p)
         var m = MessageInfo(sender: [], qqeh: [], envHeaders: [], birth: Int64(st.st_mtim.tv_sec))
+        // As qmail's getinfo: the first record must be a complete F record; an empty or
+        // torn info file is an error (retried), never a message from <>.
+        guard bytes.first == UInt8(ascii: "F"), bytes.contains(0) else {
+            throw SystemError("read (no sender record)", path: p, errno: EINVAL)
+        }
         var i = 0
         while i < bytes.count {
             var j = i

@@ -94,6 +94,26 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(h.queueFiles(), [])
     }
 
+    /// A finished channel file that cannot be unlinked is tried again (ALRM makes
+    /// it due at once); the message is not stuck until the next start.
+    func testChannelFileThatCannotBeUnlinkedIsRetried() throws {
+        h.writeHomeFile("bob", ".qmail", "|sleep 1; echo slept\n")
+        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        defer { _ = d.stop() }
+        h.waitFor("start") { d.log.contains("status: local 0/10") }
+        try h.inject("To: bob@example.test\n\nx\n")
+        h.waitFor("the delivery") { d.log.contains("starting delivery 1:") }
+        let local = try XCTUnwrap(TestEnv.files(under: h.queue + "/local").first)   // "<split>/<id>"
+        let folder = h.queue + "/local/" + local.split(separator: "/")[0]
+        XCTAssertEqual(try TestEnv.run("/usr/bin/chattr", ["+i", folder]).exitCode, 0)   // no unlink in it, even for root
+        h.waitFor("the unlink warning") { d.log.contains("warning: unable to unlink local/") }
+        XCTAssertEqual(try TestEnv.run("/usr/bin/chattr", ["-i", folder]).exitCode, 0)
+        XCTAssertFalse(d.log.contains("end msg "), d.log)
+        d.signal(SIGALRM)
+        h.waitFor("end msg after ALRM") { d.log.contains("end msg ") }
+        XCTAssertEqual(h.queueFiles(), [])
+    }
+
     func testASecondEngineOnTheSameQueueRefusesToStart() throws {
         let d = try h.startDaemon("qmail-send")
         defer { _ = d.stop() }

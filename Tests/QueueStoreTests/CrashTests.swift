@@ -86,4 +86,15 @@ final class CrashTests: QueueTestCase {
         XCTAssertEqual(files("todo").count, 1, "todo/ stays for a later try")
         XCTAssertEqual(files("info"), [])
     }
+
+    /// An info file without its F record (empty, torn) is an error to retry, never a sender <>.
+    func testInfoWithoutSenderRecordIsAnError() throws {
+        let q = QueueFiles(root: queue, names: QueueNames(split: QueueNames.defaultSplit, bigTodo: false), sync: .safe)
+        TestEnv.write(q.path(.info, 77), "")
+        XCTAssertThrowsError(try q.info(77))
+        TestEnv.write(q.path(.info, 77), "Fa@b")          // no NUL: torn
+        XCTAssertThrowsError(try q.info(77))
+        TestEnv.write(q.path(.info, 77), "Fa@b\0eX-Q: 1\n\0")
+        XCTAssertEqual(try q.info(77)?.sender, Array("a@b".utf8))
+    }
 }
