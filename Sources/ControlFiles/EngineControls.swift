@@ -149,29 +149,32 @@ public struct AddressRewriter: Sendable {
         guard let at = addr.lastIndex(of: "@") else { return .remote(addr) }
         let domain = addr[addr.index(after: at)...].lowercased()
         if controls.locals.contains(domain) { return .local(addr) }
-        let vd = controls.virtualDomains
-        var prepend: String? = vd[addr.lowercased()] ?? vd[domain]
-        if prepend == nil {
-            var i = domain.startIndex
-            while i < domain.endIndex {
-                if domain[i] == ".", let p = vd[String(domain[i...])] { prepend = p; break }
-                i = domain.index(after: i)
-            }
-        }
-        if prepend == nil { prepend = vd[""] }
+        let prepend = controls.virtualDomains[addr.lowercased()] ?? domainPrepend(domain)
         if let p = prepend, !p.isEmpty { return .local(p + "-" + addr) }
         return .remote(addr)
     }
 
-    /// Undoes a virtualdomains prepend for the bounce text (`stripvdomprepend`).
+    /// The virtualdomains entry of a (lower-cased) domain: exact, then `.suffix`
+    /// longest first, then the catch-all.
+    func domainPrepend(_ domain: String) -> String? {
+        let vd = controls.virtualDomains
+        if let p = vd[domain] { return p }
+        var i = domain.startIndex
+        while i < domain.endIndex {
+            if domain[i] == ".", let p = vd[String(domain[i...])] { return p }
+            i = domain.index(after: i)
+        }
+        return vd[""]
+    }
+
+    /// Undoes a virtualdomains prepend for the bounce text, as qmail-send's
+    /// `stripvdomprepend`: the prepend of the recipient's domain (exact, then
+    /// `.suffix` longest first, then the catch-all; address keys are not used) is
+    /// removed when the address starts with exactly `prepend-`.
     public func stripPrepend(_ address: String) -> String {
         guard let at = address.lastIndex(of: "@") else { return address }
-        let domain = address[address.index(after: at)...].lowercased()
-        let local = address[..<at]
-        guard let dash = local.firstIndex(of: "-") else { return address }
-        let prefix = String(local[..<dash])
-        let original = String(local[local.index(after: dash)...]) + "@" + address[address.index(after: at)...]
-        if case .local(let again) = route(original), again == address, !prefix.isEmpty { return original }
-        return address
+        guard let p = domainPrepend(address[address.index(after: at)...].lowercased()), !p.isEmpty,
+              address.hasPrefix(p + "-") else { return address }
+        return String(address.dropFirst(p.count + 1))
     }
 }

@@ -95,9 +95,6 @@ public final class Engine {
     var cleanupNext = 0
     /// Names of the info/ split folder being reconciled, a few thousand per turn.
     var reconcilePending: [String] = []
-    /// Deliveries started and not yet reported, as the log has shown them.
-    var running = [0, 0]
-    var deliveryChannels: [Int: Channel] = [:]
     var deliveryRecipients: [Int: (MessageID, [UInt8])] = [:]
     var warningInFlight = Set<UInt64>()
     let rateCache = RatePolicyCache()
@@ -154,7 +151,9 @@ public final class Engine {
             }
             spawners[i] = sp
         }
-        if remote == nil {
+        // The in-process SMTP client, unless remote deliveries go to QMAILREMOTE or an
+        // external spawner (then nothing groups recipients: one delivery, one spawner slot).
+        if remote == nil && spawners[Channel.remote.rawValue] == nil {
             let settings: SMTPSettings
             do { settings = try SMTPSettings.load(options.control) } catch {
                 throw StartError(message: "alert: cannot start: unable to read controls: \(error)")
@@ -506,7 +505,6 @@ public final class Engine {
         case let .deliveredBatch(results):
             for (number, report) in results { handle(.delivered(number: number, report: report), now: now) }
         case let .delivered(number, report):
-            if let c = deliveryChannels.removeValue(forKey: number) { running[c.rawValue] -= 1 }
             let (final, actions) = scheduler.finished(number, report, now: now)
             let word = final.kind == .success ? "success" : final.kind == .failure ? "failure" : "deferral"
             log.line("delivery \(number): \(word): \(EngineLog.safe(final.text))")
@@ -595,15 +593,14 @@ public final class Engine {
                 }
             case .start(let d):
                 log.line("starting delivery \(d.number): msg \(d.key.id) to \(d.key.channel.name) \(EngineLog.safe(d.recipient.address))")
-                running[d.key.channel.rawValue] += 1
-                deliveryChannels[d.number] = d.key.channel
                 if bounce.settings.delayWarning > 0 { deliveryRecipients[d.number] = (d.key.id, d.recipient.address) }
                 logStatus()
                 let mess = files.path(.mess, d.key.id)
                 if let sp = spawners[d.key.channel.rawValue] {
                     if !sp.send(d) {
                         log.line("alert: oh no! lost spawn connection! deferring delivery \(d.number)")
-                        execute(scheduler.finished(d.number, DeliveryReport(.deferral, "lost spawn connection"), now: now).actions, now: now)
+                        // As a report: the slot is freed and the delivery line is logged.
+                        handle(.delivered(number: d.number, report: DeliveryReport(.deferral, "lost spawn connection")), now: now)
                     }
                 } else if d.key.channel == .local {
                     let worker = local
@@ -756,9 +753,11 @@ public final class Engine {
         try? store.commit()
     }
 
+    /// Slots in use of each channel, as qmail-send's del_status: a remote group (the
+    /// recipients of one message at one domain, one SMTP transaction) is one slot.
     func logStatus() {
-        let c = scheduler.config
-        log.line("status: local \(running[0])/\(c.concurrency[0]) remote \(running[1])/\(c.concurrency[1])")
+        let c = scheduler.config, used = scheduler.inFlight
+        log.line("status: local \(used[0])/\(c.concurrency[0]) remote \(used[1])/\(c.concurrency[1])")
     }
 }
 

@@ -85,9 +85,11 @@ public final class WorkerPool: @unchecked Sendable {
         return r
     }
 
+    /// Jobs submitted and not yet collected by `drain`: a result that finished after
+    /// the last drain still counts, so an exit check never drops it.
     public var pending: Int {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        return busy
+        return busy + results.count
     }
 }

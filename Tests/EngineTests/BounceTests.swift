@@ -2,6 +2,7 @@ import XCTest
 import SystemIO
 import QueueFormat
 import Bounce
+import ControlFiles
 import TestSupport
 #if canImport(Glibc)
 import Glibc
@@ -90,6 +91,18 @@ final class BounceTests: XCTestCase {
         guard case let .send(_, recipient, _, double) = r else { return XCTFail("\(r)") }
         XCTAssertEqual(String(decoding: recipient, as: UTF8.self), "owner-@lists.example")
         XCTAssertFalse(double)
+    }
+
+    /// qmail-send's stripvdomprepend: exactly the domain's `prepend-` comes off,
+    /// also when the prepend has a dash; address keys are not used.
+    func testVirtualDomainPrependIsStrippedForTheBounce() {
+        var c = EngineControls(me: "example.test")
+        c.virtualDomains = ["my-co.example": "my-co.example", ".sub.example": "subs", "joe@x.example": "j"]
+        let r = AddressRewriter(controls: c)
+        XCTAssertEqual(r.stripPrepend("my-co.example-user@my-co.example"), "user@my-co.example")
+        XCTAssertEqual(r.stripPrepend("subs-a@b.sub.example"), "a@b.sub.example")
+        XCTAssertEqual(r.stripPrepend("other-a@b.sub.example"), "other-a@b.sub.example")
+        XCTAssertEqual(r.stripPrepend("j-joe@x.example"), "j-joe@x.example", "address keys are not used")
     }
 
     func testDoubleAndTripleBounces() throws {
