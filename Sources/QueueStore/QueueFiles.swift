@@ -91,9 +91,15 @@ public struct QueueFiles: Sendable {
             case UInt8(ascii: "e"), UInt8(ascii: "h"):
                 info += todo[i...j]
             case UInt8(ascii: "T"):
-                let r = route(String(decoding: text, as: UTF8.self))
-                if r.local { local.append(UInt8(ascii: "T")); local += Array(r.address.utf8); local.append(0) }
-                else { remote.append(UInt8(ascii: "T")); remote += Array(r.address.utf8); remote.append(0) }
+                // Addresses are bytes, as in qmail's rewrite(): valid UTF-8 round-trips as it
+                // is; anything else goes through as Latin-1 (one character per byte) and comes
+                // back byte for byte instead of as U+FFFD.
+                let utf8 = String(validating: text, as: UTF8.self)
+                let r = route(utf8 ?? String(String.UnicodeScalarView(text.map { Unicode.Scalar($0) })))
+                let address = utf8 != nil ? Array(r.address.utf8)
+                    : r.address.unicodeScalars.flatMap { $0.value < 256 ? [UInt8($0.value)] : Array(String($0).utf8) }
+                if r.local { local.append(UInt8(ascii: "T")); local += address; local.append(0) }
+                else { remote.append(UInt8(ascii: "T")); remote += address; remote.append(0) }
             default:
                 throw .unknownRecord(names.path(.todo, id))
             }

@@ -294,6 +294,29 @@ public final class SMTPClient: @unchecked Sendable {
 
     static func said(_ r: SMTPConnection.Reply) -> String { "Remote host said: " + r.text + "\n" }
 
+    /// An address as it goes into MAIL FROM / RCPT TO, as qmail-remote's addrmangle:
+    /// without an `@` as it is; else the local part quoted if it needs it (quote():
+    /// empty, a byte outside atext and `.`, 8-bit, a leading, trailing or double dot),
+    /// then `@` and the domain. Bytes throughout: nothing is re-encoded.
+    static let atextSymbols = Set("!#$%&'*+-/=?^_`{|}~.".utf8)
+
+    static func path(_ address: [UInt8]) -> [UInt8] {
+        guard let at = address.lastIndex(of: UInt8(ascii: "@")) else { return address }
+        let local = address[..<at]
+        func ok(_ b: UInt8) -> Bool { (b >= 48 && b <= 57) || (b >= 65 && b <= 90) || (b >= 97 && b <= 122) || atextSymbols.contains(b) }
+        let dot = UInt8(ascii: ".")
+        var needs = local.isEmpty || local.first == dot || local.last == dot || !local.allSatisfy(ok)
+        if !needs { needs = zip(local, local.dropFirst()).contains { $0 == dot && $1 == dot } }
+        if !needs { return address }
+        var out: [UInt8] = [34]
+        for b in local {
+            if b == 34 || b == 92 { out.append(92) }
+            out.append(b)
+        }
+        out.append(34)
+        return out + address[at...]
+    }
+
     /// Delivers one message to `recipients` at `domain`.
     public func deliver(domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8]) -> RemoteOutcome {
         // qmail-remote's blast() refuses a final line without its newline (perm_partialline).
@@ -422,25 +445,26 @@ public final class SMTPClient: @unchecked Sendable {
 
     func transaction(_ c: SMTPConnection, sender: [UInt8], recipients: [[UInt8]], message: [UInt8]) throws(SMTPConnection.Failure) -> RemoteOutcome {
         let s = String(decoding: sender, as: UTF8.self)
-        var mail = "MAIL FROM:<\(s)>"
-        if c.extensions.contains("SIZE") { mail += " SIZE=\(message.count)" }
-        if c.extensions.contains("8BITMIME") && message.contains(where: { $0 >= 128 }) { mail += " BODY=8BITMIME" }
+        // Addresses go out as bytes, local parts quoted where needed (qmail-remote's addrmangle).
+        var mail = Array("MAIL FROM:<".utf8) + SMTPClient.path(sender) + Array(">".utf8)
+        if c.extensions.contains("SIZE") { mail += Array(" SIZE=\(message.count)".utf8) }
+        if c.extensions.contains("8BITMIME") && message.contains(where: { $0 >= 128 }) { mail += Array(" BODY=8BITMIME".utf8) }
         if let limit = c.sizeLimit, message.count > limit {
             return .all(recipients.count, message: "DConnected to \(c.ip) but the message is larger than the \(limit) bytes it accepts. (#5.3.4)\n")
         }
         // From here until the reply to the message the server holds a transaction.
         c.needsReset = true
-        let rcptLines = recipients.map { "RCPT TO:<" + String(decoding: $0, as: UTF8.self) + ">\r\n" }
+        let rcptLines = recipients.map { Array("RCPT TO:<".utf8) + SMTPClient.path($0) + Array(">\r\n".utf8) }
         let m: SMTPConnection.Reply
         var replies: [SMTPConnection.Reply] = []
         var dataReply: SMTPConnection.Reply? = nil
         let pipelining = c.extensions.contains("PIPELINING")
         if pipelining {
             // RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order.
-            try c.send(Array((mail + "\r\n" + rcptLines.joined() + "DATA\r\n").utf8))
+            try c.send(mail + [13, 10] + rcptLines.joined() + Array("DATA\r\n".utf8))
             m = try c.reply()
         } else {
-            m = try c.command(mail)
+            m = try c.command(bytes: mail + [13, 10])
         }
         if m.code == 421 {
             // The server is closing: a reused connection is stale (reconnect), a new one reports
@@ -453,7 +477,7 @@ public final class SMTPClient: @unchecked Sendable {
             for _ in recipients { replies.append(try c.reply()) }
             dataReply = try c.reply()
         } else if !pipelining && m.code < 400 {
-            for line in rcptLines { replies.append(try c.command(String(line.dropLast(2)))) }
+            for line in rcptLines { replies.append(try c.command(bytes: line)) }
         }
         if m.code >= 400 {   // as qmail-remote: 5xx refuses, 4xx defers, anything else goes on
             if dataReply?.code == 354 { _ = try c.command(".") }

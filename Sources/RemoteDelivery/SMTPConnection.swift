@@ -137,6 +137,12 @@ public final class SMTPConnection: @unchecked Sendable {
 
     public func send(_ bytes: [UInt8]) throws(Failure) { try rawWrite(bytes) }
 
+    /// A command given as bytes, CRLF included.
+    public func command(bytes: [UInt8]) throws(Failure) -> Reply {
+        try rawWrite(bytes)
+        return try reply()
+    }
+
     /// QUIT without waiting for the answer, then close: qmail-remote's quit()
     /// does not wait either, and a silent peer must not hold the caller (the
     /// engine's loop reaps idle connections) for the whole `timeoutremote`.

@@ -97,4 +97,16 @@ final class CrashTests: QueueTestCase {
         TestEnv.write(q.path(.info, 77), "Fa@b\0eX-Q: 1\n\0")
         XCTAssertEqual(try q.info(77)?.sender, Array("a@b".utf8))
     }
+
+    /// Recipient addresses are bytes: an 8-bit address that is not UTF-8 reaches
+    /// the channel file unchanged (not as U+FFFD).
+    func testEightBitRecipientIsKeptByteForByte() throws {
+        let rcpt: [UInt8] = Array("j".utf8) + [0xF6] + Array("rg@x.example".utf8)
+        XCTAssertEqual(try qmailQueue(message: Array("Subject: x\n\nbody\n".utf8),
+                                      envelope: Array("Fa@b\0T".utf8) + rcpt + [0, 0]).exitCode, 0)
+        let id = try XCTUnwrap(files("todo").first.flatMap { UInt64($0) })
+        let q = QueueFiles(root: queue, names: QueueNames(split: QueueNames.defaultSplit, bigTodo: false), sync: .safe)
+        _ = try q.preprocess(id) { (false, $0) }
+        XCTAssertEqual(TestEnv.read(q.path(.remote, id)), [UInt8(ascii: "T")] + rcpt + [0])
+    }
 }

@@ -269,6 +269,19 @@ final class SMTPClientTests: XCTestCase {
         XCTAssertThrowsError(try SMTPRoutes(lines: [(7, "e.example:relay:abc")], file: "smtproutes"))
     }
 
+    /// Addresses go out as bytes with the local part quoted where qmail-remote quotes it.
+    func testAddressesAreQuotedAndSentAsBytes() throws {
+        let s = try server()
+        let c = try client(port: s.port)
+        let o = c.deliver(domain: "dest.example", sender: Array("s@src.example".utf8),
+                          recipients: [Array("a b@dest.example".utf8), Array("j".utf8) + [0xF6] + Array("rg@dest.example".utf8), Array("plain.name@dest.example".utf8)],
+                          message: message)
+        XCTAssertEqual(ExternalRemoteWorker.fold(output: o.output(forRecipient: 2), status: .exited(0)).kind, .success)
+        XCTAssertTrue(s.sessionLog.contains("RCPT TO:<\"a b\"@dest.example>"), s.sessionLog)
+        XCTAssertTrue(s.sessionLog.contains("RCPT TO:<\"j\u{F6}rg\"@dest.example>"), s.sessionLog)   // the server logs Latin-1
+        XCTAssertTrue(s.sessionLog.contains("RCPT TO:<plain.name@dest.example>"), s.sessionLog)
+    }
+
     func testDataBytes() {
         XCTAssertEqual(SMTPClient.dataBytes(Array("a\n.b\r\n..c".utf8)), Array("a\r\n..b\r\n...c\r\n.\r\n".utf8))
     }
