@@ -16,6 +16,8 @@ public struct LocalDeliveryRequest: Sendable {
     public var local: String
     public var domain: String
     public var sender: String
+    /// indimail's QQEH text (with its trailing newline), written after the
+    /// Delivered-To line and given to programs and forwards as `$QQEH`.
     public var qqeh: String
     /// The default delivery instructions (qmail-start's argument), as .qmail lines.
     public var defaultDelivery: String
@@ -26,11 +28,14 @@ public struct LocalDeliveryRequest: Sendable {
     /// that switches uid for programs and forwards. False when the engine
     /// already runs as that user.
     public var switchIdentity: Bool
-    /// `maxdeliveredto`-style loop limit; nil = only our own line counts.
+    /// The environment programs and forwards start from; nil = this process's.
     public var environment: [String]?
+    /// qmail-local `-n`: deliver nothing, print what would be done.
+    public var printOnly: Bool
 
     public init(user: LocalUser, local: String, domain: String, sender: String, qqeh: String = "",
-                defaultDelivery: String, messageFD: Int32, switchIdentity: Bool, environment: [String]? = nil) {
+                defaultDelivery: String, messageFD: Int32, switchIdentity: Bool, environment: [String]? = nil,
+                printOnly: Bool = false) {
         self.user = user
         self.local = local
         self.domain = domain
@@ -40,6 +45,7 @@ public struct LocalDeliveryRequest: Sendable {
         self.messageFD = messageFD
         self.switchIdentity = switchIdentity
         self.environment = environment
+        self.printOnly = printOnly
     }
 
     var recipient: String { local + "@" + domain }
@@ -50,6 +56,9 @@ public struct LocalDeliveryRequest: Sendable {
 public struct LocalOutcome: Equatable, Sendable {
     public var exitCode: Int32
     public var text: String
+    /// What qmail-local writes on descriptor 2 besides the report (the `-n`
+    /// sticky-home warning); the engine never produces any.
+    public var warnings: String = ""
     public init(_ code: Int32, _ text: String) { exitCode = code; self.text = text }
 
     static func temp(_ t: String) -> LocalOutcome { LocalOutcome(111, t + "\n") }
@@ -69,6 +78,9 @@ public enum QmailLocal {
     /// Programs' exit codes qmail treats as permanent failures.
     static let permanentProgramCodes: Set<Int32> = [64, 65, 70, 76, 77, 78, 100, 112]
 
+    /// qmail-local's `overquota` text: EDQUOT on a mailbox is permanent.
+    static let overQuota = "Recipient's mailbox is full, message returned to sender. (#5.2.2)"
+
     static let maildirCounter = Atomic<UInt64>(0)
 
     public static func deliver(_ req: LocalDeliveryRequest) -> LocalOutcome {
@@ -81,6 +93,18 @@ public enum QmailLocal {
         }
         defer { if req.switchIdentity { _ = qs_thread_identity(geteuid(), getegid()) } }
         return run(req)
+    }
+
+    /// What every line of one delivery shares: the header lines qmail-local
+    /// builds once, the message, and the sender forwards and programs get.
+    struct Delivery {
+        var req: LocalDeliveryRequest
+        var message: [UInt8]
+        var dtline: [UInt8]
+        var rpline: [UInt8]
+        var ufline: [UInt8]
+        var newSender: String
+        var defaultPart: String?
     }
 
     static func run(_ req: LocalDeliveryRequest) -> LocalOutcome {
@@ -99,124 +123,373 @@ public enum QmailLocal {
             return .temp("Unable to switch to \(home): \(QmailErrorText.text(qs_errno())). (#4.3.0)")
         }
         if st.st_mode & 0o002 != 0 { return .temp("Uh-oh: home directory is writable. (#4.7.0)") }
-        if st.st_mode & 0o1000 != 0 { return .temp("Home directory is sticky: user is editing his .qmail file. (#4.2.1)") }
-
-        // The message, and loop detection on our Delivered-To line.
-        if lseek(req.messageFD, 0, SEEK_SET) == -1 { return .temp("Unable to rewind message. (#4.3.0)") }
-        guard let message = try? Sys.readAll(req.messageFD) else { return .temp("Unable to read message. (#4.3.0)") }
-        let dtline = "Delivered-To: " + req.recipient + "\n"
-        if hasDeliveredTo(message, dtline) {
-            return .perm("This message is looping: it already has my Delivered-To line. (#5.4.6)")
+        var warnings = ""
+        if st.st_mode & 0o1000 != 0 {
+            if !req.printOnly { return .temp("Home directory is sticky: user is editing his .qmail file. (#4.2.1)") }
+            warnings = "Warning: home directory is sticky.\n"
         }
+        var outcome = run(req, home: home)
+        outcome.warnings = warnings
+        return outcome
+    }
+
+    static func run(_ req: LocalDeliveryRequest, home: String) -> LocalOutcome {
+        let dtline = deliveredToLine(req.recipient)
+        // The message, and loop detection on our Delivered-To line (not with -n).
+        var message: [UInt8] = []
+        if !req.printOnly {
+            if lseek(req.messageFD, 0, SEEK_SET) == -1 { return .temp("Unable to rewind message. (#4.3.0)") }
+            guard let m = try? Sys.readAll(req.messageFD) else { return .temp("Unable to read message. (#4.3.0)") }
+            message = m
+            if hasDeliveredTo(message, dtline) {
+                return .perm("This message is looping: it already has my Delivered-To line. (#5.4.6)")
+            }
+        }
+        let rpline = returnPathLine(req.sender)
+        let ufline = fromLine(req.sender, time: time(nil))
 
         // Find the instructions.
-        let found = findDotQmail(req)
-        var lines: [String]
-        var defaultPart: String? = nil
-        switch found {
-        case .none:
-            if !req.user.ext.isEmpty { return .perm("Sorry, no mailbox here by that name. (#5.1.1)") }
-            lines = splitLines(req.defaultDelivery)
-        case let .file(path, def):
-            defaultPart = def
-            guard let fst = try? Sys.stat(path) else { return .temp("Unable to read \(path). (#4.3.0)") }
-            if fst.st_mode & 0o022 != 0 { return .temp("Uh-oh: .qmail file is writable. (#4.7.0)") }
-            guard let bytes = try? Sys.readFile(path) else { return .temp("Unable to read \(path). (#4.3.0)") }
-            lines = splitLines(String(decoding: bytes, as: UTF8.self))
-            if bytes.isEmpty { lines = splitLines(req.defaultDelivery) }
-        case .failure(let text):
-            return .temp(text)
+        let safeext = safeExtension(req.user.ext)
+        var found: DotQmail?
+        switch searchDotQmail(home: home, dash: req.user.dash, safeext: safeext, ext: Array(req.user.ext.utf8)) {
+        case .found(let f): found = f
+        case .none: found = nil
+        case .failure(let o): return o
+        }
+        defer { if let f = found { close(f.fd) } }
+        if found == nil && !req.user.dash.isEmpty { return .perm("Sorry, no mailbox here by that name. (#5.1.1)") }
+
+        // The sender of forwards and $NEWSENDER: the list owner when there is one.
+        var newSender = req.sender
+        if req.sender != "" && req.sender != "#@[]" {
+            let prefix = ".qmail" + req.user.dash + String(decoding: safeext, as: UTF8.self)
+            switch ownerFileExists(home: home, name: prefix + "-owner") {
+            case .failure(let o): return o
+            case .found:
+                switch ownerFileExists(home: home, name: prefix + "-owner-default") {
+                case .failure(let o): return o
+                case .found: newSender = req.local + "-owner-@" + req.domain + "-@[]"
+                case .none: newSender = req.local + "-owner@" + req.domain
+                }
+            case .none: break
+            }
         }
 
-        let rpline = "Return-Path: <" + req.sender + ">\n"
+        var cmds: [UInt8] = []
+        var forwardOnly = false
+        if let f = found {
+            guard let bytes = try? Sys.readAll(f.fd) else {
+                return .temp("Unable to read \(f.name): \(QmailErrorText.text(qs_errno())). (#4.3.0)")
+            }
+            cmds = bytes
+            forwardOnly = f.userExecutable
+        }
+        if cmds.isEmpty {
+            cmds = Array(req.defaultDelivery.utf8)
+            forwardOnly = false
+        }
+        if cmds.last != 10 { cmds.append(10) }
+
+        let d = Delivery(req: req, message: message, dtline: dtline, rpline: rpline, ufline: ufline,
+                         newSender: newSender, defaultPart: found?.defaultPart)
+        return carryOut(&cmds, forwardOnly: forwardOnly, d)
+    }
+
+    /// qmail-local's loop over the lines, on the bytes as it does it: a line
+    /// ends at a newline; trailing spaces and tabs are cut; a NUL byte ends
+    /// the text of a line.
+    static func carryOut(_ cmds: inout [UInt8], forwardOnly: Bool, _ d: Delivery) -> LocalOutcome {
+        let doit = !d.req.printOnly
+        var forwardOnly = forwardOnly
         var counts = (file: 0, forward: 0, program: 0)
-        var qps: [String] = []
-        var forwards: [String] = []
-        // Programs' output is part of the report, as it shares qmail-local's descriptor 1.
-        var programOutput = ""
-        for line in lines {
-            if line.hasPrefix("#") || line.isEmpty { continue }
-            if line.hasPrefix("|") {
-                let r = runProgram(String(line.dropFirst()), req, message: message, dtline: dtline, rpline: rpline, defaultPart: defaultPart)
-                if r.exitCode != 0 && r.exitCode != 99 { return LocalOutcome(r.exitCode, programOutput + r.text) }
-                programOutput += r.text
-                counts.program += 1
-                if r.exitCode == 99 { break }
-            } else if line.hasPrefix("/") || line.hasPrefix(".") {
-                let path = line.hasPrefix("/") ? line : home + "/" + line.dropFirst(line.hasPrefix("./") ? 2 : 0)
-                let r = line.hasSuffix("/") ? deliverMaildir(path, message: message, dtline: dtline, rpline: rpline)
-                                            : deliverMbox(path, message: message, dtline: dtline, rpline: rpline, sender: req.sender)
-                if r.exitCode != 0 { return r }
+        var recipients: [[UInt8]] = []
+        // Programs' output and -n's lines: they share qmail-local's descriptor 1,
+        // so they come before whatever ends the delivery.
+        var out: [UInt8] = []
+        var flag99 = false
+        func fail(_ o: LocalOutcome) -> LocalOutcome { LocalOutcome(o.exitCode, String(decoding: out, as: UTF8.self) + o.text) }
+        func say(_ type: String, _ from: Int, _ to: Int) { out += Array(type.utf8) + cmds[from..<to] + [10] }
+        func cString(_ from: Int) -> [UInt8] {
+            var e = from
+            while e < cmds.count && cmds[e] != 0 { e += 1 }
+            return Array(cmds[from..<e])
+        }
+        func program(_ from: Int, _ to: Int) -> LocalOutcome? {
+            counts.program += 1
+            if forwardOnly { return .temp("Uh-oh: .qmail has prog delivery but has x bit set. (#4.7.0)") }
+            if !doit { say("program ", from, to); return nil }
+            let r = runProgram(cString(from), d)
+            out += Array(r.text.utf8)
+            switch r.exitCode {
+            case 0: return nil
+            case 99: flag99 = true; return nil
+            default: return LocalOutcome(r.exitCode, "")
+            }
+        }
+
+        var i = 0
+        var j = 0
+        lines: while j < cmds.count {
+            defer { j += 1 }
+            guard cmds[j] == 10 else { continue }
+            cmds[j] = 0
+            var k = j
+            while k > i && (cmds[k - 1] == 32 || cmds[k - 1] == 9) { k -= 1; cmds[k] = 0 }
+            switch cmds[i] {
+            case 0:
+                if i == 0 { return fail(.temp("Uh-oh: first line of .qmail file is blank. (#4.2.1)")) }
+            case UInt8(ascii: "#"), UInt8(ascii: ":"):
+                break
+            case UInt8(ascii: "."), UInt8(ascii: "/"):
                 counts.file += 1
-            } else {
-                let addr = line.hasPrefix("&") ? String(line.dropFirst()) : line
-                forwards.append(addr.trimmingSpaces())
+                if forwardOnly { return fail(.temp("Uh-oh: .qmail has file delivery but has x bit set. (#4.7.0)")) }
+                let isMaildir = cmds[k - 1] == UInt8(ascii: "/")
+                if !doit {
+                    say(isMaildir ? "maildir " : "mbox ", i, k)
+                } else {
+                    let fn = String(decoding: cString(i), as: UTF8.self)
+                    let r = isMaildir ? deliverMaildir(fn, d) : deliverMbox(fn, d)
+                    if r.exitCode != 0 { return fail(r) }
+                }
+            case UInt8(ascii: "|"):
+                if let r = program(i + 1, k) { return fail(r) }
+            case UInt8(ascii: "?"):
+                // indimail's branch: "?label command" runs the command; when it
+                // exits 99, or there is no command, delivery goes on after ":label".
+                i += 1
+                var l = i
+                while l < k {
+                    if cmds[l] == 32 || cmds[l] == 9 {
+                        cmds[l] = 0
+                        l += 1
+                        while l < k {
+                            if cmds[l] != 32 && cmds[l] != 9 {
+                                if let r = program(l, k) { return fail(r) }
+                                break
+                            }
+                            l += 1
+                        }
+                        break
+                    }
+                    l += 1
+                }
+                if l == k || flag99 {
+                    flag99 = false
+                    cmds[j] = 10
+                    while j + 1 < cmds.count {
+                        if cmds[j] == 10 && cmds[j + 1] == UInt8(ascii: ":") {
+                            j += 2
+                            l = j
+                            while j < cmds.count && cmds[j] != 0 && cmds[j] != 9 && cmds[j] != 10 && cmds[j] != 32 { j += 1 }
+                            if labelMatches(cmds, label: i, target: l, count: j - l) {
+                                while j < cmds.count && cmds[j] != 10 { j += 1 }
+                                break
+                            }
+                            j -= 1
+                        }
+                        j += 1
+                    }
+                }
+            case UInt8(ascii: "+"):
+                if cString(i + 1) == Array("list".utf8) { forwardOnly = true }
+            default:
+                if cmds[i] == UInt8(ascii: "&") { i += 1 }
+                counts.forward += 1
+                if doit { recipients.append(cString(i)) } else { say("forward ", i, k) }
+            }
+            i = j + 1
+            if flag99 { break lines }
+        }
+        var qp: Int32? = nil
+        if !recipients.isEmpty && doit {
+            switch forward(recipients, d) {
+            case .success(let p): qp = p
+            case .failure(let o): return fail(o)
             }
         }
-        if !forwards.isEmpty {
-            let r = forward(forwards, req: req, message: message, dtline: dtline)
-            switch r {
-            case .success(let qp):
-                counts.forward += forwards.count
-                qps.append("qp \(qp)")
-            case .failure(let outcome):
-                return outcome
-            }
+        out += Array("did \(counts.file)+\(counts.forward)+\(counts.program)\n".utf8)
+        if let qp { out += Array("qp \(qp)\n".utf8) }
+        return LocalOutcome(0, String(decoding: out, as: UTF8.self))
+    }
+
+    /// qmail's `str_diffn(label, target, count) == 0`: the first `count` bytes
+    /// of the branch's label equal the target's, a NUL in the label ending it.
+    static func labelMatches(_ cmds: [UInt8], label: Int, target: Int, count: Int) -> Bool {
+        for n in 0..<max(count, 0) {
+            let x = label + n < cmds.count ? cmds[label + n] : 0
+            if x != cmds[target + n] { return false }
+            if x == 0 { return true }
         }
-        var text = programOutput + "did \(counts.file)+\(counts.forward)+\(counts.program)\n"
-        for q in qps { text += q + "\n" }
-        return LocalOutcome(0, text)
+        return true
     }
 
-    static func splitLines(_ s: String) -> [String] {
-        s.split(separator: "\n", omittingEmptySubsequences: true).map { String($0).trimmingTrailingSpaces() }
+    // MARK: The lines qmail-local writes
+
+    /// `Delivered-To: <local>@<host>` with any newline made `_`, and a newline.
+    static func deliveredToLine(_ recipient: String) -> [UInt8] {
+        Array("Delivered-To: ".utf8) + recipient.utf8.map { $0 == 10 ? UInt8(ascii: "_") : $0 } + [10]
     }
 
-    static func hasDeliveredTo(_ message: [UInt8], _ dtline: String) -> Bool {
-        let target = Array(dtline.lowercased().utf8.dropLast())
+    /// `Return-Path: <quote2(sender)>` with any newline made `_`, and a newline.
+    static func returnPathLine(_ sender: String) -> [UInt8] {
+        let line = Array("Return-Path: <".utf8) + quote2(Array(sender.utf8))
+        return line.map { $0 == 10 ? UInt8(ascii: "_") : $0 } + Array(">\n".utf8)
+    }
+
+    /// The mbox `From ` line (`$UFLINE`): the sender with spaces, tabs and
+    /// newlines made `-` (MAILER-DAEMON when empty), and qmail's myctime.
+    static func fromLine(_ sender: String, time t: time_t) -> [UInt8] {
+        let who: [UInt8] = sender.isEmpty ? Array("MAILER-DAEMON".utf8)
+            : sender.utf8.map { $0 == 32 || $0 == 9 || $0 == 10 ? UInt8(ascii: "-") : $0 }
+        return Array("From ".utf8) + who + [32] + Array(myctime(t).utf8)
+    }
+
+    /// qmail's myctime(): UTC, `Thu Nov 26 05:39:05 2026` and a newline.
+    static func myctime(_ t: time_t) -> String {
+        var now = t
+        var tm = tm()
+        gmtime_r(&now, &tm)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(days[Int(tm.tm_wday)]) \(months[Int(tm.tm_mon)]) \(two(tm.tm_mday)) \(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) \(1900 + Int(tm.tm_year))\n"
+    }
+
+    /// qmail's quote2(): quote the local part (before the last `@`) when RFC 821 needs it.
+    static func quote2(_ s: [UInt8]) -> [UInt8] {
+        if s.isEmpty { return [] }
+        guard let at = s.lastIndex(of: UInt8(ascii: "@")) else { return quote(s) }
+        return quote(Array(s[..<at])) + s[at...]
+    }
+
+    static func quote(_ s: [UInt8]) -> [UInt8] {
+        guard quoteNeeded(s) else { return s }
+        var out: [UInt8] = [UInt8(ascii: "\"")]
+        for c in s {
+            if c == 13 || c == 10 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
+            out.append(c)
+        }
+        out.append(UInt8(ascii: "\""))
+        return out
+    }
+
+    static let atomBytes = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-/=?^_`{|}~.".utf8)
+
+    static func quoteNeeded(_ s: [UInt8]) -> Bool {
+        if s.isEmpty { return true }
+        if s.contains(where: { !atomBytes.contains($0) }) { return true }
+        let dot = UInt8(ascii: ".")
+        if s.first == dot || s.last == dot { return true }
+        for n in 0..<(s.count - 1) where s[n] == dot && s[n + 1] == dot { return true }
+        return false
+    }
+
+    /// The extension as qmail-local looks files up by: ASCII lower case, `.` made `:`.
+    static func safeExtension(_ ext: String) -> [UInt8] {
+        ext.utf8.map { c in
+            if c == UInt8(ascii: ".") { return UInt8(ascii: ":") }
+            return c >= 65 && c <= 90 ? c + 32 : c
+        }
+    }
+
+    /// bouncexf(): a header line equal, byte for byte, to our Delivered-To
+    /// line. The header ends at an empty line or at a last line without a newline.
+    static func hasDeliveredTo(_ message: [UInt8], _ dtline: [UInt8]) -> Bool {
         var i = 0
         while i < message.count {
-            var e = i
-            while e < message.count && message[e] != 10 { e += 1 }
-            if e == i { return false } // end of header
-            if e - i == target.count && message[i..<e].map({ ($0 >= 65 && $0 <= 90) ? $0 + 32 : $0 }) == target { return true }
+            guard let e = message[i...].firstIndex(of: 10) else { return false }
+            if e == i { return false }
+            if e + 1 - i == dtline.count && message[i...e].elementsEqual(dtline) { return true }
             i = e + 1
         }
         return false
     }
 
-    enum Found { case none, file(String, defaultPart: String?), failure(String) }
+    // MARK: Finding the .qmail file
 
-    /// qmail-local's search: `.qmail<dash><ext>`, then `.qmail<dash><prefix>-default`
-    /// for each shorter prefix ending at a `-`, then `.qmail-default`.
-    /// Dots in the extension become `:` and it is lower-cased.
-    static func findDotQmail(_ req: LocalDeliveryRequest) -> Found {
-        let home = req.user.home
-        let ext = req.user.ext.lowercased().map { $0 == "." ? ":" : $0 }
-        let dash = req.user.dash
-        func exists(_ name: String) -> Bool? {
-            let p = home + "/" + name
-            if (try? Sys.stat(p)) != nil { return true }
-            if qs_errno() == EACCES { return nil }
-            return false
+    struct DotQmail {
+        var name: String
+        var fd: Int32
+        var userExecutable: Bool
+        var defaultPart: String?
+    }
+
+    enum Search<T> { case found(T), none, failure(LocalOutcome) }
+
+    /// qmail's error_temp(): the errors that may go away by themselves.
+    static func isTemporary(_ e: Int32) -> Bool {
+        [EINTR, ENOMEM, ETXTBSY, EIO, ETIMEDOUT, EWOULDBLOCK, EAGAIN, EDEADLK, EBUSY, ENFILE, EMFILE, EFBIG, ENOSPC,
+         ENETDOWN, ENETUNREACH, ENETRESET, ECONNABORTED, ECONNRESET, ENOBUFS, ETOOMANYREFS, ECONNREFUSED,
+         EHOSTDOWN, EHOSTUNREACH, EUSERS, EDQUOT, ESTALE, ENOLCK].contains(e)
+    }
+
+    static func unableToOpen(_ name: String, _ e: Int32) -> LocalOutcome {
+        .temp("Unable to open \(name): \(QmailErrorText.text(e)). (#4.3.0)")
+    }
+
+    /// qmeexists(): open the candidate; a temporary error, EPERM or EACCES is a
+    /// deferral, any other error means there is none; only a regular file counts.
+    static func openDotQmail(home: String, name: String) -> Search<(fd: Int32, userExecutable: Bool)> {
+        let fd = open(home + "/" + name, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        if fd == -1 {
+            let e = qs_errno()
+            if isTemporary(e) || e == EPERM || e == EACCES { return .failure(unableToOpen(name, e)) }
+            return .none
         }
-        let exact = ".qmail" + dash + String(ext)
-        switch exists(exact) {
-        case .some(true): return .file(home + "/" + exact, defaultPart: nil)
-        case .none: return .failure("Unable to read \(exact). (#4.3.0)")
-        default: break
+        guard let st = try? Sys.fstat(fd) else {
+            let e = qs_errno()
+            close(fd)
+            return .failure(unableToOpen(name, e))
         }
-        if dash.isEmpty { return .none }
-        var i = ext.count
+        if (st.st_mode & S_IFMT) == S_IFREG {
+            if st.st_mode & 0o002 != 0 { close(fd); return .failure(.temp("Uh-oh: .qmail file is writable. (#4.7.0)")) }
+            return .found((fd, st.st_mode & 0o100 != 0))
+        }
+        close(fd)
+        return .none
+    }
+
+    /// qmesearch(): `.qmail<dash><safeext>`, then `.qmail<dash><prefix>default`
+    /// for each prefix of the extension that ends at a `-`, longest first, down
+    /// to the empty one. `$DEFAULT` is the rest of the extension as given.
+    static func searchDotQmail(home: String, dash: String, safeext: [UInt8], ext: [UInt8]) -> Search<DotQmail> {
+        let exact = ".qmail" + dash + String(decoding: safeext, as: UTF8.self)
+        switch openDotQmail(home: home, name: exact) {
+        case .failure(let o): return .failure(o)
+        case .found(let f):
+            var def: String? = nil
+            if safeext.count >= 7 && safeext.suffix(7).elementsEqual("default".utf8) && safeext.count - 7 <= ext.count {
+                def = String(decoding: ext[(safeext.count - 7)...], as: UTF8.self)
+            }
+            return .found(DotQmail(name: exact, fd: f.fd, userExecutable: f.userExecutable, defaultPart: def))
+        case .none: break
+        }
+        var i = safeext.count
         while i >= 0 {
-            if i == 0 || ext[i - 1] == "-" {
-                let name = ".qmail" + dash + String(ext[0..<i]) + "default"
-                if exists(name) == true { return .file(home + "/" + name, defaultPart: String(req.user.ext.dropFirst(i))) }
+            if i == 0 || safeext[i - 1] == UInt8(ascii: "-") {
+                let name = ".qmail" + dash + String(decoding: safeext[..<i], as: UTF8.self) + "default"
+                switch openDotQmail(home: home, name: name) {
+                case .failure(let o): return .failure(o)
+                case .found(let f):
+                    let def = i <= ext.count ? String(decoding: ext[i...], as: UTF8.self) : nil
+                    return .found(DotQmail(name: name, fd: f.fd, userExecutable: f.userExecutable, defaultPart: def))
+                case .none: break
+                }
             }
             i -= 1
         }
         return .none
     }
+
+    /// qmeox(): does `.qmail<dash><safeext>-owner…` exist (stat)? A temporary error is a deferral.
+    static func ownerFileExists(home: String, name: String) -> Search<Void> {
+        let (st, e) = Sys.statWithErrno(home + "/" + name)
+        if st != nil { return .found(()) }
+        if isTemporary(e) { return .failure(unableToOpen(name, e)) }
+        return .none
+    }
+
+    // MARK: Deliveries
 
     static func uniqueName() -> String {
         var tv = timeval()
@@ -224,12 +497,20 @@ public enum QmailLocal {
         let n = maildirCounter.wrappingAdd(1, ordering: .relaxed).newValue
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
-        let h = String(cString: host).replacingOccurrences("/", "\\057").replacingOccurrences(":", "\\072")
+        let h = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).replacingOccurrences("/", "\\057").replacingOccurrences(":", "\\072")
         return "\(tv.tv_sec).M\(tv.tv_usec)P\(getpid())Q\(n).\(h)"
     }
 
-    /// Maildir: unique file in tmp/, written and fsynced, linked into new/.
-    static func deliverMaildir(_ dir: String, message: [UInt8], dtline: String, rpline: String) -> LocalOutcome {
+    /// A line's path: absolute, or relative to the home directory.
+    static func path(_ fn: String, _ d: Delivery) -> String {
+        fn.hasPrefix("/") ? fn : d.req.user.home + "/" + fn.dropFirst(fn.hasPrefix("./") ? 2 : 0)
+    }
+
+    /// Maildir: unique file in tmp/ with Return-Path, Delivered-To, the QQEH
+    /// text and the message, fsynced, linked into new/. EDQUOT anywhere is
+    /// qmail's permanent "mailbox is full".
+    static func deliverMaildir(_ fn: String, _ d: Delivery) -> LocalOutcome {
+        let dir = path(fn, d)
         guard let st = try? Sys.stat(dir), (st.st_mode & S_IFMT) == S_IFDIR else {
             return .temp("Unable to chdir to maildir. (#4.2.1)")
         }
@@ -238,23 +519,27 @@ public enum QmailLocal {
             let tmp = dir + "tmp/" + name
             let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
             if fd == -1 {
-                if qs_errno() == EEXIST { usleep(2000); continue }
-                return .temp("Unable to open tmp/\(name): \(SystemError("open").reason). (#4.2.1)")
+                let e = qs_errno()
+                if e == EEXIST { usleep(2000); continue }
+                if e == EDQUOT { return .perm(overQuota) }
+                return .temp("Unable to open tmp/\(name): \(SystemError("open", errno: e).reason). (#4.2.1)")
             }
             do {
-                try Sys.write(fd, Array((rpline + dtline).utf8))
-                try Sys.write(fd, message)
+                try Sys.write(fd, d.rpline + d.dtline + Array(d.req.qqeh.utf8))
+                try Sys.write(fd, d.message)
                 try Sys.fsync(fd)
                 close(fd)
             } catch {
                 close(fd); unlink(tmp)
                 let se = error.systemError
+                if se.errno == EDQUOT { return .perm(overQuota) }
                 return .temp(se.isNoSpace ? "Unable to write tmp/\(name): disk full. (#4.3.0)" : "Unable to write tmp/\(name): \(se.reason). (#4.3.0)")
             }
             if link(tmp, dir + "new/" + name) == -1 {
-                let reason = SystemError("link").reason
+                let se = SystemError("link")
                 unlink(tmp)
-                return .temp("Unable to link tmp/\(name) to new/\(name): \(reason). (#4.3.0)")
+                if se.errno == EDQUOT { return .perm(overQuota) }
+                return .temp("Unable to link tmp/\(name) to new/\(name): \(se.reason). (#4.3.0)")
             }
             unlink(tmp)
             return LocalOutcome(0, "")
@@ -262,27 +547,33 @@ public enum QmailLocal {
         return .temp("Unable to create a unique file name in \(dir)tmp/. (#4.3.0)")
     }
 
-    /// mbox: exclusive lock, `From ` line, Return-Path, Delivered-To, the message
-    /// with `>From ` quoting, a blank line; fsync; cut back on failure.
-    static func deliverMbox(_ path: String, message: [UInt8], dtline: String, rpline: String, sender: String) -> LocalOutcome {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        if fd == -1 { return .temp("Unable to open \(path): \(SystemError("open").reason). (#4.2.1)") }
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// mbox: exclusive lock (waited for at most 30 s; delivered without it when
+    /// locking fails otherwise), then the From_ line, Return-Path, Delivered-To,
+    /// the QQEH text, the message with `>From ` quoting, a blank line; fsync;
+    /// a locked file is cut back on failure.
+    static func deliverMbox(_ fn: String, _ d: Delivery) -> LocalOutcome {
+        let fd = open(path(fn, d), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        if fd == -1 { return .temp("Unable to open \(fn): \(QmailErrorText.text(qs_errno())). (#4.2.1)") }
         defer { close(fd) }
-        var waited = 0
+        let deadline = monotonicSeconds() + 30
+        var locked = true
         while qs_flock_exclusive_nb(fd) == -1 {
-            if waited >= 30_000 { return .temp("Timeout while locking \(path). (#4.2.1)") }
+            let e = qs_errno()
+            if e != EWOULDBLOCK && e != EINTR { locked = false; break }
+            if monotonicSeconds() >= deadline { return .temp("File has been locked for 30 seconds straight. (#4.3.0)") }
             usleep(10_000)
-            waited += 10
         }
-        defer { _ = qs_flock(fd, LOCK_UN) }
-        guard let st = try? Sys.fstat(fd) else { return .temp("Unable to stat \(path). (#4.3.0)") }
+        defer { if locked { _ = qs_flock(fd, LOCK_UN) } }
+        guard let st = try? Sys.fstat(fd) else { return .temp("Unable to stat \(fn). (#4.3.0)") }
         let start = st.st_size
-        var now = time(nil)
-        var buf = [CChar](repeating: 0, count: 64)
-        ctime_r(&now, &buf)
-        let date = String(cString: buf)   // ends with \n
-        var out = Array(("From " + (sender.isEmpty ? "MAILER-DAEMON" : sender) + " " + date).utf8)
-        out += Array((rpline + dtline).utf8)
+        var out = d.ufline + d.rpline + d.dtline + Array(d.req.qqeh.utf8)
+        let message = d.message
         var i = 0
         while i < message.count {
             var e = i
@@ -296,32 +587,48 @@ public enum QmailLocal {
         if message.last != 10 { out.append(10) }
         out.append(10)
         do {
-            try Sys.write(fd, out, path: path)
-            try Sys.fsync(fd, path: path)
+            try Sys.write(fd, out)
+            try Sys.fsync(fd)
         } catch {
-            _ = ftruncate(fd, start)
-            return .temp("Unable to write \(path): \(error.systemError.reason). (#4.3.0)")
+            if locked { _ = ftruncate(fd, start) }
+            let e = error.systemError.errno
+            if e == EDQUOT { return .perm(overQuota) }
+            return .temp("Unable to write \(fn): \(QmailErrorText.text(e)). (#4.3.0)")
         }
         return LocalOutcome(0, "")
     }
 
-    static func programEnvironment(_ req: LocalDeliveryRequest, dtline: String, rpline: String, defaultPart: String?) -> [String] {
+    /// qmail's HOST2, HOST3, HOST4: the host cut at its last `.`, then that cut
+    /// at its last `.`, and so on; a cut without a `.` stays as it is.
+    static func hostParts(_ host: String) -> [String] {
+        let h = Array(host.utf8)
+        var i = h.count
+        var parts: [String] = []
+        for _ in 0..<3 {
+            if let dot = h[..<i].lastIndex(of: UInt8(ascii: ".")) { i = dot }
+            parts.append(String(decoding: h[..<i], as: UTF8.self))
+        }
+        return parts
+    }
+
+    static func programEnvironment(_ d: Delivery) -> [String] {
+        let req = d.req
         var env: [String: String] = [:]
         for entry in req.environment ?? currentEnvironment() {
             if let eq = entry.firstIndex(of: "=") { env[String(entry[..<eq])] = String(entry[entry.index(after: eq)...]) }
         }
         let u = req.user
         env["SENDER"] = req.sender
-        env["NEWSENDER"] = req.sender
+        env["NEWSENDER"] = d.newSender
         env["RECIPIENT"] = req.recipient
         env["USER"] = u.user
         env["HOME"] = u.home
         env["LOCAL"] = req.local
         env["HOST"] = req.domain
         env["EXT"] = u.ext
-        env["DTLINE"] = dtline
-        env["RPLINE"] = rpline
-        env["UFLINE"] = "From " + (req.sender.isEmpty ? "MAILER-DAEMON" : req.sender) + " " + ufDate() + "\n"
+        env["DTLINE"] = String(decoding: d.dtline, as: UTF8.self)
+        env["RPLINE"] = String(decoding: d.rpline, as: UTF8.self)
+        env["UFLINE"] = String(decoding: d.ufline, as: UTF8.self)
         env["QQEH"] = req.qqeh
         let ext = Array(u.ext)
         var dashes: [Int] = []
@@ -329,35 +636,26 @@ public enum QmailLocal {
         for n in 2...4 {
             env["EXT\(n)"] = dashes.count >= n - 1 ? String(ext[(dashes[n - 2] + 1)...]) : ""
         }
-        let host = Array(req.domain)
-        var dots: [Int] = []
-        for (i, c) in host.enumerated() where c == "." { dots.append(i) }
-        for n in 2...4 {
-            let k = dots.count - (n - 1)
-            env["HOST\(n)"] = k >= 0 && k < dots.count ? String(host[..<dots[k]]) : ""
-        }
-        if let d = defaultPart { env["DEFAULT"] = d } else { env["DEFAULT"] = nil }
+        for (n, part) in zip(2...4, hostParts(req.domain)) { env["HOST\(n)"] = part }
+        if let def = d.defaultPart { env["DEFAULT"] = def } else { env["DEFAULT"] = nil }
         return env.map { "\($0.key)=\($0.value)" }
     }
 
-    static func ufDate() -> String {
-        var now = time(nil)
-        var buf = [CChar](repeating: 0, count: 64)
-        ctime_r(&now, &buf)
-        return String(String(cString: buf).dropLast())
-    }
-
     /// `|command`: `/bin/sh -c command` as the user, in the home folder, with
-    /// the message on standard input. Output (capped) is the report text.
-    static func runProgram(_ command: String, _ req: LocalDeliveryRequest, message: [UInt8], dtline: String, rpline: String, defaultPart: String?) -> LocalOutcome {
+    /// the message on standard input and qmail-local's umask 077 (the engine's
+    /// own umask is not changed: the shell sets it first). Output (capped) is
+    /// the report text.
+    static func runProgram(_ command: [UInt8], _ d: Delivery) -> LocalOutcome {
+        let req = d.req
         let input = req.messageFD
         if lseek(input, 0, SEEK_SET) == -1 { return .temp("Unable to rewind message. (#4.3.0)") }
         guard let out = try? Spawn.pipe() else { return .temp("Unable to create pipe. (#4.3.0)") }
-        let env = programEnvironment(req, dtline: dtline, rpline: rpline, defaultPart: defaultPart)
+        let env = programEnvironment(d)
         let creds: Spawn.Credentials? = req.switchIdentity ? .init(uid: req.user.uid, gid: req.user.gid) : nil
+        let script = "umask 077; " + String(decoding: command, as: UTF8.self)
         let pid: pid_t
         do {
-            pid = try Spawn.start("/bin/sh", arguments: ["sh", "-c", command], environment: env,
+            pid = try Spawn.start("/bin/sh", arguments: ["sh", "-c", script], environment: env,
                                   fds: [.init(input, at: 0), .init(out.write, at: 1), .init(out.write, at: 2)],
                                   keepStandard: false, directory: req.user.home, credentials: creds)
         } catch {
@@ -375,7 +673,7 @@ public enum QmailLocal {
         let output = String(decoding: text, as: UTF8.self)
         switch status {
         case .signaled:
-            return LocalOutcome(111, output + "Program crashed. (#4.3.0)\n")
+            return LocalOutcome(111, output + "Aack, child crashed. (#4.3.0)\n")
         case .exited(let code):
             if code == 0 || code == 99 { return LocalOutcome(code, output) }
             if code == 126 || code == 127 { return LocalOutcome(111, output.isEmpty ? "Unable to run program. (#4.3.0)\n" : output) }
@@ -386,8 +684,10 @@ public enum QmailLocal {
 
     enum ForwardResult { case success(Int32), failure(LocalOutcome) }
 
-    /// Forwards through the queue-client layer with our Delivered-To line on top.
-    static func forward(_ addresses: [String], req: LocalDeliveryRequest, message: [UInt8], dtline: String) -> ForwardResult {
+    /// Forwards through the queue-client layer: our Delivered-To line and the
+    /// QQEH text on top, from the list owner when there is one (NEWSENDER).
+    static func forward(_ addresses: [[UInt8]], _ d: Delivery) -> ForwardResult {
+        let req = d.req
         var env = req.environment ?? currentEnvironment()
         env.removeAll { $0.hasPrefix("QQEH=") }
         if !req.qqeh.isEmpty { env.append("QQEH=" + req.qqeh) }
@@ -396,9 +696,9 @@ public enum QmailLocal {
             let text = (error as? QueueSession.StartFailure)?.description ?? "Zqq unable to exec qq (#4.3.0)"
             return .failure(LocalOutcome(111, "Unable to forward message: \(text.dropFirst()). (#4.3.0)\n"))
         }
-        session.put(Array(dtline.utf8))
-        session.put(message)
-        session.from(req.sender)
+        session.put(d.dtline + Array(req.qqeh.utf8))
+        session.put(d.message)
+        session.from(d.newSender)
         for a in addresses { session.to(a) }
         let r = session.close()
         if r.isQueued { return .success(session.qp) }
@@ -414,17 +714,6 @@ func currentEnvironment() -> [String] {
 }
 
 extension String {
-    func trimmingSpaces() -> String {
-        var s = Substring(self)
-        while s.first == " " || s.first == "\t" { s = s.dropFirst() }
-        while s.last == " " || s.last == "\t" { s = s.dropLast() }
-        return String(s)
-    }
-    func trimmingTrailingSpaces() -> String {
-        var s = Substring(self)
-        while s.last == " " || s.last == "\t" || s.last == "\r" { s = s.dropLast() }
-        return String(s)
-    }
     func replacingOccurrences(_ a: Character, _ b: String) -> String {
         var out = ""
         for c in self { if c == a { out += b } else { out.append(c) } }
