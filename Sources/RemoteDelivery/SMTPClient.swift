@@ -52,8 +52,23 @@ public struct SMTPSettings: Sendable {
 
     /// `helohost` (default `me`), `timeoutconnect`, `timeoutremote`, `smtproutes`,
     /// `tlsdestinations`, `tlsca` (or `$TLS_CA_FILE`), `notls`.
+    /// This host's addresses (qmail's ipme: the interfaces, 0.0.0.0, `moreipme`, less
+    /// `notipme`). Empty: no check (settings built by hand, as in tests).
+    public var localAddresses: [[UInt8]] = []
+
     public static func load(_ control: ControlDirectory) throws -> SMTPSettings {
         var s = SMTPSettings()
+        var me = SMTPSettings.interfaceAddresses() + [[0, 0, 0, 0]]
+        func parse(_ lines: [String]?) -> [[UInt8]] {
+            (lines ?? []).compactMap { l in
+                var buf = [UInt8](repeating: 0, count: 16)
+                let n = qs_parse_ip(l, &buf)
+                return n > 0 ? Array(buf[0..<Int(n)]) : nil
+            }
+        }
+        me += parse(try control.readLines("moreipme"))
+        let not = parse(try control.readLines("notipme"))
+        s.localAddresses = me.filter { !not.contains($0) }
         s.heloHost = try control.readLine("helohost").flatMap { $0.isEmpty ? nil : $0 } ?? control.readLine("me") ?? "localhost"
         s.timeoutConnect = try control.readInt("timeoutconnect", default: 60)
         s.timeoutRemote = try control.readInt("timeoutremote", default: 1200)
@@ -62,6 +77,30 @@ public struct SMTPSettings: Sendable {
         if let ca = Sys.environment("TLS_CA_FILE") { s.caFile = ca } else { s.caFile = try control.readLine("tlsca") }
         s.startTLS = try control.readInt("notls", default: 0) == 0
         return s
+    }
+
+    /// The addresses of this host's interfaces (IPv4 4 bytes, IPv6 16 bytes).
+    public static func interfaceAddresses() -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        var list: UnsafeMutablePointer<ifaddrs>? = nil
+        guard getifaddrs(&list) == 0 else { return [] }
+        defer { freeifaddrs(list) }
+        var p = list
+        while let ifa = p {
+            if let sa = ifa.pointee.ifa_addr {
+                if sa.pointee.sa_family == sa_family_t(AF_INET) {
+                    sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                        withUnsafeBytes(of: sin.pointee.sin_addr) { out.append(Array($0)) }
+                    }
+                } else if sa.pointee.sa_family == sa_family_t(AF_INET6) {
+                    sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { s6 in
+                        withUnsafeBytes(of: s6.pointee.sin6_addr) { out.append(Array($0)) }
+                    }
+                }
+            }
+            p = ifa.pointee.ifa_next
+        }
+        return out
     }
 
     public func requiresTLS(_ domain: String) -> Bool {
@@ -212,7 +251,7 @@ public final class SMTPClient: @unchecked Sendable {
         self.hosts = hosts
     }
 
-    struct Target { var name: String; var address: [UInt8]; var port: Int }
+    struct Target { var name: String; var address: [UInt8]; var port: Int; var pref = 0 }
 
     enum Resolution { case targets([Target]), failure(String) }
 
@@ -249,28 +288,42 @@ public final class SMTPClient: @unchecked Sendable {
             return addressTargets(relay, port: route.port)
         }
         let port = settings.routes.route(for: domain)?.port ?? 25
-        if SMTPClient.literal(domain) != nil { return addressTargets(domain, port: port) }
+        let found = SMTPClient.literal(domain) != nil ? addressTargets(domain, port: port) : exchangers(domain, port: port)
+        guard case .targets(let targets) = found else { return found }
+        // qmail-remote's prefme: never deliver to ourselves or to an MX no better than us
+        // (a backup MX would loop the message back to itself).
+        if settings.localAddresses.isEmpty { return .targets(targets) }
+        let prefme = targets.filter { settings.localAddresses.contains($0.address) }.map(\.pref).min() ?? Int.max
+        let usable = targets.filter { $0.pref < prefme }
+        if usable.isEmpty {
+            return .failure("DSorry. Although I'm listed as a best-preference MX or A for that host,\nit isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n")
+        }
+        return .targets(usable)
+    }
+
+    /// The MX hosts' addresses in preference order (random among equals), or the
+    /// domain's own addresses when it has no MX.
+    func exchangers(_ domain: String, port: Int) -> Resolution {
         switch resolver.query(domain, .mx) {
         case .nxdomain: return .failure("DSorry, I couldn't find any host named \(domain). (#5.1.2)\n")
         case .temporaryFailure: return .failure("ZSorry, I couldn't find any host by that name. (#4.1.2)\n")
         case .records(let records):
             var mxs = records.compactMap { r -> (Int, String)? in if case let .mx(p, e) = r { return (p, e) }; return nil }
             if mxs.isEmpty { return addressTargets(domain, port: port) }
-            // Preference order; random among equals.
             mxs.shuffle()
             mxs.sort { $0.0 < $1.0 }
-            var targets: [Target] = []
-            var lastFailure: String? = nil
-            for (_, name) in mxs {
+            var found: [Target] = []
+            var temporary: String? = nil
+            for (pref, name) in mxs where !name.isEmpty && name != "." {   // "0 ." is a null MX (RFC 7505)
                 switch addressTargets(name, port: port) {
-                case .targets(let t): targets += t
-                case .failure(let f): lastFailure = f
+                case .targets(let t): found += t.map { var x = $0; x.pref = pref; return x }
+                case .failure(let f): if f.hasPrefix("Z") { temporary = f }
                 }
             }
-            if targets.isEmpty {
-                return .failure(lastFailure?.hasPrefix("Z") == true ? lastFailure! : "ZSorry, I couldn't find any host by that name. (#4.1.2)\n")
-            }
-            return .targets(targets)
+            // qmail-remote: a soft DNS error defers; MX hosts without any address (or a
+            // null MX) fail for good (perm_nomx).
+            if found.isEmpty { return .failure(temporary ?? "DSorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n") }
+            return .targets(found)
         }
     }
 

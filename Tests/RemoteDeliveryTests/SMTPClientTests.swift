@@ -341,4 +341,37 @@ final class DNSTests: XCTestCase {
         XCTAssertEqual(s.received.count, 2)
         c.pool.closeAll()
     }
+
+    /// qmail-remote's prefme and perm_nomx: an MX no better than this host is never
+    /// used (a backup MX would loop mail to itself), a domain whose best MX or address
+    /// is this host fails, and a null MX or MX hosts without addresses fail for good.
+    func testThisHostAsMXAndNullMX() throws {
+        let smtpDir = dir + "/smtp2"
+        mkdir(smtpDir, 0o755)
+        let s = try ScriptedServer.smtp(smtpDir)
+        servers.append(s)
+        let r = try dns(["backup.example/MX/20/me.mx.example", "backup.example/MX/10/dead.mx.example",
+                         "dead.mx.example/A/127.0.0.2", "me.mx.example/A/127.0.0.1",
+                         "self.example/MX/10/me.mx.example", "selfa.example/A/127.0.0.1",
+                         "nullmx.example/MX/0/.", "noaddr.example/MX/10/gone.mx.example", "gone.mx.example/NXDOMAIN"])
+        var settings = SMTPSettings()
+        settings.timeoutConnect = 3
+        settings.timeoutRemote = 10
+        settings.routes = try SMTPRoutes(lines: [(1, "::\(s.port)")], file: "smtproutes")
+        settings.localAddresses = [[127, 0, 0, 1]]
+        let c = SMTPClient(settings: settings, resolver: r)
+        let m = Array("Subject: x\n\nx\n".utf8)
+        func report(_ d: String) -> String {
+            String(decoding: c.deliver(domain: d, sender: [], recipients: [Array("u@\(d)".utf8)], message: m).messageReport, as: UTF8.self)
+        }
+        // We are MX 20: only the better MX 10 is tried, and it is down.
+        XCTAssertEqual(report("backup.example").first, "Z")
+        let ambiguous = "DSorry. Although I'm listed as a best-preference MX or A for that host,\nit isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n"
+        XCTAssertEqual(report("self.example"), ambiguous)
+        XCTAssertEqual(report("selfa.example"), ambiguous)
+        XCTAssertEqual(report("nullmx.example"), "DSorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n")
+        XCTAssertEqual(report("noaddr.example"), "DSorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n")
+        XCTAssertEqual(s.received.count, 0, "nothing was delivered to this host itself")
+        XCTAssertTrue(SMTPSettings.interfaceAddresses().contains([127, 0, 0, 1]), "the loopback interface is one of ours")
+    }
 }

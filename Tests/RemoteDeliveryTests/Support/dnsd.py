@@ -22,6 +22,8 @@ for r in args:
     zone.setdefault((name, parts[1]), []).append(parts[2:])
 
 def encode(name):
+    if name in (".", ""):
+        return b"\0"     # the root: a null MX (RFC 7505) points there
     out = b""
     for l in name.rstrip(".").split("."):
         out += bytes([len(l)]) + l.encode()
