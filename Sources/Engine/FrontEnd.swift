@@ -99,6 +99,9 @@ public enum FrontEnd {
     }
 
     public static func main(_ kind: Kind) -> Int32 {
+        // qmail-local's umask: what deliveries and their programs create is private. The
+        // engine's own files have explicit modes; qmail-queue (bounces, forwards) sets its own.
+        umask(0o077)
         let program = kind == .qmailSend ? "qmail-send" : kind == .slowqSend ? "slowq-send" : "qmta-send"
         var args = Array(CommandLine.arguments.dropFirst())
         var names = QueueEnvironment.names()

@@ -642,9 +642,9 @@ public enum QmailLocal {
     }
 
     /// `|command`: `/bin/sh -c command` as the user, in the home folder, with
-    /// the message on standard input and qmail-local's umask 077 (the engine's
-    /// own umask is not changed: the shell sets it first). Output (capped) is
-    /// the report text.
+    /// the message on standard input and the umask of the process (077: the
+    /// engine, qmail-lspawn and qmail-local set it at start, as qmail-local does).
+    /// Output (capped) is the report text.
     static func runProgram(_ command: [UInt8], _ d: Delivery) -> LocalOutcome {
         let req = d.req
         let input = req.messageFD
@@ -652,7 +652,7 @@ public enum QmailLocal {
         guard let out = try? Spawn.pipe() else { return .temp("Unable to create pipe. (#4.3.0)") }
         let env = programEnvironment(d)
         let creds: Spawn.Credentials? = req.switchIdentity ? .init(uid: req.user.uid, gid: req.user.gid) : nil
-        let script = "umask 077; " + String(decoding: command, as: UTF8.self)
+        let script = String(decoding: command, as: UTF8.self)
         let pid: pid_t
         do {
             pid = try Spawn.start("/bin/sh", arguments: ["sh", "-c", script], environment: env,
