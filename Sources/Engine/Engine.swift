@@ -484,7 +484,7 @@ public final class Engine {
                 todoWanted.remove(id)
                 todoFailedAt[id] = nil
                 log.line("new msg \(id)")
-                log.line("info msg \(id): bytes \(p.size) from <\(EngineLog.safe(p.sender))> qp \(EngineLog.safe(p.qp)) uid \(EngineLog.safe(p.uid))")
+                log.line("info msg \(id): bytes \(p.size) from <\(EngineLog.safe(p.sender))> qp \(p.qp.isEmpty ? "0" : EngineLog.safe(p.qp)) uid \(p.uid.isEmpty ? "0" : EngineLog.safe(p.uid))")
                 var channels: [Channel: Time] = [:]
                 if p.hasLocal { channels[.local] = now }
                 if p.hasRemote { channels[.remote] = now }

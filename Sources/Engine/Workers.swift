@@ -43,9 +43,12 @@ public struct LocalWorker: Sendable {
         let fd = open(messagePath, O_RDONLY | O_CLOEXEC)
         if fd == -1 { return DeliveryReport(.deferral, "qmail-spawn unable to open message. (#4.3.0)\n") }
         defer { close(fd) }
-        let req = LocalDeliveryRequest(user: user, local: local, domain: domain, sender: String(decoding: d.sender, as: UTF8.self),
+        var req = LocalDeliveryRequest(user: user, local: local, domain: domain, sender: String(decoding: d.sender, as: UTF8.self),
                                        qqeh: String(decoding: d.qqeh, as: UTF8.self), defaultDelivery: defaultDelivery,
                                        messageFD: fd, switchIdentity: euid == 0)
+        // MESSID is the mess path below mess/: "<split>/<id>".
+        let parts = messagePath.split(separator: "/")
+        req.spawnEnvironment = QmailLocal.spawnEnvironment(messid: parts.suffix(2).joined(separator: "/"), envHeaders: d.envHeaders)
         let outcome = QmailLocal.deliver(req)
         return LocalWorker.report(outcome)
     }

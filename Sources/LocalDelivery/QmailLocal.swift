@@ -32,6 +32,9 @@ public struct LocalDeliveryRequest: Sendable {
     public var environment: [String]?
     /// qmail-local `-n`: deliver nothing, print what would be done.
     public var printOnly: Bool
+    /// What qmail-lspawn exports for each delivery (`MESSID`, one variable per
+    /// envheaders line): set for programs and forwards, over `environment`.
+    public var spawnEnvironment: [String] = []
 
     public init(user: LocalUser, local: String, domain: String, sender: String, qqeh: String = "",
                 defaultDelivery: String, messageFD: Int32, switchIdentity: Bool, environment: [String]? = nil,
@@ -82,6 +85,23 @@ public enum QmailLocal {
     static let overQuota = "Recipient's mailbox is full, message returned to sender. (#5.2.2)"
 
     static let maildirCounter = Atomic<UInt64>(0)
+
+    /// qmail-lspawn's per-delivery variables: `MESSID=<split>/<id>` and, for each
+    /// `Name: value` line of the envheaders, NAME (upper case, `-` made `_`) = the
+    /// value after the colon and any spaces.
+    public static func spawnEnvironment(messid: String, envHeaders: [UInt8]) -> [String] {
+        var out = ["MESSID=" + messid]
+        for line in envHeaders.split(separator: 10) {
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex else { continue }
+            let name = line[..<colon].map { b -> UInt8 in
+                if b == UInt8(ascii: "-") { return UInt8(ascii: "_") }
+                return (b >= 97 && b <= 122) ? b - 32 : b
+            }
+            let value = line[line.index(after: colon)...].drop { $0 == 32 || $0 == 9 }
+            out.append(String(decoding: name, as: UTF8.self) + "=" + String(decoding: value, as: UTF8.self))
+        }
+        return out
+    }
 
     public static func deliver(_ req: LocalDeliveryRequest) -> LocalOutcome {
         if req.user.uid == 0 { return .temp("Not allowed to perform deliveries as root. (#4.3.0)") }
@@ -614,7 +634,7 @@ public enum QmailLocal {
     static func programEnvironment(_ d: Delivery) -> [String] {
         let req = d.req
         var env: [String: String] = [:]
-        for entry in req.environment ?? currentEnvironment() {
+        for entry in (req.environment ?? currentEnvironment()) + req.spawnEnvironment {
             if let eq = entry.firstIndex(of: "=") { env[String(entry[..<eq])] = String(entry[entry.index(after: eq)...]) }
         }
         let u = req.user
@@ -689,6 +709,11 @@ public enum QmailLocal {
     static func forward(_ addresses: [[UInt8]], _ d: Delivery) -> ForwardResult {
         let req = d.req
         var env = req.environment ?? currentEnvironment()
+        for v in req.spawnEnvironment {
+            let name = v.prefix { $0 != "=" } + "="
+            env.removeAll { $0.hasPrefix(name) }
+            env.append(v)
+        }
         env.removeAll { $0.hasPrefix("QQEH=") }
         if !req.qqeh.isEmpty { env.append("QQEH=" + req.qqeh) }
         let session: QueueSession

@@ -161,6 +161,22 @@ final class LocalDeliveryTests: XCTestCase {
         XCTAssertEqual(h.queueFiles(), [])
     }
 
+    /// qmail-lspawn's per-delivery environment: MESSID and one variable per
+    /// envheaders line (the info file's `h` record).
+    func testProgramsGetMessidAndEnvheaders() throws {
+        h.writeHomeFile("bob", ".qmail", "|env > env.txt\n")
+        try h.inject("Subject: envh\n\nx\n", ["bob@example.test"])
+        let todo = try XCTUnwrap(TestEnv.files(under: h.queue + "/todo").first)
+        let id = try XCTUnwrap(UInt64(todo.split(separator: "/").last ?? ""))
+        TestEnv.write(h.queue + "/todo/" + todo, "u0\0p1\0Fs@x.example\0hX-Spam-Score: 5\nList-Id:  abc\n\0Tbob@example.test\0")
+        let log = try h.qmtaSend(["./Maildir/"]).stdoutText
+        XCTAssertTrue(log.contains("success: did_0+0+1/"), log)
+        let env = String(decoding: TestEnv.read(h.home("bob") + "/env.txt"), as: UTF8.self).split(separator: "\n").map(String.init)
+        XCTAssertTrue(env.contains("MESSID=\(id % 23)/\(id)"), env.joined(separator: "\n"))
+        XCTAssertTrue(env.contains("X_SPAM_SCORE=5"), env.joined(separator: "\n"))
+        XCTAssertTrue(env.contains("LIST_ID=abc"), env.joined(separator: "\n"))
+    }
+
     func testQmailLocalExecutableWithClassicOperands() throws {
         let r = try runQmailLocal(operands())
         XCTAssertEqual(r.status, .exited(0), r.text)
