@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <openssl/ssl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -78,26 +80,61 @@ int qs_format_ip(const unsigned char *addr, int addrlen, char *buf, size_t len)
     return inet_ntop(addrlen == 4 ? AF_INET : AF_INET6, addr, buf, len) ? 0 : -1;
 }
 
+/* One client context per verification mode, shared by the delivery threads. The
+ * verifying one is rebuilt when the CA file's name or modification time changes
+ * (tlsca edited, then HUP). Connections keep a reference to the context they
+ * were made with, so replacing it never pulls it from under them. */
+static pthread_mutex_t ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX *ctx_verify = 0, *ctx_noverify = 0;
+static char ctx_verify_ca[4096];
+static struct timespec ctx_verify_mtime;
 
-void *qs_tls_connect(int fd, const char *servername, int verify, const char *cafile, char *err, size_t errlen)
+static SSL_CTX *tls_context(int verify, const char *cafile, char *err, size_t errlen)
 {
-    SSL_CTX **slot = verify ? &ctx_verify : &ctx_noverify;
-    SSL *ssl;
-    if (!*slot) {
-        SSL_CTX *c = SSL_CTX_new(TLS_client_method());
-        if (!c) { snprintf(err, errlen, "unable to create TLS context"); return 0; }
+    const char *ca = cafile ? cafile : "";
+    struct stat st;
+    struct timespec mtime = {0, 0};
+    SSL_CTX *c;
+    if (verify && *ca && stat(ca, &st) == 0) mtime = st.st_mtim;
+    pthread_mutex_lock(&ctx_lock);
+    c = verify ? ctx_verify : ctx_noverify;
+    if (c && verify && (strcmp(ctx_verify_ca, ca) != 0 || mtime.tv_sec != ctx_verify_mtime.tv_sec
+                        || mtime.tv_nsec != ctx_verify_mtime.tv_nsec)) {
+        SSL_CTX_free(c);
+        ctx_verify = c = 0;
+    }
+    if (!c) {
+        c = SSL_CTX_new(TLS_client_method());
+        if (!c) {
+            pthread_mutex_unlock(&ctx_lock);
+            snprintf(err, errlen, "unable to create TLS context");
+            return 0;
+        }
         SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
         if (verify) {
             SSL_CTX_set_verify(c, SSL_VERIFY_PEER, 0);
-            if (cafile && *cafile) SSL_CTX_load_verify_locations(c, cafile, 0);
+            if (*ca) SSL_CTX_load_verify_locations(c, ca, 0);
             else SSL_CTX_set_default_verify_paths(c);
+            ctx_verify = c;
+            snprintf(ctx_verify_ca, sizeof ctx_verify_ca, "%s", ca);
+            ctx_verify_mtime = mtime;
         } else {
             SSL_CTX_set_verify(c, SSL_VERIFY_NONE, 0);
+            ctx_noverify = c;
         }
-        *slot = c;
     }
-    ssl = SSL_new(*slot);
+    SSL_CTX_up_ref(c);
+    pthread_mutex_unlock(&ctx_lock);
+    return c;
+}
+
+void *qs_tls_connect(int fd, const char *servername, int verify, const char *cafile, char *err, size_t errlen)
+{
+    SSL *ssl;
+    SSL_CTX *ctx = tls_context(verify, cafile, err, errlen);
+    if (!ctx) return 0;
+    ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx);   /* the session holds its own reference */
     if (!ssl) { snprintf(err, errlen, "unable to create TLS session"); return 0; }
     SSL_set_fd(ssl, fd);
     if (servername && *servername) {

@@ -175,6 +175,25 @@ final class SMTPClientTests: XCTestCase {
         XCTAssertEqual(text(r3[0]), "127.0.0.1 does not offer STARTTLS, which dest.example requires. (#4.7.5)\n")
     }
 
+    /// Verification uses the CA file the settings name now: a CA file that changed
+    /// (another tlsca, as after HUP) is loaded, not the first one cached for the process.
+    func testVerifiedTLSFollowsTheCAFile() throws {
+        func cert(_ name: String) throws -> (cert: String, key: String) {
+            let cert = dir + "/\(name)-cert.pem", key = dir + "/\(name)-key.pem"
+            let out = try TestEnv.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=dest.example",
+                                                          "-addext", "subjectAltName=DNS:dest.example,IP:127.0.0.1", "-days", "1", "-keyout", key, "-out", cert])
+            XCTAssertEqual(out.exitCode, 0, out.stderrText)
+            return (cert, key)
+        }
+        let good = try cert("good"), other = try cert("other")
+        let s = try server(["--tls", good.cert, good.key])
+        let (_, r1) = deliver(try client(port: s.port, tlsRequired: ["dest.example"], caFile: other.cert))
+        XCTAssertEqual(r1[0].kind, .deferral, text(r1[0]))
+        let (_, r2) = deliver(try client(port: s.port, tlsRequired: ["dest.example"], caFile: good.cert))
+        XCTAssertEqual(r2[0].kind, .success, text(r2[0]))
+        XCTAssertEqual(s.received.first?.env.last, "tls")
+    }
+
     func testConnectionIsReusedAcrossMessages() throws {
         let s = try server()
         let c = try client(port: s.port)
