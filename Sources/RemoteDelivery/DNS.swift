@@ -87,7 +87,11 @@ public struct DNSResolver: Sendable {
         var lastError = "no name servers"
         for _ in 0..<attempts {
             for s in servers {
-                switch exchange(q, id: id, server: s) {
+                var result = exchange(q, id: id, server: s)
+                // A truncated UDP answer is asked again over TCP, as res_query does
+                // (big MX or address sets do not fit in 512 bytes).
+                if case .success(let reply) = result, reply[2] & 0x02 != 0 { result = exchangeTCP(q, id: id, server: s) }
+                switch result {
                 case .success(let reply):
                     if let a = DNSResolver.parse(reply, type: type) { return a }
                     lastError = "malformed reply"
@@ -122,6 +126,36 @@ public struct DNSResolver: Sendable {
             if UInt16(buf[0]) << 8 | UInt16(buf[1]) != id { continue }
             return .success(Array(buf[0..<n]))
         }
+    }
+
+    /// The query over TCP: a two-byte length before the message, both ways.
+    func exchangeTCP(_ q: [UInt8], id: UInt16, server: Server) -> Result<[UInt8], ExchangeErrorText> {
+        let fd = server.address.withUnsafeBufferPointer { qs_connect($0.baseAddress, Int32($0.count), Int32(server.port), timeoutMS) }
+        if fd < 0 { return .failure(ExchangeErrorText("tcp connect: \(SystemError("connect", errno: -fd).reason)")) }
+        defer { close(fd) }
+        _ = qs_socket_timeout(fd, timeoutMS)
+        let message = [UInt8(q.count >> 8), UInt8(q.count & 0xff)] + q
+        var off = 0
+        while off < message.count {
+            let n = message.withUnsafeBytes { send(fd, $0.baseAddress! + off, $0.count - off, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return .failure(ExchangeErrorText("tcp send: \(SystemError("send").reason)")) }
+            off += n
+        }
+        func readExactly(_ count: Int) -> [UInt8]? {
+            var out = [UInt8](repeating: 0, count: count)
+            var got = 0
+            while got < count {
+                let n = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, count - got, 0) }
+                if n <= 0 { return nil }
+                got += n
+            }
+            return out
+        }
+        guard let len = readExactly(2), let reply = readExactly(Int(len[0]) << 8 | Int(len[1])), reply.count >= 12,
+              UInt16(reply[0]) << 8 | UInt16(reply[1]) == id else {
+            return .failure(ExchangeErrorText("tcp: no complete reply"))
+        }
+        return .success(reply)
     }
 
     public struct ExchangeErrorText: Error { let text: String; init(_ t: String) { text = t } }

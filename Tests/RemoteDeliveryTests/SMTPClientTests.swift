@@ -321,8 +321,10 @@ final class DNSTests: XCTestCase {
 
     func testQueries() throws {
         let r = try dns(["mx.example/MX/20/b.mx.example", "mx.example/MX/10/a.mx.example", "a.mx.example/A/127.0.0.2",
-                         "gone.example/NXDOMAIN", "v6.example/AAAA/::1"])
+                         "gone.example/NXDOMAIN", "v6.example/AAAA/::1", "big.example/TRUNCATE", "big.example/MX/5/m.big.example"])
         XCTAssertEqual(r.query("mx.example", .mx), .records([.mx(preference: 20, exchange: "b.mx.example"), .mx(preference: 10, exchange: "a.mx.example")]))
+        // A truncated UDP answer is asked again over TCP.
+        XCTAssertEqual(r.query("big.example", .mx), .records([.mx(preference: 5, exchange: "m.big.example")]))
         XCTAssertEqual(r.query("a.mx.example", .a), .records([.a([127, 0, 0, 2])]))
         XCTAssertEqual(r.query("gone.example", .mx), .nxdomain)
         XCTAssertEqual(r.addresses(of: "v6.example"), .records([.aaaa([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])]))
