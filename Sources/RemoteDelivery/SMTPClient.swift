@@ -457,7 +457,8 @@ public final class SMTPClient: @unchecked Sendable {
                 conn = nil
                 // An idle connection the server had closed fails at RSET or at the reply to MAIL: reconnect.
                 if reused && !c.recipientsSent { continue }
-                return .done(.all(recipients.count, message: "ZConnected to \(c.ip) but connection died. (#4.4.2)\n"))
+                let duplicate = c.awaitingFinalReply ? "Possible duplicate! " : ""
+                return .done(.all(recipients.count, message: "ZConnected to \(c.ip) but connection died. \(duplicate)(#4.4.2)\n"))
             }
         }
         return .tryNext(nil)
@@ -560,11 +561,11 @@ public final class SMTPClient: @unchecked Sendable {
             return RemoteOutcome(recipientReports: reports, messageReport: Array((letter + "\(c.ip) failed on DATA command.\n" + SMTPClient.said(d)).utf8))
         }
         try c.send(SMTPClient.dataBytes(message))
-        let final: SMTPConnection.Reply
-        do { final = try c.reply() } catch {
-            // Sent but unconfirmed: a retry may deliver twice, as qmail accepts.
-            throw error
-        }
+        // Sent but unconfirmed from here: a retry may deliver twice, as qmail accepts
+        // (its flagcritical; the report then says "Possible duplicate!").
+        c.awaitingFinalReply = true
+        let final = try c.reply()
+        c.awaitingFinalReply = false
         c.needsReset = false
         let text: String
         if final.code >= 200 && final.code < 300 { text = "K\(c.ip) accepted message - Protocol SMTP.\n" + SMTPClient.said(final) }

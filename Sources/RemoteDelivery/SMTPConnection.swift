@@ -24,6 +24,8 @@ public final class SMTPConnection: @unchecked Sendable {
     public var recipientsSent = false
     /// A transaction was begun and not brought to its end (RSET before the next one).
     public var needsReset = false
+    /// The whole message was sent and its reply has not come (qmail-remote's flagcritical).
+    public var awaitingFinalReply = false
     /// The server said 421: it closes the connection, which must not be reused.
     public var serverClosing = false
     /// The generation of the client's settings this connection was opened under.
