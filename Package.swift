@@ -49,7 +49,7 @@ let package = Package(
         // The pure scheduling core: retry schedule, lifetimes, concurrency.
         .target(name: "Scheduler", dependencies: ["RateControl"]),
         // qmail-local's semantics: users, .qmail files, Maildir, mbox, programs, forwards.
-        .target(name: "LocalDelivery", dependencies: ["CShims", "SystemIO", "QueueClient"]),
+        .target(name: "LocalDelivery", dependencies: ["CShims", "SystemIO", "QueueClient", "QueueFormat"]),
         // Bounce messages (QSBMF in indimail-mta's MIME layout) and DSNs.
         .target(name: "Bounce", dependencies: ["QueueFormat"]),
         // The delivery engine: inotify, todo processing, workers, LMDB schedule, logging, signals.

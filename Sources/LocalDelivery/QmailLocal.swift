@@ -5,6 +5,7 @@ import CShims
 import Synchronization
 import SystemIO
 import QueueClient
+import QueueFormat
 
 /// One local delivery with qmail-local's semantics (qmail-local(8),
 /// dot-qmail(5), qmail-command(8)): find the `.qmail` file for the extension,
@@ -352,7 +353,7 @@ public enum QmailLocal {
 
     /// `Return-Path: <quote2(sender)>` with any newline made `_`, and a newline.
     static func returnPathLine(_ sender: String) -> [UInt8] {
-        let line = Array("Return-Path: <".utf8) + quote2(Array(sender.utf8))
+        let line = Array("Return-Path: <".utf8) + QmailQuote.quote2(Array(sender.utf8))
         return line.map { $0 == 10 ? UInt8(ascii: "_") : $0 } + Array(">\n".utf8)
     }
 
@@ -373,35 +374,6 @@ public enum QmailLocal {
         let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
         func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
         return "\(days[Int(tm.tm_wday)]) \(months[Int(tm.tm_mon)]) \(two(tm.tm_mday)) \(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) \(1900 + Int(tm.tm_year))\n"
-    }
-
-    /// qmail's quote2(): quote the local part (before the last `@`) when RFC 821 needs it.
-    static func quote2(_ s: [UInt8]) -> [UInt8] {
-        if s.isEmpty { return [] }
-        guard let at = s.lastIndex(of: UInt8(ascii: "@")) else { return quote(s) }
-        return quote(Array(s[..<at])) + s[at...]
-    }
-
-    static func quote(_ s: [UInt8]) -> [UInt8] {
-        guard quoteNeeded(s) else { return s }
-        var out: [UInt8] = [UInt8(ascii: "\"")]
-        for c in s {
-            if c == 13 || c == 10 || c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
-            out.append(c)
-        }
-        out.append(UInt8(ascii: "\""))
-        return out
-    }
-
-    static let atomBytes = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-/=?^_`{|}~.".utf8)
-
-    static func quoteNeeded(_ s: [UInt8]) -> Bool {
-        if s.isEmpty { return true }
-        if s.contains(where: { !atomBytes.contains($0) }) { return true }
-        let dot = UInt8(ascii: ".")
-        if s.first == dot || s.last == dot { return true }
-        for n in 0..<(s.count - 1) where s[n] == dot && s[n + 1] == dot { return true }
-        return false
     }
 
     /// The extension as qmail-local looks files up by: ASCII lower case, `.` made `:`.

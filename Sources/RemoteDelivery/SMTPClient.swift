@@ -4,6 +4,7 @@ import Glibc
 import CNet
 import SystemIO
 import ControlFiles
+import QueueFormat
 import Synchronization
 
 /// What one SMTP attempt produced, in qmail-remote's report format: one
@@ -348,26 +349,11 @@ public final class SMTPClient: @unchecked Sendable {
     static func said(_ r: SMTPConnection.Reply) -> String { "Remote host said: " + r.text + "\n" }
 
     /// An address as it goes into MAIL FROM / RCPT TO, as qmail-remote's addrmangle:
-    /// without an `@` as it is; else the local part quoted if it needs it (quote():
-    /// empty, a byte outside atext and `.`, 8-bit, a leading, trailing or double dot),
-    /// then `@` and the domain. Bytes throughout: nothing is re-encoded.
-    static let atextSymbols = Set("!#$%&'*+-/=?^_`{|}~.".utf8)
-
+    /// without an `@` as it is; else the local part quoted if it needs it (qmail's
+    /// quote()), then `@` and the domain. Bytes throughout: nothing is re-encoded.
     static func path(_ address: [UInt8]) -> [UInt8] {
         guard let at = address.lastIndex(of: UInt8(ascii: "@")) else { return address }
-        let local = address[..<at]
-        func ok(_ b: UInt8) -> Bool { (b >= 48 && b <= 57) || (b >= 65 && b <= 90) || (b >= 97 && b <= 122) || atextSymbols.contains(b) }
-        let dot = UInt8(ascii: ".")
-        var needs = local.isEmpty || local.first == dot || local.last == dot || !local.allSatisfy(ok)
-        if !needs { needs = zip(local, local.dropFirst()).contains { $0 == dot && $1 == dot } }
-        if !needs { return address }
-        var out: [UInt8] = [34]
-        for b in local {
-            if b == 34 || b == 92 { out.append(92) }
-            out.append(b)
-        }
-        out.append(34)
-        return out + address[at...]
+        return QmailQuote.quote(address[..<at]) + address[at...]
     }
 
     /// Delivers one message to `recipients` at `domain`.

@@ -490,13 +490,16 @@ final class LocalDeliveryTests: XCTestCase {
         defer { close(null) }
         let holder = try Spawn.start("/usr/bin/python3", arguments: ["python3", "-c", """
             import fcntl, sys, time
-            f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); print("locked", flush=True); time.sleep(60)
+            f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); sys.stdout.write("locked\\n"); sys.stdout.flush(); time.sleep(60)
             """, h.home("bob") + "/Mailbox"], fds: [.init(null, at: 0), .init(out.write, at: 1)])
-        defer { kill(holder, SIGKILL); _ = try? Spawn.wait(holder) }
+        // The pipe stays open until the holder is killed: with PYTHONUNBUFFERED a late
+        // write into a closed pipe would end it early, and with it the lock.
+        defer { kill(holder, SIGKILL); _ = try? Spawn.wait(holder); Sys.close(out.read) }
         Sys.close(out.write)
-        var line = [UInt8](repeating: 0, count: 7)
-        XCTAssertEqual(read(out.read, &line, 7), 7)
-        Sys.close(out.read)
+        var got: [UInt8] = []
+        var b: UInt8 = 0
+        while got.last != 10 && read(out.read, &b, 1) == 1 { got.append(b) }
+        XCTAssertEqual(got, Array("locked\n".utf8))
         let start = time(nil)
         let r = try runQmailLocal(operands())
         XCTAssertEqual(r.status, .exited(111), r.text)
