@@ -353,7 +353,7 @@ public enum QmailLocal {
 
     /// `Return-Path: <quote2(sender)>` with any newline made `_`, and a newline.
     static func returnPathLine(_ sender: String) -> [UInt8] {
-        let line = Array("Return-Path: <".utf8) + QmailQuote.quote2(Array(sender.utf8))
+        let line = Array("Return-Path: <".utf8) + AddressQuoting.quote2(Array(sender.utf8))
         return line.map { $0 == 10 ? UInt8(ascii: "_") : $0 } + Array(">\n".utf8)
     }
 

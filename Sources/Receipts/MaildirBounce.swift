@@ -1,4 +1,5 @@
 import Bounce
+import QueueFormat
 
 /// The bounce `maildirserial -b` sends for a maildir message its client refused
 /// for good (indimail-mta `maildirserial.c` `bounce()`, MIME build; engine.md §7.2).

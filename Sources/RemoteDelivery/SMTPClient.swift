@@ -353,7 +353,7 @@ public final class SMTPClient: @unchecked Sendable {
     /// quote()), then `@` and the domain. Bytes throughout: nothing is re-encoded.
     static func path(_ address: [UInt8]) -> [UInt8] {
         guard let at = address.lastIndex(of: UInt8(ascii: "@")) else { return address }
-        return QmailQuote.quote(address[..<at]) + address[at...]
+        return AddressQuoting.quoteLocal(address[..<at]) + address[at...]
     }
 
     /// Delivers one message to `recipients` at `domain`.
