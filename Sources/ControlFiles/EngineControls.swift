@@ -154,18 +154,8 @@ public struct AddressRewriter: Sendable {
         return .remote(addr)
     }
 
-    /// The virtualdomains entry of a (lower-cased) domain: exact, then `.suffix`
-    /// longest first, then the catch-all.
-    func domainPrepend(_ domain: String) -> String? {
-        let vd = controls.virtualDomains
-        if let p = vd[domain] { return p }
-        var i = domain.startIndex
-        while i < domain.endIndex {
-            if domain[i] == ".", let p = vd[String(domain[i...])] { return p }
-            i = domain.index(after: i)
-        }
-        return vd[""]
-    }
+    /// The virtualdomains entry of a (lower-cased) domain.
+    func domainPrepend(_ domain: String) -> String? { DomainTable.lookup(domain, in: controls.virtualDomains) }
 
     /// Undoes a virtualdomains prepend for the bounce text, as qmail-send's
     /// `stripvdomprepend`: the prepend of the recipient's domain (exact, then
@@ -176,5 +166,20 @@ public struct AddressRewriter: Sendable {
         guard let p = domainPrepend(address[address.index(after: at)...].lowercased()), !p.isEmpty,
               address.hasPrefix(p + "-") else { return address }
         return String(address.dropFirst(p.count + 1))
+    }
+}
+
+/// qmail's lookup order for domain-keyed control files (virtualdomains,
+/// smtproutes): the domain itself, then each `.suffix` longest first, then
+/// the empty catch-all key. The domain is given lower-cased.
+public enum DomainTable {
+    public static func lookup<T>(_ domain: String, in table: [String: T]) -> T? {
+        if let v = table[domain] { return v }
+        var i = domain.startIndex
+        while i < domain.endIndex {
+            if domain[i] == ".", let v = table[String(domain[i...])] { return v }
+            i = domain.index(after: i)
+        }
+        return table[""]
     }
 }

@@ -47,14 +47,5 @@ public struct SMTPRoutes: Sendable, Equatable {
     }
 
     /// The route for a domain: exact, then `.suffix` longest first, then the catch-all.
-    public func route(for domain: String) -> Route? {
-        let d = domain.lowercased()
-        if let r = table[d] { return r }
-        var i = d.startIndex
-        while i < d.endIndex {
-            if d[i] == ".", let r = table[String(d[i...])] { return r }
-            i = d.index(after: i)
-        }
-        return table[""]
-    }
+    public func route(for domain: String) -> Route? { DomainTable.lookup(domain.lowercased(), in: table) }
 }

@@ -338,21 +338,27 @@ final class DNSTests: XCTestCase {
         if case .temporaryFailure = dead.query("x.example", .mx) {} else { XCTFail("expected a temporary failure") }
     }
 
-    func testMXOrderFallbackToAAndNoSuchDomain() throws {
-        let smtpDir = dir + "/smtp"
+    /// A scripted SMTP server on loopback and a client that finds it through the
+    /// stub resolver's MX records (an empty smtproutes relay: MX lookup, the server's port).
+    func mxClient(_ records: [String], localAddresses: [[UInt8]] = []) throws -> (ScriptedServer, SMTPClient) {
+        let smtpDir = dir + "/smtp\(servers.count)"
         mkdir(smtpDir, 0o755)
         let s = try ScriptedServer.smtp(smtpDir)
         servers.append(s)
-        // Preference 10 points at 127.0.0.2, where nothing listens; 20 at 127.0.0.1.
-        let r = try dns(["dest.example/MX/20/good.mx.example", "dest.example/MX/10/dead.mx.example",
-                         "dead.mx.example/A/127.0.0.2", "good.mx.example/A/127.0.0.1",
-                         "nomx.example/A/127.0.0.1", "gone.example/NXDOMAIN", "broken.example/SERVFAIL"])
+        let r = try dns(records)
         var settings = SMTPSettings()
         settings.timeoutConnect = 3
         settings.timeoutRemote = 10
-        // An empty relay keeps the MX lookup; only the port changes.
         settings.routes = try SMTPRoutes(lines: [(1, "::\(s.port)")], file: "smtproutes")
-        let c = SMTPClient(settings: settings, resolver: r)
+        settings.localAddresses = localAddresses
+        return (s, SMTPClient(settings: settings, resolver: r))
+    }
+
+    func testMXOrderFallbackToAAndNoSuchDomain() throws {
+        // Preference 10 points at 127.0.0.2, where nothing listens; 20 at 127.0.0.1.
+        let (s, c) = try mxClient(["dest.example/MX/20/good.mx.example", "dest.example/MX/10/dead.mx.example",
+                                   "dead.mx.example/A/127.0.0.2", "good.mx.example/A/127.0.0.1",
+                                   "nomx.example/A/127.0.0.1", "gone.example/NXDOMAIN", "broken.example/SERVFAIL"])
         let m = Array("Subject: x\n\nx\n".utf8)
         let o1 = c.deliver(domain: "dest.example", sender: [], recipients: [Array("u@dest.example".utf8)], message: m)
         XCTAssertEqual(String(decoding: o1.messageReport, as: UTF8.self), "K127.0.0.1 accepted message - Protocol SMTP.\nRemote host said: 250 ok\n")
@@ -370,20 +376,11 @@ final class DNSTests: XCTestCase {
     /// used (a backup MX would loop mail to itself), a domain whose best MX or address
     /// is this host fails, and a null MX or MX hosts without addresses fail for good.
     func testThisHostAsMXAndNullMX() throws {
-        let smtpDir = dir + "/smtp2"
-        mkdir(smtpDir, 0o755)
-        let s = try ScriptedServer.smtp(smtpDir)
-        servers.append(s)
-        let r = try dns(["backup.example/MX/20/me.mx.example", "backup.example/MX/10/dead.mx.example",
-                         "dead.mx.example/A/127.0.0.2", "me.mx.example/A/127.0.0.1",
-                         "self.example/MX/10/me.mx.example", "selfa.example/A/127.0.0.1",
-                         "nullmx.example/MX/0/.", "noaddr.example/MX/10/gone.mx.example", "gone.mx.example/NXDOMAIN"])
-        var settings = SMTPSettings()
-        settings.timeoutConnect = 3
-        settings.timeoutRemote = 10
-        settings.routes = try SMTPRoutes(lines: [(1, "::\(s.port)")], file: "smtproutes")
-        settings.localAddresses = [[127, 0, 0, 1]]
-        let c = SMTPClient(settings: settings, resolver: r)
+        let (s, c) = try mxClient(["backup.example/MX/20/me.mx.example", "backup.example/MX/10/dead.mx.example",
+                                   "dead.mx.example/A/127.0.0.2", "me.mx.example/A/127.0.0.1",
+                                   "self.example/MX/10/me.mx.example", "selfa.example/A/127.0.0.1",
+                                   "nullmx.example/MX/0/.", "noaddr.example/MX/10/gone.mx.example", "gone.mx.example/NXDOMAIN"],
+                                  localAddresses: [[127, 0, 0, 1]])
         let m = Array("Subject: x\n\nx\n".utf8)
         func report(_ d: String) -> String {
             String(decoding: c.deliver(domain: d, sender: [], recipients: [Array("u@\(d)".utf8)], message: m).messageReport, as: UTF8.self)
