@@ -84,7 +84,7 @@ let package = Package(
         .executableTarget(name: "rrt", dependencies: ["Receipts"], linkerSettings: staticExe),
         .executableTarget(name: "maildirserial", dependencies: ["Receipts"]),
 
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport", "CShims"]),
         .testTarget(name: "RemoteDeliveryTests", dependencies: ["RemoteDelivery", "Engine", "Scheduler", "SystemIO", "TestSupport"],
                     exclude: ["Support"]),   // the Python SMTP and DNS test servers, run by path
         .testTarget(name: "RateControlTests", dependencies: ["RateControl", "Scheduler", "SystemIO", "TestSupport"]),

@@ -115,14 +115,39 @@ int qs_pipe_cloexec(int *r, int *w)
 }
 
 #include <sys/syscall.h>
+#include <linux/capability.h>
 #include <sys/fsuid.h>
 #include <sys/file.h>
 #include <grp.h>
+
+int qs_thread_capability(int cap, int on)
+{
+    struct __user_cap_header_struct h;
+    struct __user_cap_data_struct d[2];
+    unsigned bit = 1u << (cap % 32);
+    int i = cap / 32;
+    if (cap < 0 || cap >= 64) return -1;
+    h.version = _LINUX_CAPABILITY_VERSION_3;
+    h.pid = 0;
+    if (syscall(SYS_capget, &h, d) == -1) return -1;
+    if (on) {
+        if (!(d[i].permitted & bit)) return 0;      /* nothing to raise */
+        if (d[i].effective & bit) return 0;
+        d[i].effective |= bit;
+    } else {
+        if (!(d[i].effective & bit)) return 0;
+        d[i].effective &= ~bit;
+    }
+    return syscall(SYS_capset, &h, d) == -1 ? -1 : 0;
+}
 
 int qs_thread_identity(uid_t uid, gid_t gid)
 {
     gid_t groups[1];
     groups[0] = gid;
+    /* A file-system uid change drops the file capabilities, not CAP_SYS_RESOURCE:
+       with it a delivery would pass the user's disk quota and the reserved blocks. */
+    qs_thread_capability(CAP_SYS_RESOURCE, uid == 0);
     if (syscall(SYS_setgroups, 1, groups) == -1 && errno != EPERM) return -1;
     syscall(SYS_setfsgid, gid);
     syscall(SYS_setfsuid, uid);

@@ -3,6 +3,7 @@ import Foundation
 import SystemIO
 import QueueFormat
 import TestSupport
+import CShims
 @testable import LocalDelivery
 #if canImport(Glibc)
 import Glibc
@@ -175,6 +176,33 @@ final class LocalDeliveryTests: XCTestCase {
         XCTAssertTrue(env.contains("MESSID=\(id % 23)/\(id)"), env.joined(separator: "\n"))
         XCTAssertTrue(env.contains("X_SPAM_SCORE=5"), env.joined(separator: "\n"))
         XCTAssertTrue(env.contains("LIST_ID=abc"), env.joined(separator: "\n"))
+    }
+
+    /// The delivering thread gives up CAP_SYS_RESOURCE with the user's identity (so
+    /// disk quotas and reserved blocks apply to the files it writes for the user)
+    /// and gets it back with its own. The switch is qs_thread_capability, checked
+    /// here on CAP_SYS_NICE: this machine's root has no CAP_SYS_RESOURCE at all.
+    func testDeliveringThreadCapabilitiesAreDroppedAndRestored() throws {
+        func effective() -> UInt64 {
+            let status = String(decoding: TestEnv.read("/proc/thread-self/status"), as: UTF8.self)
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+                  let hex = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).last else { return 0 }
+            return UInt64(hex, radix: 16) ?? 0
+        }
+        let before = effective()
+        let nice: UInt64 = 1 << 23, resource: UInt64 = 1 << 24
+        XCTAssertNotEqual(before & nice, 0, "the tests run as root")
+        XCTAssertEqual(qs_thread_capability(23, 0), 0)
+        XCTAssertEqual(effective(), before & ~nice)
+        XCTAssertEqual(qs_thread_capability(23, 1), 0)
+        XCTAssertEqual(effective(), before)
+        // The identity switch: no CAP_SYS_RESOURCE under the user's uid, the rest as before.
+        XCTAssertEqual(qs_thread_identity(h.uid, h.gid), 0)
+        let asUser = effective()
+        XCTAssertEqual(qs_thread_identity(geteuid(), getegid()), 0)
+        XCTAssertEqual(asUser & resource, 0)
+        XCTAssertEqual(asUser & nice, nice)
+        XCTAssertEqual(effective(), before)
     }
 
     func testQmailLocalExecutableWithClassicOperands() throws {

@@ -40,8 +40,14 @@ ssize_t qs_self_exe(char *buf, size_t len);
 int qs_pipe_cloexec(int *r, int *w);
 /* Per-thread file-system identity (Linux setfsuid/setfsgid) and per-thread
    supplementary groups through the raw syscall; glibc's wrappers would change
-   every thread. Return 0 on success, -1 when the identity did not take. */
+   every thread. For a uid other than 0 the thread's effective CAP_SYS_RESOURCE
+   is dropped too (disk quotas and reserved blocks then apply to what it
+   writes), and raised again for uid 0. Return 0 on success, -1 when the
+   identity did not take. */
 int qs_thread_identity(uid_t uid, gid_t gid);
+/* One capability in the calling thread's effective set: off, or on again when
+   the permitted set has it (capset on this thread only). 0 or -1. */
+int qs_thread_capability(int cap, int on);
 
 /* fork + (setgroups, setgid, setuid when uid != (uid_t)-1) + chdir + fd maps + exec.
    Only async-signal-safe calls happen in the child. Returns 0 and *pid, or errno. */
