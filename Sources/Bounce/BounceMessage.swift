@@ -47,6 +47,8 @@ public enum BounceMessage {
         var sender = rawSender
         // VERP: owner-@host-@[] → owner-@host
         if sender.count >= 4 && Array(sender.suffix(4)) == Array("-@[]".utf8) { sender = Array(sender.dropLast(4)) }
+        // BATV: sb*-foo → foo (indimail's injectbounce).
+        if sender.count >= 4 && sender.starts(with: Array("sb*-".utf8)) { sender = Array(sender.dropFirst(4)) }
         if sender == Array("#@[]".utf8) {
             return .discard(logLine: "triple bounce: discarding bounce/\(id)")
         }

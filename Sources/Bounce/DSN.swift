@@ -139,11 +139,14 @@ public enum DSNMessage {
             out += original[..<end]
         } else {
             put("Content-Type: message/rfc822\n\n")
-            if original.count > settings.maxBytes {
-                out += original.prefix(settings.maxBytes)
+            // As the QSBMF layout: the Return-Path line, then at most bouncemaxbytes of the
+            // message; one of exactly that size is marked stripped too (qmail's loop).
+            out += original[..<(original.count - message.count)]
+            if message.count >= settings.maxBytes {
+                out += message.prefix(settings.maxBytes)
                 put("\n\n--- End of message stripped.\n")
             } else {
-                out += original
+                out += message
             }
         }
         put("\n--\(boundary)--\n")

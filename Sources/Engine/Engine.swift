@@ -206,8 +206,9 @@ public final class Engine {
         b.maxBytes = c.bounceMaxBytes
         b.subject = c.bounceSubject
         b.doubleSubject = c.doubleBounceSubject
-        b.message = try? control.readRaw("bouncemessage")
-        b.doubleMessage = try? control.readRaw("doublebouncemessage")
+        // An empty file is as none: qmail uses the custom text only when it has a length.
+        b.message = (try? control.readRaw("bouncemessage")).flatMap { $0.isEmpty ? nil : $0 }
+        b.doubleMessage = (try? control.readRaw("doublebouncemessage")).flatMap { $0.isEmpty ? nil : $0 }
         b.format = c.bounceFormat == "dsn" ? .dsn : .qsbmf
         b.delayWarning = Int64(c.delayWarning)
         return b

@@ -45,7 +45,10 @@ enum DrateMain {
             switch a {
             case "--help", "-h": printOut(help); exit(0)
             case "-D": dir = value()
-            case "-d": domain = value().lowercased()
+            case "-d":
+                // drate keeps the part after the last @: -d user@example.com is example.com.
+                let d = value().lowercased()
+                domain = d.lastIndex(of: "@").map { String(d[d.index(after: $0)...]) } ?? d
             case "-r": expr = value(); action = action ?? "r"
             case "-s": action = "s"
             case "-l": action = "l"
@@ -141,7 +144,12 @@ enum DrateMain {
             let target = path + "/" + domain!
             guard Sys.exists(target) else { fail("\(domain!) has no definition", 100) }
             let link = path + "/" + alias!
-            _ = unlink(link)
+            // Never over an existing definition (or .global): drate refuses, as indimail's does.
+            var lst = stat()
+            if lstat(link, &lst) == 0 {
+                if (lst.st_mode & S_IFMT) != S_IFLNK { fail("Domain \(alias!) exists", 100) }
+                _ = unlink(link)
+            }
             if symlink(domain!, link) == -1 { fail("unable to link \(link): \(SystemError("symlink").reason)") }
             printOut("\(alias!) shares the rate of \(domain!)\n")
         case "U":

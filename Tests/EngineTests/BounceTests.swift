@@ -48,6 +48,7 @@ final class BounceTests: XCTestCase {
     }
 
     func testClassicBouncesHaveIndimailStructureAndParse() throws {
+        h.writeControl("bouncemessage", "")   // empty: the default text, as qmail (only a non-empty file replaces it)
         let bounces = try bounceBoth(format: "qsbmf")
         XCTAssertEqual(bounces.count, 2)
         var failed = Set<String>()
@@ -91,6 +92,11 @@ final class BounceTests: XCTestCase {
         guard case let .send(_, recipient, _, double) = r else { return XCTFail("\(r)") }
         XCTAssertEqual(String(decoding: recipient, as: UTF8.self), "owner-@lists.example")
         XCTAssertFalse(double)
+        // BATV: sb*-foo → foo.
+        guard case let .send(_, batv, _, _) = BounceMessage.route(id: 2, sender: Array("sb*-joe@x.example".utf8), settings: BounceSettings()) else {
+            return XCTFail("no bounce for a BATV sender")
+        }
+        XCTAssertEqual(String(decoding: batv, as: UTF8.self), "joe@x.example")
     }
 
     /// qmail-send's stripvdomprepend: exactly the domain's `prepend-` comes off,
@@ -103,6 +109,20 @@ final class BounceTests: XCTestCase {
         XCTAssertEqual(r.stripPrepend("subs-a@b.sub.example"), "a@b.sub.example")
         XCTAssertEqual(r.stripPrepend("other-a@b.sub.example"), "other-a@b.sub.example")
         XCTAssertEqual(r.stripPrepend("j-joe@x.example"), "j-joe@x.example", "address keys are not used")
+    }
+
+    /// bouncemaxbytes in the DSN layout as in QSBMF: a message of exactly that size is
+    /// marked stripped, and the Return-Path line does not count against it.
+    func testDSNStripsAtBounceMaxBytesLikeQSBMF() {
+        var settings = BounceSettings()
+        settings.maxBytes = 10
+        func copy(_ message: String) -> String {
+            String(decoding: DSNMessage.compose(kind: .failure, id: 1, sender: Array("a@b.example".utf8), recipient: Array("a@b.example".utf8),
+                                                birth: 0, arrivalDate: "x", date: "y", records: [], message: Array(message.utf8),
+                                                settings: settings), as: UTF8.self)
+        }
+        XCTAssertTrue(copy("0123456789").contains("Return-Path: <a@b.example>\n0123456789\n\n--- End of message stripped.\n"))
+        XCTAssertFalse(copy("012345678").contains("stripped"))
     }
 
     func testDoubleAndTripleBounces() throws {

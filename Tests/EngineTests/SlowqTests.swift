@@ -108,5 +108,12 @@ final class SlowqTests: XCTestCase {
         let show = try drate(["-s", "-d", "old.example"]).stdoutText
         XCTAssertTrue(show.hasPrefix("old.example: rate 50/3600 = 0.0138889/s, mode smooth, file count 3 since \(t0), delivered 3"), show)
         XCTAssertEqual(try drate(["-d", "x.example", "-r", "10/"]).exitCode, 100)
+        // -d keeps the part after the last @; -a never replaces a real definition.
+        XCTAssertEqual(try drate(["-d", "someone@third.example", "-r", "1/60"]).exitCode, 0)
+        XCTAssertTrue(Sys.exists(rates + "/third.example"))
+        let refused = try drate(["-a", "old.example", "-d", "new.example"])
+        XCTAssertEqual(refused.exitCode, 100, refused.stderrText)
+        XCTAssertEqual(TestEnv.read(rates + "/old.example"), before, "the definition is untouched")
+        XCTAssertEqual(try drate(["-a", "alias.example", "-d", "third.example"]).exitCode, 0, "an alias link may be moved")
     }
 }
