@@ -35,7 +35,7 @@ public enum InjectCommandLine {
             """
         case .sendmail:
             return """
-            usage: sendmail [-t] [-i] [-oi] [-f sender] [-F name] [recipient ...]
+            usage: sendmail [-t] [-i] [-oi] [-f sender] [-F name] [-- ] [recipient ...]
 
             sendmail-compatible front end to qmail-inject: reads a message on standard
             input and queues it. A line with a single dot is not special (qmail's
@@ -43,10 +43,12 @@ public enum InjectCommandLine {
 
             options:
               -t          recipients from To:, Cc:, Bcc: (plus any arguments)
-              -f sender   envelope sender (also -fsender, -r sender)
+              -f sender   envelope sender, and the address of an added From:
+                          (also -fsender, -r sender)
               -F name     full name for an added From:
               -i, -oi     accepted (dots are never special)
-              -oX..., -v, -bm, -odi, -odb  accepted and ignored
+              -o X, -B X, -e X, -p X, -U, -L, -h, -n, -I, -A, -v, -m, -E, -J, -x, -bm
+                          accepted and ignored; flags may be combined (-ti)
             exit codes: 0 queued, 100 permanent failure, 111 temporary
 
             """
@@ -63,6 +65,7 @@ public enum InjectCommandLine {
             guard i < args.count else { throw Usage(message: "option \(flag) needs a value") }
             return args[i]
         }
+        if flavor == .sendmail { return try parseSendmail(args, into: &settings) }
         while i < args.count {
             let a = args[i]
             if endOfOptions || !a.hasPrefix("-") || a == "-" {
@@ -74,22 +77,70 @@ public enum InjectCommandLine {
             case "--help": return false
             case "--": endOfOptions = true
             case "-t": settings.recipientsFromHeader = true
-            case "-h" where flavor == .qmailInject: settings.recipientsFromHeader = true
-            case "-a" where flavor == .qmailInject: settings.argumentsOnly = true
+            case "-h": settings.recipientsFromHeader = true
+            case "-a": settings.argumentsOnly = true
             case "-i", "-oi", "-v", "-bm", "-odi", "-odb", "-Am", "-Ac": break
             default:
                 if a.hasPrefix("-f") { settings.sender = try value(a, "-f") }
-                else if a.hasPrefix("-r") && flavor == .sendmail { settings.sender = try value(a, "-r") }
                 else if a.hasPrefix("-F") { settings.fullName = try value(a, "-F") }
-                else if a.hasPrefix("-o") && flavor == .sendmail { /* sendmail -oXvalue options: ignored */ }
-                else if a.hasPrefix("-N") && flavor == .qmailInject { /* qmail-inject -N: ignored */ }
-                else if a.hasPrefix("-b") && flavor == .sendmail {
-                    throw Usage(message: "sendmail mode \(a) is not supported; only -bm")
-                }
+                else if a.hasPrefix("-N") { /* qmail-inject -N: ignored */ }
                 else { throw Usage(message: "unknown option \(a)") }
             }
             i += 1
         }
+        return true
+    }
+
+    /// sendmail's options as indimail's sendmail reads them, with getopt's rules
+    /// (`ULhnIAvimte:f:r:p:o:B:F:EJxb:`): flags may be combined (`-ti`), an option
+    /// value is attached or the next argument (`-oi`, `-o i`, `-B8BITMIME`), and the
+    /// options end at the first non-option or `--`. `-f` (or `-r`) also makes the
+    /// added From: that address, as sendmail's do_sender sets QMAILUSER and QMAILHOST.
+    static func parseSendmail(_ args: [String], into settings: inout InjectSettings) throws -> Bool {
+        let flags = Set("ULhnIAvimtEJx")
+        let withValue = Set("efrpoBFb")
+        var i = 0
+        var from: String? = nil, name: String? = nil
+        while i < args.count {
+            let a = args[i]
+            if a == "--help" { return false }
+            if a == "--" { i += 1; break }
+            if !a.hasPrefix("-") || a == "-" { break }
+            var chars = Array(a.dropFirst())
+            while !chars.isEmpty {
+                let c = chars.removeFirst()
+                if flags.contains(c) {
+                    if c == "t" { settings.recipientsFromHeader = true }
+                    continue
+                }
+                guard withValue.contains(c) else { throw Usage(message: "unknown option -\(c)") }
+                let v: String
+                if !chars.isEmpty { v = String(chars); chars = [] } else {
+                    i += 1
+                    guard i < args.count else { throw Usage(message: "option -\(c) needs a value") }
+                    v = args[i]
+                }
+                switch c {
+                case "f", "r": from = v
+                case "F": name = v
+                case "b" where v != "m": throw Usage(message: "sendmail mode -b\(v) is not supported; only -bm")
+                default: break   // -e, -p, -o, -B, -bm: accepted, no effect with qmail
+                }
+            }
+            i += 1
+        }
+        settings.recipients += args[i...]
+        if let from {
+            settings.sender = from
+            if let at = from.lastIndex(of: "@") {
+                settings.user = String(from[..<at])
+                settings.mailHost = String(from[from.index(after: at)...])
+            } else if !from.isEmpty {
+                settings.user = from
+            }
+            settings.fullName = nil
+        }
+        if let name { settings.fullName = name }
         return true
     }
 

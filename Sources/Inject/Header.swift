@@ -6,8 +6,12 @@ public struct HeaderBlock: Sendable {
         public var raw: [UInt8]
         /// The field name as written (before the colon).
         public var name: String
-        /// Lower-cased name, for comparisons.
-        public var key: String { name.lowercased() }
+        /// Lower-cased name without the blanks qmail allows before the colon, for comparisons.
+        public var key: String {
+            var k = Substring(name)
+            while k.last == " " || k.last == "\t" { k = k.dropLast() }
+            return k.lowercased()
+        }
         /// The value with continuation lines unfolded into spaces.
         public var value: String {
             guard let colon = raw.firstIndex(of: UInt8(ascii: ":")) else { return "" }
@@ -22,12 +26,16 @@ public struct HeaderBlock: Sendable {
     /// Whether a blank line separated header and body in the input.
     public var hadSeparator: Bool
 
+    /// qmail's hfield_valid: a name of printable bytes, then optional spaces or
+    /// tabs, then the colon (`Bcc :` is a Bcc field). The colon's index, or nil.
     static func isFieldName(_ line: ArraySlice<UInt8>) -> Int? {
         var i = line.startIndex
+        var blanks = false
         while i < line.endIndex {
             let c = line[i]
-            if c == UInt8(ascii: ":") { return i == line.startIndex ? nil : i }
-            if c <= 32 || c >= 127 { return nil }
+            if c == UInt8(ascii: ":") { return i == line.startIndex || line[line.startIndex] == 32 || line[line.startIndex] == 9 ? nil : i }
+            if c == 32 || c == 9 { blanks = true }
+            else if c < 33 || c > 126 || blanks { return nil }
             i += 1
         }
         return nil

@@ -21,6 +21,10 @@ public struct InjectSettings: Sendable {
     public var fullName: String? = nil
     public var user: String = "root"
     public var defaultHost: String = "localhost"
+    /// `$QMAILHOST` / `$MAILHOST`: the host of an added From: and of the default
+    /// envelope sender (qmail-inject's mailhost); recipients are still qualified
+    /// with `defaulthost`. Nil: `defaulthost`.
+    public var mailHost: String? = nil
     public var defaultDomain: String = "localhost"
     public var idHost: String = "localhost"
     /// Host for the envelope sender (`$QMAILSHOST`, else defaulthost).
@@ -40,7 +44,7 @@ public struct InjectSettings: Sendable {
         s.defaultHost = nonEmpty(try control.readLine("defaulthost")) ?? nonEmpty(me) ?? "defaulthost"
         s.defaultDomain = nonEmpty(try control.readLine("defaultdomain")) ?? nonEmpty(me) ?? "defaultdomain"
         s.idHost = nonEmpty(try control.readLine("idhost")) ?? nonEmpty(me) ?? "idhost"
-        if let h = nonEmpty(env("QMAILHOST")) ?? nonEmpty(env("MAILHOST")) { s.defaultHost = h }
+        s.mailHost = nonEmpty(env("QMAILHOST")) ?? nonEmpty(env("MAILHOST"))
         s.user = nonEmpty(env("QMAILUSER")) ?? nonEmpty(env("MAILUSER")) ?? nonEmpty(env("USER")) ?? nonEmpty(env("LOGNAME")) ?? "anonymous"
         s.fullName = nonEmpty(env("QMAILNAME")) ?? nonEmpty(env("MAILNAME")) ?? nonEmpty(env("NAME"))
         s.senderUser = nonEmpty(env("QMAILSUSER"))
@@ -105,7 +109,7 @@ public enum Injector {
 
         var added: [String] = []
         let fromName = resent ? "resent-from" : "from"
-        let fromAddress = settings.qualify(settings.user)
+        let fromAddress = settings.mailHost.map { settings.user + "@" + $0 } ?? settings.qualify(settings.user)
         if header.first(fromName) == nil && header.first("from") == nil {
             if let name = settings.fullName {
                 added.append("From: \(quoteDisplayName(name)) <\(fromAddress)>")
@@ -132,7 +136,7 @@ public enum Injector {
         if let s = settings.sender { sender = s.isEmpty ? "" : settings.qualify(s) }
         else {
             let u = settings.senderUser ?? settings.user
-            sender = u + "@" + (settings.senderHost ?? settings.defaultHost)
+            sender = u + "@" + (settings.senderHost ?? settings.mailHost ?? settings.defaultHost)
         }
         return PreparedMessage(bytes: out, sender: sender, recipients: recipients)
     }

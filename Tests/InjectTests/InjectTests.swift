@@ -66,6 +66,19 @@ final class InjectorTests: XCTestCase {
         XCTAssertEqual(noFrom.bytes.last, 10, "a final newline is added")
     }
 
+    /// qmail's hfield_valid: blanks may stand before the colon, so `Bcc :` is a Bcc
+    /// field: its recipients count and the line is removed, not left for the body.
+    func testBlanksBeforeTheColonStillMakeAField() throws {
+        let msg = Array("To: bob@example.net\nBcc : secret@hidden.example\nSubject: s\n\nhello\n".utf8)
+        let p = try Injector.prepare(msg, settings: settings, now: 1754536758, pid: 77)
+        XCTAssertEqual(p.recipients, ["bob@example.net", "secret@hidden.example"])
+        let text = String(decoding: p.bytes, as: UTF8.self)
+        XCTAssertFalse(text.contains("secret"), text)
+        XCTAssertTrue(text.contains("\nSubject: s\n"), text)
+        // A blank inside the name is no field: that line starts the body.
+        XCTAssertEqual(HeaderBlock(parsing: Array("To: a@b\nBad name: x\n".utf8)).fields.count, 1)
+    }
+
     func testNoRecipientsIsAnError() {
         XCTAssertThrowsError(try Injector.prepare(Array("Subject: nobody\n\nx\n".utf8), settings: settings, now: 0, pid: 1)) {
             XCTAssertEqual($0 as? InjectError, .noRecipients)
@@ -128,6 +141,30 @@ final class InjectProgramTests: XCTestCase {
         XCTAssertEqual(String(decoding: q[0].0.sender, as: UTF8.self), "list-bounces@example.org")
         XCTAssertEqual(q[0].0.recipients.map { String(decoding: $0, as: UTF8.self) }, ["dave@example.net", "eve@example.net", "extra@example.com"])
         XCTAssertFalse(String(decoding: q[0].1, as: UTF8.self).contains("Bcc"))
+    }
+
+    /// sendmail's getopt rules and do_sender: combined flags, option values attached or
+    /// separate, ignored options accepted, -f making the added From:.
+    func testSendmailOptionsAsIndimailsSendmailReadsThem() throws {
+        let out = try TestEnv.run(TestEnv.program("sendmail"), ["-ti", "-o", "i", "-B8BITMIME", "-U", "-fnoreply@shop.example", "--", "-x@example.net"],
+                                  input: Array("To: dave@example.net\nSubject: s\n\nx\n".utf8), environment: env())
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        let q = try queued()
+        XCTAssertEqual(String(decoding: q[0].0.sender, as: UTF8.self), "noreply@shop.example")
+        XCTAssertEqual(q[0].0.recipients.map { String(decoding: $0, as: UTF8.self) }, ["dave@example.net", "-x@example.net"])
+        XCTAssertTrue(String(decoding: q[0].1, as: UTF8.self).contains("\nFrom: noreply@shop.example\n"))
+        let smtp = try TestEnv.run(TestEnv.program("sendmail"), ["-bs"], input: [], environment: env())
+        XCTAssertEqual(smtp.exitCode, 100)
+    }
+
+    /// QMAILHOST names the host of From: and of the default sender, not of the recipients.
+    func testMailHostIsForTheSenderOnly() throws {
+        let out = try TestEnv.run(TestEnv.program("qmail-inject"), input: Array("To: bob\n\nx\n".utf8), environment: env(["QMAILHOST": "users.example"]))
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        let q = try queued()
+        XCTAssertEqual(String(decoding: q[0].0.sender, as: UTF8.self), "tester@users.example")
+        XCTAssertEqual(q[0].0.recipients.map { String(decoding: $0, as: UTF8.self) }, ["bob@mx.example.org"])
+        XCTAssertTrue(String(decoding: q[0].1, as: UTF8.self).contains("\nFrom: tester@users.example\n"))
     }
 
     func testFailuresPrintTheClientTextAndExit100Or111() throws {
