@@ -92,7 +92,10 @@ public final class QueueSession {
                                   fds: maps, keepStandard: true, directory: "/")
         } catch {
             for fd in [msg.read, msg.write, env.read, env.write, err?.read ?? -1, err?.write ?? -1] where fd >= 0 { Sys.close(fd) }
-            let code: Int32 = (error.systemError.errno == ENOENT || error.systemError.errno == EACCES || error.systemError.errno == ENOEXEC || error.systemError.errno == ENOTDIR) ? 120 : 121
+            // qmail_open: a failed fork is "unable to fork" (121); anything that failed the
+            // exec in the child is the child's exit 120, "unable to exec qq".
+            let e = error.systemError.errno
+            let code: Int32 = (e == EAGAIN || e == ENOMEM) ? 121 : 120
             throw StartFailure(text: Array(QueueClientText.text(forExitCode: code).utf8), cause: error.systemError)
         }
         Sys.close(msg.read)
@@ -165,6 +168,15 @@ public final class QueueSession {
         var custom: [UInt8]? = nil
         if errorFD >= 0 {
             custom = (try? Sys.readAll(errorFD, limit: 1023)) ?? []
+            // Read the rest to its end rather than close early: a queue program (a
+            // filter in front of qmail-queue) writing more would die of SIGPIPE and
+            // its real exit code would be lost.
+            var sink = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = read(errorFD, &sink, sink.count)
+                if n > 0 || (n == -1 && errno == EINTR) { continue }
+                break
+            }
             Sys.close(errorFD)
         }
         let outcome: QueueProgramOutcome

@@ -112,6 +112,9 @@ public struct Injection {
         do {
             try sync.sync(messFD, path: messPath)
             try sync.sync(intdFD, path: intdPath)
+            // The mess/ entry too (indimail's syncdir does it for every link): once todo/
+            // shows the message, a crash must not leave it without its message file.
+            if sync.directories { try Sys.syncDirectory(names.directory(.mess, id)) }
         } catch {
             cleanup(); throw Failure(code: .syncMessage, cause: "\(error)")
         }

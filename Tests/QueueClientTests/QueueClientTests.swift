@@ -92,6 +92,21 @@ final class QueueClientTests: XCTestCase {
         XCTAssertThrowsError(try QueueSession(program: .init(arguments: [dir + "/nope"], errorFD: 2))) { e in
             XCTAssertEqual((e as? QueueSession.StartFailure)?.description, "Zqq unable to exec qq (#4.3.0)")
         }
+        // Any failed exec is "unable to exec qq", as qmail's child exit 120 (a symlink loop: ELOOP).
+        XCTAssertEqual(symlink(dir + "/loop", dir + "/loop"), 0)
+        XCTAssertThrowsError(try QueueSession(program: .init(arguments: [dir + "/loop"], errorFD: 2))) { e in
+            XCTAssertEqual((e as? QueueSession.StartFailure)?.description, "Zqq unable to exec qq (#4.3.0)")
+        }
+    }
+
+    /// A queue program that keeps writing to the error descriptor after the 1023
+    /// bytes kept is read to the end, not cut off: its exit code stands (it used to
+    /// die of SIGPIPE, and a queued message looked like a crash, to be sent again).
+    func testLongErrorOutputDoesNotKillTheQueueProgram() throws {
+        let chatty = script("chatty", "cat >/dev/null; cat <&1 >/dev/null; head -c 1100 /dev/zero | tr '\\0' x >&2; sleep 0.3; echo more >&2 || exit 7; exit 0")
+        let r = try inject(.init(arguments: [chatty], errorFD: 2))
+        XCTAssertEqual(r.outcome, QueueProgramOutcome.exited(code: 0, customText: Array(repeating: UInt8(ascii: "x"), count: 1023)))
+        XCTAssertTrue(r.isQueued, r.string)
     }
 
     func testMessageOnZeroEnvelopeOnOneCwdRootAndNoLeakedDescriptors() throws {
