@@ -305,6 +305,8 @@ public final class Engine {
             do { try store.commit() } catch {
                 log.line("alert: unable to write the schedule: \(error)")
             }
+            // Ledgers drate changed under us (-R, --import) replace ours at once.
+            for (k, l) in store.takeForeignLedgers() { scheduler.rateGate?.ledgers[k] = l }
             log.flush()
 
             if exiting && scheduler.isIdle && deliveries.pending == 0 && chores.pending == 0 {

@@ -22,6 +22,12 @@ public final class ScheduleStore: @unchecked Sendable {
     let warned: LMDBDatabase
     var ratesDB: LMDBDatabase? = nil
     var pendingLedgers: [String: DomainLedger] = [:]
+    /// The bytes of each ledger as we last read or wrote them: a stored ledger that
+    /// differs was changed by someone else (drate -R, --import) since.
+    var knownLedgers: [String: [UInt8]] = [:]
+    /// Ledgers found changed by someone else at a commit, not overwritten: the
+    /// engine takes them instead of its own (`takeForeignLedgers`).
+    var foreignLedgers: [(String, DomainLedger)] = []
 
     func rates() throws -> LMDBDatabase {
         if let r = ratesDB { return r }
@@ -40,7 +46,13 @@ public final class ScheduleStore: @unchecked Sendable {
                 return true
             }
         }
+        for (k, l) in out { knownLedgers[k] = l.bytes }
         return out
+    }
+
+    public func takeForeignLedgers() -> [(String, DomainLedger)] {
+        defer { foreignLedgers.removeAll() }
+        return foreignLedgers
     }
 
     public func setLedger(_ key: String, _ l: DomainLedger) { pendingLedgers[key] = l }
@@ -114,7 +126,19 @@ public final class ScheduleStore: @unchecked Sendable {
                 if let t { try txn.put(db, ScheduleStore.key(k), ScheduleStore.value(t)) }
                 else { try txn.delete(db, ScheduleStore.key(k)) }
             }
-            if let ratesDB { for (k, l) in ledgers { try txn.put(ratesDB, Array(k.utf8), l.bytes) } }
+            if let ratesDB {
+                for (k, l) in ledgers {
+                    let key = Array(k.utf8)
+                    // A ledger drate reset or imported since we last saw it wins over ours.
+                    if let stored = try txn.get(ratesDB, key), stored != knownLedgers[k], let theirs = DomainLedger(bytes: stored) {
+                        foreignLedgers.append((k, theirs))
+                        knownLedgers[k] = stored
+                        continue
+                    }
+                    try txn.put(ratesDB, key, l.bytes)
+                    knownLedgers[k] = l.bytes
+                }
+            }
         }
     }
 

@@ -100,12 +100,17 @@ public enum Admission: Equatable, Sendable {
     case wait(until: Int64, logLine: String)
     /// The expression does not evaluate: deliver, and warn.
     case broken(logLine: String)
+    /// The definition's `concurrency` is reached: wait until one of its deliveries
+    /// ends (`RateGate.freeSlots(policyKey)` turns positive).
+    case busy(policyKey: String, logLine: String)
 }
 
 /// Per-domain rate control as a pure value, driven by the time it is given.
 public struct RateGate: Sendable {
     public var ledgers: [String: DomainLedger] = [:]
     public var inFlight: [String: Int] = [:]
+    /// The `concurrency` of each definition that has one, as last seen by `admit`.
+    public var concurrencyLimit: [String: Int] = [:]
     /// Ledgers changed since the last `takeChanges()`.
     public private(set) var changed = Set<String>()
     public let queueName: String
@@ -132,8 +137,9 @@ public struct RateGate: Sendable {
             return .broken(logLine: "warn: \(queueName) \(domain) msg \(id): failed to get delivery rate for \(domain): \(error); proceeding to deliver")
         }
         var l = ledgers[policy.key] ?? DomainLedger()
+        concurrencyLimit[policy.key] = policy.concurrency
         if let c = policy.concurrency, (inFlight[policy.key] ?? 0) >= c {
-            return .wait(until: now + 1, logLine: "warn: \(queueName) \(domain) msg \(id): \(c) deliveries in progress; will try again later")
+            return .busy(policyKey: policy.key, logLine: "warn: \(queueName) \(domain) msg \(id): \(c) deliveries in progress; will try again later")
         }
         let effective = conf / max(1, l.backoff)
         // A rate of zero (or too small to wait for) holds the domain; a negative one only counts.
@@ -187,6 +193,12 @@ public struct RateGate: Sendable {
         changed.insert(key)
         inFlight[key, default: 0] += 1
         return l
+    }
+
+    /// Deliveries the definition may still start now under its `concurrency`.
+    public func freeSlots(_ policyKey: String) -> Int {
+        guard let c = concurrencyLimit[policyKey] else { return Int.max }
+        return c - (inFlight[policyKey] ?? 0)
     }
 
     /// A delivery to the domain finished. A "rate limited" answer (421, or a

@@ -309,6 +309,15 @@ public struct Scheduler: Sendable {
                         policyKey = policy.key
                     case .broken(let line):
                         actions.append(.log(line))
+                    case let .busy(policyKey, line):
+                        // The definition's concurrency is full: park on it as on a domain's
+                        // slot window; a finished delivery of the definition wakes one job.
+                        if job.rateLogged.insert(domain).inserted { actions.append(.log(line)) }
+                        job.slotDomains.insert(Scheduler.rateSlotKey(policyKey))
+                        job.started.insert(job.nextIndex)
+                        job.skipped += 1
+                        while job.nextIndex < job.job.recipients.count && job.started.contains(job.nextIndex) { job.nextIndex += 1 }
+                        continue
                     case let .wait(until, line):
                         // This recipient waits; the others of the pass go on. One line per domain and pass.
                         if job.rateLogged.insert(domain).inserted { actions.append(.log(line)) }
@@ -416,10 +425,21 @@ public struct Scheduler: Sendable {
     /// cleared when the job is loaded, so the slot is offered again here.
     mutating func wakeFreeDomains(now: Time, into actions: inout [SchedulerAction]) {
         for d in Array(slotWaiters.keys) {
-            var free = config.remotePerDomain > 0 ? config.remotePerDomain - domainInFlight[d, default: 0] : Int.max
+            var free = freeSlots(d)
             free -= wakesPending[d, default: 0]
             while free > 0, wakeSlotWaiter(d, now: now, into: &actions) { free -= 1 }
         }
+    }
+
+    /// The parking key of a rate definition's concurrency window: NUL and the
+    /// definition's key (no domain starts with NUL).
+    static func rateSlotKey(_ policyKey: String) -> [UInt8] { [0] + Array(policyKey.utf8) }
+
+    /// Slots free behind a parking key: a domain's window (`concurrencyremotedomain`),
+    /// or a rate definition's `concurrency`.
+    func freeSlots(_ key: [UInt8]) -> Int {
+        if key.first == 0 { return rateGate?.freeSlots(String(decoding: key.dropFirst(), as: UTF8.self)) ?? Int.max }
+        return config.remotePerDomain > 0 ? config.remotePerDomain - domainInFlight[key, default: 0] : Int.max
     }
 
     /// Makes the oldest job still parked on `domain` due now; false when none is.
@@ -469,7 +489,7 @@ public struct Scheduler: Sendable {
             var at = job.rateWait.map { Swift.min($0, job.retry) } ?? job.retry
             var parked = false
             if !job.slotDomains.isEmpty {
-                if job.slotDomains.contains(where: { config.remotePerDomain <= 0 || domainInFlight[$0, default: 0] < config.remotePerDomain }) {
+                if job.slotDomains.contains(where: { freeSlots($0) > 0 }) {
                     at = now   // a slot freed while this pass was still open (or the limit was lifted)
                 } else {
                     at = Swift.min(at, now + Scheduler.slotPatience)

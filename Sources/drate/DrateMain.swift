@@ -132,7 +132,7 @@ enum DrateMain {
             for i in 0..<count {
                 switch gate.admit(domain: d, id: UInt64(i), policy: policy, nowMS: now * 1000) {
                 case .go(let line): printOut((line ?? "ok") + "\n")
-                case .wait(_, let line), .broken(let line): printOut(line + "\n")
+                case .wait(_, let line), .broken(let line), .busy(_, let line): printOut(line + "\n")
                 }
                 gate.finished(policyKey: p.key, report: "", deferred: false)
             }

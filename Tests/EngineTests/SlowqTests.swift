@@ -82,6 +82,26 @@ final class SlowqTests: XCTestCase {
         XCTAssertEqual(h.queueFiles(), [])
     }
 
+    /// A drate -R is not undone by deliveries before the HUP: the engine finds the
+    /// stored ledger changed under it and takes it instead of writing its own over it.
+    func testDrateResetSurvivesDeliveriesBeforeHup() throws {
+        let dir = try rateControlled("busy.example", rate: "3600/3600")
+        let d = try h.startDaemon("slowq-send", [], logName: "slowq.log")
+        defer { _ = d.stop() }
+        func drate(_ args: [String]) throws -> String {
+            try TestEnv.run(TestEnv.program("drate"), ["-D", h.queue + "/ratelimit"] + args, environment: h.environment).stdoutText
+        }
+        try h.inject("Subject: 0\n\nx\n", ["-f", "s@example.test", "u0@busy.example"])
+        h.waitFor("the first message", seconds: 20) { arrivals(dir).count == 1 }
+        h.waitFor("its count in the ledger") { (try? drate(["-s", "-d", "busy.example"]))?.contains("delivered 1") == true }
+        _ = try drate(["-R", "-d", "busy.example"])
+        try h.inject("Subject: 1\n\nx\n", ["-f", "s@example.test", "u1@busy.example"])
+        h.waitFor("the second message", seconds: 20) { arrivals(dir).count == 2 }
+        h.waitFor("the end of its turn") { d.log.contains("end msg ") && d.log.components(separatedBy: "end msg ").count == 3 }
+        let shown = try drate(["-s", "-d", "busy.example"])
+        XCTAssertTrue(shown.contains("delivered 0"), "the reset was written over: \(shown)")
+    }
+
     func testDrateSimulationAndFileRoundTrip() throws {
         let rates = h.queue + "/ratelimit"
         mkdir(rates, 0o750)

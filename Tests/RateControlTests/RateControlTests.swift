@@ -80,7 +80,7 @@ final class RateLimiterTests: XCTestCase {
                     // The engine comes back exactly when told.
                     XCTAssertGreaterThan(until * 1000, now)
                     now = until * 1000
-                case .broken: XCTFail()
+                case .broken, .busy: XCTFail()
                 }
             }
             var j = 0
@@ -196,5 +196,36 @@ final class RateSchedulingTests: XCTestCase {
         XCTAssertTrue(logs.contains { $0.hasPrefix("warn: slowq slow.example msg 2: rate exceeded [2/") && $0.hasSuffix("need 60 secs; will try again later") }, "\(logs)")
         // Message 2 waits exactly until its slot at 60 s, not qmail's retry schedule.
         XCTAssertEqual(s.scheduledTime(JobKey(2, .remote)), 60)
+    }
+
+    /// A definition's `concurrency` parks the waiting jobs (no reload every second);
+    /// each delivery of the definition that ends wakes one, the one that waited longest.
+    func testConcurrencyWaitParksAndOneFinishWakesOne() {
+        var s = Scheduler(config: SchedulerConfig(concurrencyRemote: 10))
+        s.rateGate = RateGate()
+        s.ratePolicy = { d, _ in DomainPolicy(key: d, expression: "1000", concurrency: 1) }
+        for id: MessageID in 1...3 { _ = s.add(id, channels: [.remote: 0]) }
+        var starts: [Delivery] = []
+        var logs: [String] = []
+        func run(_ first: [SchedulerAction], now: Time) {
+            var actions = first
+            while let k = actions.compactMap({ if case let .load(k) = $0 { return k }; return nil }).first {
+                actions = s.jobLoaded(k, LoadedJob(key: k, birth: 0, sender: [], recipients: [.init(offset: 0, address: Array("u\(k.id)@one.example".utf8))]), now: now)
+                for a in actions {
+                    if case let .start(d) = a { starts.append(d) }
+                    if case let .log(l) = a { logs.append(l) }
+                }
+            }
+        }
+        run(s.step(now: 0), now: 0)
+        XCTAssertEqual(starts.map(\.key.id), [1])
+        XCTAssertEqual(logs.filter { $0.contains("1 deliveries in progress") }.count, 2, "\(logs)")
+        // Parked, not due again a second later.
+        XCTAssertNil(s.nextWakeup().flatMap { $0 <= 1 ? $0 : nil })
+        XCTAssertEqual(s.step(now: 1), [])
+        // Message 1's delivery ends: message 2, the one waiting longest, goes; 3 still waits.
+        let (_, after) = s.finished(starts[0].number, DeliveryReport(.success, "ok"), now: 2)
+        run(after, now: 2)
+        XCTAssertEqual(starts.map(\.key.id), [1, 2])
     }
 }
