@@ -150,7 +150,8 @@ public final class QueueSession {
         if writeError { return }
         do {
             try envelope.write(byte: type)
-            try envelope.write(text)
+            // qmail_puts stops at a NUL: an address never splits into two records.
+            try envelope.write(text.prefix { $0 != 0 })
             try envelope.write(byte: 0)
         } catch { writeError = true }
     }

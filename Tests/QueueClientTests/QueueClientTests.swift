@@ -99,6 +99,19 @@ final class QueueClientTests: XCTestCase {
         }
     }
 
+    /// An address with a NUL ends at the NUL, as qmail_puts writes it: never a
+    /// second record (qmail-queue would refuse the envelope for good).
+    func testAddressWithANulEndsThere() throws {
+        let out = dir + "/envelope"
+        let prog = script("save", "cat >/dev/null; cat <&1 > \"$OUT\"")
+        let session = try QueueSession(program: .init(arguments: [prog], errorFD: 2), environment: TestEnv.environment(["OUT": out]))
+        session.put("x\n")
+        session.from("a@b")
+        session.to(Array("c@d".utf8) + [0] + Array("Tevil@x".utf8))
+        XCTAssertTrue(session.close().isQueued)
+        XCTAssertEqual(TestEnv.read(out), Array("Fa@b\u{0}Tc@d\u{0}\u{0}".utf8))
+    }
+
     /// A queue program that keeps writing to the error descriptor after the 1023
     /// bytes kept is read to the end, not cut off: its exit code stands (it used to
     /// die of SIGPIPE, and a queued message looked like a crash, to be sent again).
