@@ -7,11 +7,12 @@ rounds:
   raw      each worker loops: create file, write SIZE bytes, fsync, close, unlink
   pattern  each worker loops the physical minimum work of one durable
            injection: file A (SIZE bytes) + fsync, file B (60 bytes) + fsync,
-           link B into a second folder, fsync that folder, unlink all.
+           fsync A's folder, link B into a second folder, fsync that folder,
+           unlink all.
            Its rate is the "fsync-bound rate".
   inject   each worker spawns qmail-queue sequentially (os.posix_spawn,
            message on fd 0, envelope on fd 1, waitpid), default durability
-           (fsync mess and intd, fsync todo/: 3 fsyncs per message).
+           (fsync mess and intd, fsync mess/ and todo/: 4 fsyncs per message).
 
 and, unless --no-analysis, where the rest of the time goes:
 
@@ -151,6 +152,14 @@ def create_fsync(path, data):
         os.close(fd)
 
 
+def fsync_dir(path):
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def op_raw(ctx, i):
     path = f"{ctx['dir']}/w{ctx['wid']}.{i}"
     create_fsync(path, ctx["data"])
@@ -162,12 +171,9 @@ def op_pattern(ctx, i):
     a, b, t = f"{d}/mess/{name}", f"{d}/intd/{name}", f"{d}/todo/{name}"
     create_fsync(a, ctx["data"])
     create_fsync(b, ctx["small"])
+    fsync_dir(f"{d}/mess")      # A's directory entry, as qmail-queue syncs mess/ before the todo link
     os.link(b, t)
-    dfd = os.open(f"{d}/todo", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(f"{d}/todo")
     os.unlink(a)
     os.unlink(b)
     os.unlink(t)
@@ -425,7 +431,7 @@ def med(rounds, phase, key):
 LABELS = {
     "raw": "(a) raw fsync: create, write, fsync, unlink",
     "pattern": "(b) queue-shaped fsync pattern (fsync-bound)",
-    "inject": "qmail-queue, default durability (3 fsyncs)",
+    "inject": "qmail-queue, default durability (4 fsyncs)",
     "inject-nosync": "qmail-queue, USE_FSYNC=0 USE_SYNCDIR=0",
     "nullqueue": "qmail-nullqueue (same protocol, no files)",
     "spawn-true": "/bin/true (bare posix_spawn + waitpid)",
