@@ -144,10 +144,16 @@ public struct RateExpression: Sendable, Equatable {
                     v /= r
                 }
                 else if eat("%") {
+                    // As indimail's evaluator: both sides truncated to integers first, so a
+                    // right side that truncates to 0 is a division by zero.
                     let at = i
                     let r = try power()
-                    if r == 0 { throw Failure(message: "division by zero", position: at) }
-                    v = v.truncatingRemainder(dividingBy: r)
+                    guard v.isFinite, r.isFinite, abs(v) < 9.0e18, abs(r) < 9.0e18 else {
+                        throw Failure(message: "% of a number out of range", position: at)
+                    }
+                    let a = Int64(v), b = Int64(r)
+                    if b == 0 { throw Failure(message: "division by zero", position: at) }
+                    v = Double(a % b)
                 }
                 else { return v }
             }

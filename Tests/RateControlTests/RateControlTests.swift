@@ -17,6 +17,9 @@ final class RateExpressionTests: XCTestCase {
         XCTAssertEqual(try value("2**3**2"), 512)
         XCTAssertEqual(try value("-2**2"), 4)
         XCTAssertEqual(try value("7%4"), 3)
+        // % works on integers, as indimail's evaluator: 7.9 % 2.5 is 7 % 2, and 5 % 0.5 divides by 0.
+        XCTAssertEqual(try value("7.9%2.5"), 1)
+        XCTAssertThrowsError(try value("5%0.5"))
         XCTAssertEqual(try value("$1f4/3600"), 500.0 / 3600, accuracy: 1e-12)
         XCTAssertEqual(try value(".5"), 0.5)
         XCTAssertEqual(try value("sqrt(16)+sqr(3)"), 13)
