@@ -419,6 +419,9 @@ public final class Engine {
             var fresh: [String: DomainLedger] = [:]
             for (k, l) in store.loadLedgers() { fresh[k] = l }
             scheduler.rateGate!.ledgers = fresh
+            // Concurrency limits are learnt again from the new definitions: jobs parked on
+            // one are woken and admitted (or parked) under the limit as it is now.
+            scheduler.rateGate!.concurrencyLimit.removeAll()
             let now = clock()
             execute(scheduler.recheckThrottled(now: now), now: now)
         }
