@@ -362,19 +362,9 @@ public enum QmailLocal {
     static func fromLine(_ sender: String, time t: time_t) -> [UInt8] {
         let who: [UInt8] = sender.isEmpty ? Array("MAILER-DAEMON".utf8)
             : sender.utf8.map { $0 == 32 || $0 == 9 || $0 == 10 ? UInt8(ascii: "-") : $0 }
-        return Array("From ".utf8) + who + [32] + Array(myctime(t).utf8)
+        return Array("From ".utf8) + who + [32] + Array(Date822.myctime(t).utf8)
     }
 
-    /// qmail's myctime(): UTC, `Thu Nov 26 05:39:05 2026` and a newline.
-    static func myctime(_ t: time_t) -> String {
-        var now = t
-        var tm = tm()
-        gmtime_r(&now, &tm)
-        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(days[Int(tm.tm_wday)]) \(months[Int(tm.tm_mon)]) \(two(tm.tm_mday)) \(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) \(1900 + Int(tm.tm_year))\n"
-    }
 
     /// The extension as qmail-local looks files up by: ASCII lower case, `.` made `:`.
     static func safeExtension(_ ext: String) -> [UInt8] {
@@ -657,8 +647,7 @@ public enum QmailLocal {
         Sys.close(out.write)
         var text = (try? Sys.readAll(out.read, limit: 3000)) ?? []
         // Drain the rest so the program is not blocked on a full pipe.
-        var sink = [UInt8](repeating: 0, count: 4096)
-        while read(out.read, &sink, sink.count) > 0 {}
+        Sys.discardToEnd(out.read)
         Sys.close(out.read)
         if let nul = text.firstIndex(of: 0) { text = Array(text[..<nul]) }
         let status = (try? Spawn.wait(pid)) ?? .signaled(0)

@@ -172,12 +172,7 @@ public final class QueueSession {
             // Read the rest to its end rather than close early: a queue program (a
             // filter in front of qmail-queue) writing more would die of SIGPIPE and
             // its real exit code would be lost.
-            var sink = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = read(errorFD, &sink, sink.count)
-                if n > 0 || (n == -1 && errno == EINTR) { continue }
-                break
-            }
+            Sys.discardToEnd(errorFD)
             Sys.close(errorFD)
         }
         let outcome: QueueProgramOutcome

@@ -23,6 +23,16 @@ public enum Date822 {
             + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) \(sign)\(two(hh))\(two(mm))"
     }
 
+    /// qmail's myctime() (the mbox From_ line, `$UFLINE`): UTC,
+    /// `Thu Nov 26 05:39:05 2026` and a newline.
+    public static func myctime(_ t: time_t) -> String {
+        var tt = t
+        var tm = tm()
+        gmtime_r(&tt, &tm)
+        return "\(days[Int(tm.tm_wday)]) \(months[Int(tm.tm_mon)]) \(two(tm.tm_mday)) "
+            + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) \(1900 + Int(tm.tm_year))\n"
+    }
+
     /// Classic qmail's UTC form without weekday: `7 Aug 2025 03:19:18 -0000`.
     public static func classicUTC(_ t: time_t) -> String {
         var tt = t

@@ -45,10 +45,8 @@ public struct DNSResolver: Sendable {
             host = String(text[..<colon])
             port = Int(text[text.index(after: colon)...]) ?? 53
         }
-        var buf = [UInt8](repeating: 0, count: 16)
-        let n = qs_parse_ip(host, &buf)
-        if n == 0 { return nil }
-        return Server(address: Array(buf[0..<Int(n)]), port: port)
+        guard let address = ipAddress(host) else { return nil }
+        return Server(address: address, port: port)
     }
 
     /// `$DNS_SERVER`, else the `nameserver` lines of /etc/resolv.conf, else 127.0.0.1.
@@ -241,4 +239,11 @@ public struct DNSResolver: Sendable {
         if let temp { return .temporaryFailure(temp) }
         return .records([])
     }
+}
+
+/// An IPv4 or IPv6 address in text as its bytes (4 or 16), or nil.
+func ipAddress(_ text: String) -> [UInt8]? {
+    var buf = [UInt8](repeating: 0, count: 16)
+    let n = qs_parse_ip(text, &buf)
+    return n > 0 ? Array(buf[0..<Int(n)]) : nil
 }

@@ -14,7 +14,8 @@ public enum RemoteMain {
     usage: qmail-remote host sender qqeh size recipient [recipient ...]
 
     Delivers the message on standard input to the recipients at host by SMTP:
-    smtproutes or MX lookup (every MX in turn on temporary failures), EHLO/HELO,
+    smtproutes or MX lookup (every MX in turn on temporary failures; never this
+    host or an MX no better than it), EHLO/HELO,
     STARTTLS when offered (required and verified for tlsdestinations), SIZE,
     8BITMIME, PIPELINING. Writes one report per recipient (r accepted, h refused,
     s refused for now) and one message report (K delivered, Z deferred, D failed),
@@ -26,7 +27,7 @@ public enum RemoteMain {
       code becomes qmail-remote's.
     environment: CONTROLDIR, DNS_SERVER (ip[:port] of the resolver), TLS_CA_FILE
     control files: me, helohost, smtproutes, timeoutconnect, timeoutremote,
-      tlsdestinations, tlsca, notls
+      tlsdestinations, tlsca, notls, moreipme, notipme
     exit codes: 0 (the reports say what happened), 100 usage, 111 unable to read
       the message or the controls; with a hook, the hook's exit code
 
@@ -77,8 +78,7 @@ public enum RemoteMain {
         env.append("SMTPSTATUS=\(letter)")
         env.append("SMTPTEXT=\(letter)\(text)")
         if let r = text.range(ofSaid: "Remote host said: ") { env.append("SMTPCODE=\(text[r].prefix(3))") }
-        var buf = [UInt8](repeating: 0, count: 16)
-        if let ip = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).first(where: { qs_parse_ip(String($0), &buf) > 0 }) { env.append("SMTPHOST=\(ip)") }
+        if let ip = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).first(where: { ipAddress(String($0)) != nil }) { env.append("SMTPHOST=\(ip)") }
         _ = lseek(0, 0, SEEK_SET)
         do {
             let pid = try Spawn.start(hook, arguments: [hook] + args, environment: env, fds: [], keepStandard: true)

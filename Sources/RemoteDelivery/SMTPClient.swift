@@ -60,15 +60,8 @@ public struct SMTPSettings: Sendable {
     public static func load(_ control: ControlDirectory) throws -> SMTPSettings {
         var s = SMTPSettings()
         var me = SMTPSettings.interfaceAddresses() + [[0, 0, 0, 0]]
-        func parse(_ lines: [String]?) -> [[UInt8]] {
-            (lines ?? []).compactMap { l in
-                var buf = [UInt8](repeating: 0, count: 16)
-                let n = qs_parse_ip(l, &buf)
-                return n > 0 ? Array(buf[0..<Int(n)]) : nil
-            }
-        }
-        me += parse(try control.readLines("moreipme"))
-        let not = parse(try control.readLines("notipme"))
+        me += (try control.readLines("moreipme") ?? []).compactMap(ipAddress)
+        let not = (try control.readLines("notipme") ?? []).compactMap(ipAddress)
         s.localAddresses = me.filter { !not.contains($0) }
         s.heloHost = try control.readLine("helohost").flatMap { $0.isEmpty ? nil : $0 } ?? control.readLine("me") ?? "localhost"
         s.timeoutConnect = try control.readInt("timeoutconnect", default: 60)
@@ -260,16 +253,12 @@ public final class SMTPClient: @unchecked Sendable {
         guard s.hasPrefix("["), s.hasSuffix("]") else { return nil }
         var inner = String(s.dropFirst().dropLast())
         if inner.lowercased().hasPrefix("ipv6:") { inner = String(inner.dropFirst(5)) }
-        var buf = [UInt8](repeating: 0, count: 16)
-        let n = qs_parse_ip(inner, &buf)
-        return n == 0 ? nil : Array(buf[0..<Int(n)])
+        return ipAddress(inner)
     }
 
     func addressTargets(_ name: String, port: Int) -> Resolution {
         if let lit = SMTPClient.literal(name) { return .targets([Target(name: name, address: lit, port: port)]) }
-        var buf = [UInt8](repeating: 0, count: 16)
-        let n = qs_parse_ip(name, &buf)
-        if n > 0 { return .targets([Target(name: name, address: Array(buf[0..<Int(n)]), port: port)]) }
+        if let address = ipAddress(name) { return .targets([Target(name: name, address: address, port: port)]) }
         switch resolver.addresses(of: name) {
         case .records(let r):
             let t = r.compactMap { rec -> Target? in

@@ -74,6 +74,17 @@ public enum Sys {
         return out
     }
 
+    /// Reads a (blocking) descriptor to its end and throws the bytes away: the
+    /// writer on the other side of a pipe is never left blocked or hit by SIGPIPE.
+    public static func discardToEnd(_ fd: Int32) {
+        var sink = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = Glibc.read(fd, &sink, sink.count)
+            if n > 0 || (n == -1 && qs_errno() == EINTR) { continue }
+            return
+        }
+    }
+
     /// The whole file, or nil when it does not exist.
     public static func readFile(_ path: String) throws -> [UInt8]? {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
