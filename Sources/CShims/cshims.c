@@ -223,3 +223,15 @@ void qs_signals_to_pipe(int fd, const int *signals, int n)
 
 int qs_flock_exclusive_nb(int fd) { return flock(fd, LOCK_EX | LOCK_NB); }
 int qs_flock(int fd, int op) { return flock(fd, op); }
+
+/* glibc passes (argc, argv, envp) to constructors: kept for programs without
+   Swift's CommandLine (the Embedded Swift build of qmail-queue). */
+static int saved_argc;
+static char **saved_argv;
+static void __attribute__((constructor)) qs_save_arguments(int argc, char **argv, char **envp) {
+    (void)envp;
+    saved_argc = argc;
+    saved_argv = argv;
+}
+int qs_argc(void) { return saved_argc; }
+char **qs_argv(void) { return saved_argv; }

@@ -1,3 +1,5 @@
+// Compiled twice: into QueueFormat, and (through a symbolic link) into the
+// Embedded Swift build of qmail-queue. Keep it Embedded-clean.
 /// The exit codes of qmail-queue and its front ends, and the exact text the
 /// queue-client layer turns each into (indimail-mta `qmail.c`, engine.md §8.2).
 /// The first byte of a text is `D` (permanent) or `Z` (temporary).

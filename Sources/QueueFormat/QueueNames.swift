@@ -1,3 +1,5 @@
+// Compiled twice: into QueueFormat, and (through a symbolic link) into the
+// Embedded Swift build of qmail-queue. Keep it Embedded-clean.
 /// Names of the files and folders of a qmail queue (`fmtqfn`): the message id is
 /// the inode number of `mess/<id % split>/<id>`. `mess info local remote` are
 /// always split, `todo intd` only with BIGTODO, `bounce pid` never.

@@ -298,3 +298,11 @@ public struct QueueFiles: Sendable {
         }
     }
 }
+
+extension SyncPolicy {
+    /// `syncFile` with qmail's error text (`fsync PATH: reason`).
+    public func sync(_ fd: Int32, path: String) throws {
+        let e = syncFile(fd)
+        if e != 0 { throw SystemError(fileSyncCall, path: path, errno: e) }
+    }
+}

@@ -1,9 +1,13 @@
-#if canImport(Glibc)
+// This file is compiled twice: into QueueStore, and (through a symbolic link)
+// into the Embedded Swift build of qmail-queue. It must stay Embedded-clean:
+// no untyped throws, no existentials, no Foundation.
+#if hasFeature(Embedded)
+import CShims
+#else
 import Glibc
-#endif
+import CShims
 import QueueFormat
-import SystemIO
-import ControlFiles
+#endif
 
 /// How durable queue writes are. qmail always fsyncs; indimail-mta only when
 /// `USE_FSYNC` is set. Our default is safe: fsync the message and envelope, and
@@ -22,7 +26,7 @@ public struct SyncPolicy: Equatable, Sendable {
     public static let safe = SyncPolicy(files: .fsync, directories: true)
 
     static func flag(_ name: String) -> Bool? {
-        guard let v = Sys.environment(name) else { return nil }
+        guard let v = QueueEnvironment.value(name) else { return nil }
         return !(v.isEmpty || v == "0")
     }
 
@@ -36,37 +40,55 @@ public struct SyncPolicy: Equatable, Sendable {
         return p
     }
 
-    public func sync(_ fd: Int32, path: String) throws {
-        switch files {
-        case .none: return
-        case .fsync: try Sys.fsync(fd, path: path)
-        case .fdatasync: try Sys.fdatasync(fd, path: path)
+    /// The system call `syncFile` makes (for error texts).
+    public var fileSyncCall: String { files == .fdatasync ? "fdatasync" : "fsync" }
+
+    /// Syncs a written file as the policy says (EINTR retried): 0, or the errno.
+    public func syncFile(_ fd: Int32) -> Int32 {
+        while true {
+            let r: Int32
+            switch files {
+            case .none: return 0
+            case .fsync: r = fsync(fd)
+            case .fdatasync: r = fdatasync(fd)
+            }
+            if r == 0 { return 0 }
+            let e = qs_errno()
+            if e != EINTR { return e }
         }
     }
 }
 
 public enum QueueEnvironment {
+    /// An environment variable, if set.
+    public static func value(_ name: String) -> String? {
+        guard let v = getenv(name) else { return nil }
+        return String(cString: v)
+    }
+
     /// `CONFSPLIT` (default 23) and `BIGTODO` (default 0: flat `todo/` and `intd/`,
     /// the classic layout). Every program on a queue must agree on both.
     public static func names() -> QueueNames {
         var split = QueueNames.defaultSplit
-        if let s = Sys.environment("CONFSPLIT"), let v = Int(s), v > 0 { split = v }
+        if let s = value("CONFSPLIT"), let v = Int(s), v > 0 { split = v }
         var big = false
-        if let b = Sys.environment("BIGTODO"), let v = Int(b) { big = v != 0 }
+        if let b = value("BIGTODO"), let v = Int(b) { big = v != 0 }
         return QueueNames(split: split, bigTodo: big)
     }
 
     /// The queue qmail-queue writes into: `$QUEUEDIR`; else, with `QUEUE_BASE`
     /// set, `<base>/queue<N>` with N = QUEUE_START + random % QUEUE_COUNT
-    /// (indimail-mta's multi-queue selection); else `$QMAILHOME/queue`.
+    /// (indimail-mta's multi-queue selection); else `$QMAILHOME/queue`
+    /// (`$QMAILHOME` defaults to `/var/qmail`, as `Paths.qmailHome` says).
     public static func injectionQueue() -> String {
-        if let q = Sys.environment("QUEUEDIR"), !q.isEmpty { return q }
-        if let base = Sys.environment("QUEUE_BASE"), !base.isEmpty {
-            let start = Sys.environment("QUEUE_START").flatMap { Int($0) } ?? 1
-            let count = max(1, Sys.environment("QUEUE_COUNT").flatMap { Int($0) } ?? 10)
+        if let q = value("QUEUEDIR"), !q.isEmpty { return q }
+        if let base = value("QUEUE_BASE"), !base.isEmpty {
+            let start = value("QUEUE_START").flatMap { Int($0) } ?? 1
+            let count = max(1, value("QUEUE_COUNT").flatMap { Int($0) } ?? 10)
             let n = start + Int(UInt32.random(in: 0..<UInt32(count)))
             return base + "/queue\(n)"
         }
-        return Paths.queueDir
+        if let h = value("QMAILHOME"), !h.isEmpty { return h + "/queue" }
+        return "/var/qmail/queue"
     }
 }

@@ -3,6 +3,16 @@
 #include <sys/types.h>
 #include <sys/stat.h>
 #include <stdint.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* open(2) with a mode, for Swift code that cannot call the variadic open
+   (the Embedded Swift build of qmail-queue). */
+static inline int qs_open(const char *path, int flags, mode_t mode) { return open(path, flags, mode); }
 
 /* One fd mapping for qs_spawn: `source` becomes `target` in the child. */
 typedef struct qs_fdmap { int source; int target; } qs_fdmap;
@@ -61,4 +71,7 @@ void qs_signals_to_pipe(int fd, const int *signals, int n);
 /* flock with LOCK_EX|LOCK_NB; 0 ok, -1 errno. */
 int qs_flock_exclusive_nb(int fd);
 int qs_flock(int fd, int op);
+/* The program's arguments, saved by a constructor (for Embedded Swift). */
+int qs_argc(void);
+char **qs_argv(void);
 #endif

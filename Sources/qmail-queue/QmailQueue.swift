@@ -1,0 +1,119 @@
+// Built with Embedded Swift: see Injection.swift and Package.swift.
+import CShims
+
+@main
+enum QmailQueue {
+    static let help = """
+    usage: qmail-queue < message 1< envelope
+
+    Puts one message into the qmail queue. Reads the message on descriptor 0 and
+    the envelope (F sender NUL, T recipient NUL ..., NUL) on descriptor 1, writes
+    mess/, intd/ and links into todo/, then wakes the scheduler via lock/trigger.
+    Exits 0 when queued, else a qmail-queue exit code (see qmail-queue(8)).
+
+    environment:
+      QUEUEDIR            queue to write (default $QMAILHOME/queue)
+      QUEUE_BASE, QUEUE_START, QUEUE_COUNT
+                          with QUEUEDIR unset: <base>/queue<N>, N random in the range
+      CONFSPLIT, BIGTODO  queue layout (default 23, 0)
+      USE_FSYNC, USE_FDATASYNC, USE_SYNCDIR
+                          durability (default: fsync files and the todo folder)
+      DEATH               seconds before giving up (default 86400, exit 52)
+      HIDE_HOST           leave the host name out of the Received line
+      HOSTNAME            host name for the Received line
+      TCPREMOTEIP         marks the message as received from the network
+      QQEH                headers added at delivery (e record)
+      QMAIL_QUEUE_CUSTOM_ERROR  report failures as text on ERROR_FD and exit 88
+      ERROR_FD            descriptor for custom error text (default 2)
+
+    """
+
+    static func env(_ name: String) -> String? { QueueEnvironment.value(name) }
+
+    static func main() {
+        if qs_argc() > 1, let argv = qs_argv(), let a = argv[1] {
+            let arg = String(cString: a)
+            if arg == "--help" || arg == "-h" {
+                _ = Array(help.utf8).withUnsafeBytes { writeAll(1, $0) }
+                exit(0)
+            }
+        }
+        umask(0o033)
+        qs_ignore_sigpipe()
+        qs_crash_exit(81)
+        let death = env("DEATH").flatMap { UInt32($0) } ?? 86400
+        qs_death_alarm(death, 52)
+
+        var host: String? = nil
+        if env("HIDE_HOST") == nil {
+            if let h = env("HOSTNAME"), !h.isEmpty { host = h } else {
+                var buf = [UInt8](repeating: 0, count: 256)
+                let r = buf.withUnsafeMutableBytes { gethostname($0.baseAddress!.assumingMemoryBound(to: CChar.self), 255) }
+                if r == 0 { host = String(decoding: buf.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            }
+        }
+        let uid = getuid()
+        var invoker = ReceivedLine.Invoker.uid(uid, network: false, ip: nil)
+        let special = systemUIDs()
+        if let a = special.alias, a == uid { invoker = .alias }
+        else if let b = special.qmails, b == uid { invoker = .bounce }
+        else if let ip = env("TCPREMOTEIP") { invoker = .uid(uid, network: true, ip: ip.isEmpty ? nil : ip) }
+
+        var qqeh: [UInt8]? = nil
+        if let q = env("QQEH"), !q.isEmpty { qqeh = Array(q.utf8) }
+
+        let injection = Injection(queueDir: QueueEnvironment.injectionQueue(), names: QueueEnvironment.names(),
+                                  sync: SyncPolicy.fromEnvironment(), received: invoker, host: host, qqeh: qqeh)
+        do throws(Injection.Failure) {
+            try injection.run()
+            exit(0)
+        } catch {
+            if env("QMAIL_QUEUE_CUSTOM_ERROR") != nil {
+                var fd: Int32 = 2
+                if let e = env("ERROR_FD"), let v = Int32(e) { fd = v }
+                if fd >= 0 {
+                    let text = "Zqmail-queue: " + summary(error.code) + ": " + error.cause + " (#4.3.0)"
+                    if Array(text.utf8).withUnsafeBytes({ writeAll(fd, $0) }) != 0 { exit(53) }
+                }
+                exit(88)
+            }
+            exit(error.code.rawValue)
+        }
+    }
+
+    /// The client text of an exit code without its `Zqq ` and its `(#…)`:
+    /// "trouble creating files in intd.".
+    static func summary(_ code: QueueExitCode) -> String {
+        var s = Substring(QueueClientText.text(forExitCode: code.rawValue).dropFirst(4))
+        if let paren = s.firstIndex(of: "(") { s = s[..<paren] }
+        while s.last == " " { s = s.dropLast() }
+        return s.isEmpty ? "failure" : String(s)
+    }
+
+    /// The uids of `alias` and `qmails` from /etc/passwd (read directly: a
+    /// statically linked program must not load NSS modules).
+    static func systemUIDs() -> (alias: UInt32?, qmails: UInt32?) {
+        var result: (alias: UInt32?, qmails: UInt32?) = (nil, nil)
+        let fd = qs_open("/etc/passwd", O_RDONLY | O_CLOEXEC, 0)
+        if fd == -1 { return result }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n == -1 && qs_errno() == EINTR { continue }
+            if n <= 0 { break }
+            data.append(contentsOf: chunk[0..<n])
+        }
+        for line in data.split(separator: 10) {
+            let f = line.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
+            guard f.count >= 7 else { continue }
+            let name = String(decoding: f[0], as: UTF8.self)
+            guard name == "alias" || name == "qmails", let uid = UInt32(String(decoding: f[2], as: UTF8.self)) else { continue }
+            if name == "alias" { if result.alias == nil { result.alias = uid } }
+            else if result.qmails == nil { result.qmails = uid }
+            if result.alias != nil && result.qmails != nil { break }
+        }
+        return result
+    }
+}

@@ -1,0 +1,1 @@
+../QueueFormat/QueueNames.swift

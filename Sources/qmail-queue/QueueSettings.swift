@@ -1,0 +1,1 @@
+../QueueStore/QueueSettings.swift
