@@ -1,16 +1,41 @@
 // swift-tools-version:6.0
 import PackageDescription
+import Foundation
 
 /// Programs started once per message are linked statically: a static Swift
 /// binary starts in under 1 ms, a dynamic one in 2.5–6 ms (see docs/benchmarks.md).
 let staticExe: [LinkerSetting] = [.unsafeFlags(["-static-executable"])]
 
-/// qmail-queue, which every message passes through, is built with Embedded Swift:
-/// no runtime start-up, no type metadata instantiated at run time, all generics
-/// specialized. It then starts as fast as a C program (docs/benchmarks.md). Its
-/// sources may only import C modules; the Swift files it shares with the library
-/// modules are symbolic links to Embedded-clean files (see Sources/qmail-queue).
+/// The programs started once per message (qmail-queue, qmail-inject, sendmail,
+/// qmail-nullqueue) are built with Embedded Swift: no runtime start-up, no type
+/// metadata instantiated at run time, all generics specialized. They then start as
+/// fast as C programs (docs/benchmarks.md). Their sources may only import C modules;
+/// the Swift files they share with the library modules are symbolic links to files
+/// kept Embedded-clean (typed throws, no existentials; each says so at its top).
 let embedded: [SwiftSetting] = [.enableExperimentalFeature("Embedded"), .unsafeFlags(["-wmo"])]
+/// qmail-inject and sendmail compare and lower-case strings: Embedded Swift keeps
+/// the Unicode tables for that in a library of its own.
+/// The library lives beside the toolchain's `swiftc` (found on PATH, symbolic links
+/// resolved): `<toolchain>/usr/lib/swift/embedded/<arch>-unknown-linux-gnu`.
+let embeddedLibraryDirectory: String = {
+    #if arch(arm64)
+    let triple = "aarch64-unknown-linux-gnu"
+    #else
+    let triple = "x86_64-unknown-linux-gnu"
+    #endif
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"
+    for dir in path.split(separator: ":") {
+        let swiftc = URL(fileURLWithPath: String(dir)).appendingPathComponent("swiftc")
+        guard FileManager.default.isExecutableFile(atPath: swiftc.path) else { continue }
+        let lib = swiftc.resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("../lib/swift/embedded/\(triple)").standardizedFileURL.path
+        if FileManager.default.fileExists(atPath: lib + "/libswiftUnicodeDataTables.a") { return lib }
+    }
+    return "/usr/lib/swift/embedded/\(triple)"
+}()
+let embeddedWithUnicode: [LinkerSetting] = staticExe + [
+    .unsafeFlags(["-L", embeddedLibraryDirectory]), .linkedLibrary("swiftUnicodeDataTables"), .linkedLibrary("m"),
+]
 
 let package = Package(
     name: "swiftqmail",
@@ -75,10 +100,10 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["SystemIO"]),
 
         .executableTarget(name: "qmail-queue", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: staticExe),
-        .executableTarget(name: "qmail-nullqueue", dependencies: ["SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "qmail-nullqueue", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: staticExe),
         .executableTarget(name: "queue-fix", dependencies: ["QueueStore"]),
-        .executableTarget(name: "qmail-inject", dependencies: ["Inject"], linkerSettings: staticExe),
-        .executableTarget(name: "sendmail", dependencies: ["Inject"], linkerSettings: staticExe),
+        .executableTarget(name: "qmail-inject", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: embeddedWithUnicode),
+        .executableTarget(name: "sendmail", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: embeddedWithUnicode),
 
         .executableTarget(name: "qmail-send", dependencies: ["Engine"]),
         .executableTarget(name: "qmta-send", dependencies: ["Engine"]),

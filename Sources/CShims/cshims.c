@@ -235,3 +235,4 @@ static void __attribute__((constructor)) qs_save_arguments(int argc, char **argv
 }
 int qs_argc(void) { return saved_argc; }
 char **qs_argv(void) { return saved_argv; }
+char **qs_environ(void) { return environ; }

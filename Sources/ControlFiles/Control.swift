@@ -1,7 +1,11 @@
-#if canImport(Glibc)
+// Compiled twice: into ControlFiles, and (through a symbolic link) into the
+// Embedded Swift builds of qmail-inject and sendmail. Keep it Embedded-clean.
+#if hasFeature(Embedded)
+import CShims
+#else
 import Glibc
-#endif
 import SystemIO
+#endif
 
 /// A control file that exists but cannot be used as it stands.
 public struct ControlError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -35,9 +39,9 @@ public struct ControlDirectory: Sendable {
     }
 
     /// Raw bytes, or nil when the file does not exist.
-    public func readRaw(_ name: String) throws -> [UInt8]? {
-        do { return try Sys.readFile(filePath(name)) } catch {
-            throw ControlError(file: filePath(name), line: 0, message: "unable to read: \((error as? SystemError)?.reason ?? "\(error)")")
+    public func readRaw(_ name: String) throws(ControlError) -> [UInt8]? {
+        do throws(SystemError) { return try Sys.readFile(filePath(name)) } catch {
+            throw ControlError(file: filePath(name), line: 0, message: "unable to read: \(error.reason)")
         }
     }
 
@@ -51,26 +55,26 @@ public struct ControlDirectory: Sendable {
     }
 
     /// Lines with their 1-based numbers, blank and comment lines dropped.
-    public func readLinesNumbered(_ name: String) throws -> [(line: Int, text: String)]? {
+    public func readLinesNumbered(_ name: String) throws(ControlError) -> [(line: Int, text: String)]? {
         guard let raw = try readRaw(name) else { return nil }
         let text = String(decoding: raw, as: UTF8.self)
-        var out: [(Int, String)] = []
+        var out: [(line: Int, text: String)] = []
         var n = 0
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             n += 1
             let t = ControlDirectory.stripTrailingSpace(line)
             if t.isEmpty || t.hasPrefix("#") { continue }
-            out.append((n, String(t)))
+            out.append((line: n, text: String(t)))
         }
         return out
     }
 
-    public func readLines(_ name: String) throws -> [String]? {
+    public func readLines(_ name: String) throws(ControlError) -> [String]? {
         try readLinesNumbered(name)?.map { $0.text }
     }
 
     /// The first line (trailing white space removed); nil when the file is missing.
-    public func readLine(_ name: String) throws -> String? {
+    public func readLine(_ name: String) throws(ControlError) -> String? {
         guard let raw = try readRaw(name) else { return nil }
         let text = String(decoding: raw, as: UTF8.self)
         let first = text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
@@ -79,7 +83,7 @@ public struct ControlDirectory: Sendable {
 
     /// The first line as an integer; `fallback` when missing. A present file
     /// whose first line is not a number is an error naming file and line.
-    public func readInt(_ name: String, default fallback: Int) throws -> Int {
+    public func readInt(_ name: String, default fallback: Int) throws(ControlError) -> Int {
         guard let line = try readLine(name) else { return fallback }
         let t = line.trimmingLeadingSpace()
         if t.isEmpty { return fallback }

@@ -1,4 +1,11 @@
+// Compiled twice: into its library, and (through a symbolic link) into the
+// Embedded Swift builds of qmail-inject and sendmail. Keep it Embedded-clean:
+// typed throws, no existentials, no casts.
+#if hasFeature(Embedded)
+import CShims
+#else
 import SystemIO
+#endif
 
 /// Command-line parsing for `qmail-inject` and `sendmail`.
 public enum InjectCommandLine {
@@ -56,10 +63,10 @@ public enum InjectCommandLine {
     }
 
     /// Applies the arguments to `settings`. Returns nil when --help was asked for.
-    public static func parse(_ args: [String], flavor: Flavor, into settings: inout InjectSettings) throws -> Bool {
+    public static func parse(_ args: [String], flavor: Flavor, into settings: inout InjectSettings) throws(Usage) -> Bool {
         var i = 0
         var endOfOptions = false
-        func value(_ a: String, _ flag: String) throws -> String {
+        func value(_ a: String, _ flag: String) throws(Usage) -> String {
             if a.count > flag.count { return String(a.dropFirst(flag.count)) }
             i += 1
             guard i < args.count else { throw Usage(message: "option \(flag) needs a value") }
@@ -96,7 +103,7 @@ public enum InjectCommandLine {
     /// value is attached or the next argument (`-oi`, `-o i`, `-B8BITMIME`), and the
     /// options end at the first non-option or `--`. `-f` (or `-r`) also makes the
     /// added From: that address, as sendmail's do_sender sets QMAILUSER and QMAILHOST.
-    static func parseSendmail(_ args: [String], into settings: inout InjectSettings) throws -> Bool {
+    static func parseSendmail(_ args: [String], into settings: inout InjectSettings) throws(Usage) -> Bool {
         let flags = Set("ULhnIAvimtEJx")
         let withValue = Set("efrpoBFb")
         var i = 0
@@ -149,18 +156,30 @@ public enum InjectCommandLine {
         let name = flavor == .sendmail ? "sendmail" : "qmail-inject"
         var settings: InjectSettings
         do { settings = try InjectSettings.fromEnvironment() } catch {
-            printError("\(name): fatal: unable to read controls: \(error)")
+            printError("\(name): fatal: unable to read controls: \(error.description)")
             return 111
         }
         do {
-            if try !parse(Array(CommandLine.arguments.dropFirst()), flavor: flavor, into: &settings) {
+            if try !parse(Array(programArguments().dropFirst()), flavor: flavor, into: &settings) {
                 printOut(help(flavor))
                 return 0
             }
         } catch {
-            printError("\(name): usage: \(error)")
+            printError("\(name): usage: \(error.message)")
             return 100
         }
         return Injector.run(program: name, settings: settings)
+    }
+
+    /// argv, argv[0] included.
+    static func programArguments() -> [String] {
+        #if hasFeature(Embedded)
+        var out: [String] = []
+        guard let argv = qs_argv() else { return out }
+        for i in 0..<Int(qs_argc()) { if let a = argv[i] { out.append(String(cString: a)) } }
+        return out
+        #else
+        return CommandLine.arguments
+        #endif
     }
 }

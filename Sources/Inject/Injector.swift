@@ -1,10 +1,15 @@
-#if canImport(Glibc)
+// Compiled twice: into its library, and (through a symbolic link) into the
+// Embedded Swift builds of qmail-inject and sendmail. Keep it Embedded-clean:
+// typed throws, no existentials, no casts.
+#if hasFeature(Embedded)
+import CShims
+#else
 import Glibc
-#endif
 import QueueFormat
 import QueueClient
 import ControlFiles
 import SystemIO
+#endif
 
 /// qmail-inject's settings: command-line flags and the values from control
 /// files and the environment that shape the headers it adds.
@@ -37,7 +42,7 @@ public struct InjectSettings: Sendable {
     /// and the environment (`QMAILUSER`, `MAILUSER`, `USER`, `LOGNAME`;
     /// `QMAILHOST`, `MAILHOST`; `QMAILNAME`, `MAILNAME`, `NAME`; `QMAILSUSER`, `QMAILSHOST`).
     public static func fromEnvironment(control: ControlDirectory = .fromEnvironment(),
-                                       env: (String) -> String? = Sys.environment) throws -> InjectSettings {
+                                       env: (String) -> String? = Sys.environment) throws(ControlError) -> InjectSettings {
         var s = InjectSettings()
         let me = try control.readLine("me")
         func nonEmpty(_ v: String?) -> String? { (v?.isEmpty ?? true) ? nil : v }
@@ -89,7 +94,7 @@ public enum Injector {
     static let recipientFields: Set<String> = ["to", "cc", "bcc", "apparently-to"]
     static let resentRecipientFields: Set<String> = ["resent-to", "resent-cc", "resent-bcc"]
 
-    public static func prepare(_ message: [UInt8], settings: InjectSettings, now: time_t, pid: Int32) throws -> PreparedMessage {
+    public static func prepare(_ message: [UInt8], settings: InjectSettings, now: time_t, pid: Int32) throws(InjectError) -> PreparedMessage {
         var header = HeaderBlock(parsing: message)
         let resent = header.fields.contains { $0.key.hasPrefix("resent-") }
 
@@ -162,13 +167,13 @@ public enum Injector {
     /// Returns the exit code: 0 queued, 100 permanent failure, 111 temporary.
     public static func run(program: String, settings: InjectSettings) -> Int32 {
         let message: [UInt8]
-        do { message = try Sys.readAll(0, path: "standard input") } catch {
-            printError("\(program): fatal: unable to read message: \(error.systemError.reason)")
+        do throws(SystemError) { message = try Sys.readAll(0, path: "standard input") } catch {
+            printError("\(program): fatal: unable to read message: \(error.reason)")
             return 111
         }
         let prepared: PreparedMessage
-        do { prepared = try prepare(message, settings: settings, now: time(nil), pid: getpid()) } catch {
-            printError("\(program): fatal: \(error)")
+        do throws(InjectError) { prepared = try prepare(message, settings: settings, now: time(nil), pid: getpid()) } catch {
+            printError("\(program): fatal: \(error.description)")
             return 100
         }
         let (result, _) = queueMessage(prepared.bytes, sender: Array(prepared.sender.utf8),

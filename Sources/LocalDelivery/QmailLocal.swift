@@ -679,7 +679,7 @@ public enum QmailLocal {
         if !req.qqeh.isEmpty { env.append("QQEH=" + req.qqeh) }
         let session: QueueSession
         do { session = try QueueSession(program: QueueSession.chooseProgram(), environment: env) } catch {
-            let text = (error as? QueueSession.StartFailure)?.description ?? "Zqq unable to exec qq (#4.3.0)"
+            let text = error.description
             return .failure(LocalOutcome(111, "Unable to forward message: \(text.dropFirst()). (#4.3.0)\n"))
         }
         session.put(d.dtline + Array(req.qqeh.utf8))

@@ -1,10 +1,15 @@
-#if canImport(Glibc)
+// Compiled twice: into its library, and (through a symbolic link) into the
+// Embedded Swift builds of qmail-inject and sendmail. Keep it Embedded-clean:
+// typed throws, no existentials, no casts.
+#if hasFeature(Embedded)
+import CShims
+#else
 import Glibc
-#endif
 import CShims
 import QueueFormat
 import SystemIO
 import ControlFiles
+#endif
 
 /// The queue-client layer (qmail's `qmail.c`): the one way a program puts mail
 /// into the queue. It starts the queue program, writes the message on the
@@ -67,36 +72,36 @@ public final class QueueSession {
     }
 
     /// Starts the queue program. `environment` nil = inherit ours.
-    public init(program: Program, environment: [String]? = nil) throws {
+    public init(program: Program, environment: [String]? = nil) throws(StartFailure) {
         qs_ignore_sigpipe()
         let msg: (read: Int32, write: Int32)
         let env: (read: Int32, write: Int32)
         var err: (read: Int32, write: Int32)? = nil
-        do {
+        do throws(SystemError) {
             msg = try Spawn.pipe()
             env = try Spawn.pipe()
         } catch {
-            throw StartFailure(text: Array(QueueClientText.text(forExitCode: 60).utf8), cause: error.systemError)
+            throw StartFailure(text: Array(QueueClientText.text(forExitCode: 60).utf8), cause: error)
         }
         if program.errorFD != nil {
-            do { err = try Spawn.pipe() } catch {
+            do throws(SystemError) { err = try Spawn.pipe() } catch {
                 Sys.close(msg.read); Sys.close(msg.write); Sys.close(env.read); Sys.close(env.write)
-                throw StartFailure(text: Array(QueueClientText.text(forExitCode: 60).utf8), cause: error.systemError)
+                throw StartFailure(text: Array(QueueClientText.text(forExitCode: 60).utf8), cause: error)
             }
         }
         var maps = [Spawn.FDMap(msg.read, at: 0), Spawn.FDMap(env.read, at: 1)]
         if let e = err, let target = program.errorFD { maps.append(Spawn.FDMap(e.write, at: target)) }
         let pid: pid_t
-        do {
+        do throws(SystemError) {
             pid = try Spawn.start(program.arguments[0], arguments: program.arguments, environment: environment,
                                   fds: maps, keepStandard: true, directory: "/")
         } catch {
             for fd in [msg.read, msg.write, env.read, env.write, err?.read ?? -1, err?.write ?? -1] where fd >= 0 { Sys.close(fd) }
             // qmail_open: a failed fork is "unable to fork" (121); anything that failed the
             // exec in the child is the child's exit 120, "unable to exec qq".
-            let e = error.systemError.errno
+            let e = error.errno
             let code: Int32 = (e == EAGAIN || e == ENOMEM) ? 121 : 120
-            throw StartFailure(text: Array(QueueClientText.text(forExitCode: code).utf8), cause: error.systemError)
+            throw StartFailure(text: Array(QueueClientText.text(forExitCode: code).utf8), cause: error)
         }
         Sys.close(msg.read)
         Sys.close(env.read)
@@ -110,7 +115,7 @@ public final class QueueSession {
     }
 
     /// Convenience: choose from the environment and start.
-    public convenience init(forBounce: Bool = false) throws {
+    public convenience init(forBounce: Bool = false) throws(StartFailure) {
         try self.init(program: QueueSession.chooseProgram(forBounce: forBounce))
     }
 
@@ -225,8 +230,8 @@ extension String {
 public func queueMessage(_ message: some Collection<UInt8>, sender: some Collection<UInt8>,
                          recipients: [[UInt8]], forBounce: Bool = false) -> (result: QueueResult, qp: pid_t?) {
     let session: QueueSession
-    do { session = try QueueSession(forBounce: forBounce) } catch {
-        return (QueueResult(text: (error as? QueueSession.StartFailure)?.text ?? Array(QueueClientText.text(forExitCode: 120).utf8), outcome: .exited(code: 120, customText: nil)), nil)
+    do throws(QueueSession.StartFailure) { session = try QueueSession(forBounce: forBounce) } catch {
+        return (QueueResult(text: error.text, outcome: .exited(code: 120, customText: nil)), nil)
     }
     session.put(message)
     session.from(sender)

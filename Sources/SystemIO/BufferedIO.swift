@@ -1,5 +1,10 @@
-#if canImport(Glibc)
+// Compiled twice: into SystemIO, and (through a symbolic link) into the Embedded
+// Swift builds of qmail-inject and sendmail. Keep it Embedded-clean.
+#if hasFeature(Embedded)
+import CShims
+#else
 import Glibc
+import CShims
 #endif
 
 /// Reads a descriptor through a buffer, a byte at a time when needed: the
@@ -17,10 +22,10 @@ public struct BufferedReader {
         self.buffer = [UInt8](repeating: 0, count: capacity)
     }
 
-    private mutating func fill() throws -> Bool {
+    private mutating func fill() throws(SystemError) -> Bool {
         let fd = self.fd, path = self.path
         let r = buffer.withUnsafeMutableBytes { (raw: UnsafeMutableRawBufferPointer) -> Result<Int, SystemError> in
-            do { return .success(try Sys.read(fd, into: raw, path: path)) } catch { return .failure(error as! SystemError) }
+            do throws(SystemError) { return .success(try Sys.read(fd, into: raw, path: path)) } catch { return .failure(error) }
         }
         let n = try r.get()
         start = 0
@@ -29,7 +34,7 @@ public struct BufferedReader {
     }
 
     /// The next byte, or nil at end of input.
-    public mutating func byte() throws -> UInt8? {
+    public mutating func byte() throws(SystemError) -> UInt8? {
         if start == end { if try !fill() { return nil } }
         let b = buffer[start]
         start += 1
@@ -38,7 +43,7 @@ public struct BufferedReader {
 
     /// Reads up to and including `terminator`; returns the bytes without it, and
     /// whether the terminator was seen (false = end of input first).
-    public mutating func read(until terminator: UInt8, limit: Int = Int.max) throws -> (bytes: [UInt8], terminated: Bool) {
+    public mutating func read(until terminator: UInt8, limit: Int = Int.max) throws(SystemError) -> (bytes: [UInt8], terminated: Bool) {
         var out: [UInt8] = []
         while true {
             if start == end { if try !fill() { return (out, false) } }
@@ -55,12 +60,12 @@ public struct BufferedReader {
     }
 
     /// Bytes already buffered but not consumed, then the rest of the descriptor, to `sink`.
-    public mutating func drain(_ sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+    public mutating func drain(_ sink: (UnsafeRawBufferPointer) throws(SystemError) -> Void) throws(SystemError) {
         while true {
             if start < end {
                 let s = start, e = end
                 let failure = buffer.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> SystemError? in
-                    do { try sink(UnsafeRawBufferPointer(rebasing: raw[s..<e])); return nil } catch { return (error as! SystemError) }
+                    do throws(SystemError) { try sink(UnsafeRawBufferPointer(rebasing: raw[s..<e])); return nil } catch { return error }
                 }
                 if let failure { throw failure }
                 start = end
@@ -84,7 +89,7 @@ public struct BufferedWriter {
         buffer.reserveCapacity(capacity)
     }
 
-    public mutating func write(_ bytes: some Collection<UInt8>) throws {
+    public mutating func write(_ bytes: some Collection<UInt8>) throws(SystemError) {
         if buffer.count + bytes.count > capacity { try flush() }
         if bytes.count >= capacity {
             try Sys.write(fd, Array(bytes), path: path)
@@ -93,16 +98,16 @@ public struct BufferedWriter {
         }
     }
 
-    public mutating func write(_ string: String) throws {
+    public mutating func write(_ string: String) throws(SystemError) {
         try write(Array(string.utf8))
     }
 
-    public mutating func write(byte: UInt8) throws {
+    public mutating func write(byte: UInt8) throws(SystemError) {
         if buffer.count + 1 > capacity { try flush() }
         buffer.append(byte)
     }
 
-    public mutating func flush() throws {
+    public mutating func flush() throws(SystemError) {
         if buffer.isEmpty { return }
         try Sys.write(fd, buffer, path: path)
         buffer.removeAll(keepingCapacity: true)

@@ -1,7 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+// Compiled twice: into SystemIO, and (through a symbolic link) into the Embedded
+// Swift builds of qmail-inject and sendmail. Keep it Embedded-clean.
+#if hasFeature(Embedded)
 import CShims
+#else
+import Glibc
+import CShims
+#endif
 
 /// How a child process ended.
 public enum ExitStatus: Equatable, Sendable {
@@ -30,7 +34,7 @@ public enum Spawn {
     /// otherwise posix_spawn is used.
     public static func start(_ path: String, arguments: [String], environment: [String]? = nil,
                              fds: [FDMap], keepStandard: Bool = true, directory: String? = nil,
-                             credentials: Credentials? = nil) throws -> pid_t {
+                             credentials: Credentials? = nil) throws(SystemError) -> pid_t {
         var cargs: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
         cargs.append(nil)
         defer { for p in cargs { free(p) } }
@@ -48,7 +52,7 @@ public enum Spawn {
         let rc: Int32 = maps.withUnsafeBufferPointer { mp in
             cargs.withUnsafeMutableBufferPointer { ap in
                 cenv.withUnsafeMutableBufferPointer { ep in
-                    let envp = environment == nil ? environ : ep.baseAddress
+                    let envp = environment == nil ? qs_environ() : ep.baseAddress
                     if let c = credentials {
                         return qs_spawn_as(&pid, path, ap.baseAddress, envp, mp.baseAddress, Int32(mp.count), directory, c.uid, c.gid)
                     }
@@ -61,7 +65,7 @@ public enum Spawn {
     }
 
     /// Waits for `pid`, retrying on EINTR.
-    public static func wait(_ pid: pid_t) throws -> ExitStatus {
+    public static func wait(_ pid: pid_t) throws(SystemError) -> ExitStatus {
         var status: Int32 = 0
         while true {
             let r = waitpid(pid, &status, 0)
@@ -80,7 +84,7 @@ public enum Spawn {
     }
 
     /// A pipe whose both ends are close-on-exec.
-    public static func pipe() throws -> (read: Int32, write: Int32) {
+    public static func pipe() throws(SystemError) -> (read: Int32, write: Int32) {
         var r: Int32 = -1, w: Int32 = -1
         if qs_pipe_cloexec(&r, &w) == -1 { throw SystemError("pipe") }
         return (r, w)

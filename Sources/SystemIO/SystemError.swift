@@ -1,7 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+// Compiled twice: into SystemIO, and (through a symbolic link) into the Embedded
+// Swift builds of qmail-inject and sendmail. Keep it Embedded-clean.
+#if hasFeature(Embedded)
 import CShims
+#else
+import Glibc
+import CShims
+#endif
 
 /// An operating-system call that failed, with the errno it returned and what it was doing.
 /// Mirrors how qmail reports `<operation> <path>: <strerror>`.
@@ -27,6 +31,7 @@ public struct SystemError: Error, CustomStringConvertible, Equatable, Sendable {
     public var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
 }
 
+#if !hasFeature(Embedded)
 extension Error {
     /// This error as a `SystemError` (errno EIO with its description when it is another kind).
     public var systemError: SystemError {
@@ -34,6 +39,7 @@ extension Error {
         return SystemError("\(self)", errno: EIO)
     }
 }
+#endif
 
 /// qmail's `error_str`: the short texts qmail programs put into delivery
 /// reports ("Unable to switch to /home/x: access denied. (#4.3.0)").

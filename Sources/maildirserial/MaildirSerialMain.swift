@@ -391,14 +391,13 @@ final class MaildirSerial {
         case let .send(envelopeSender, recipient):
             let session: QueueSession
             do { session = try QueueSession() } catch {
-                if let f = error as? QueueSession.StartFailure,
-                   [ENOENT, EACCES, ENOEXEC, ENOTDIR].contains(f.cause.errno) {
+                if [ENOENT, EACCES, ENOEXEC, ENOTDIR].contains(error.cause.errno) {
                     // The queue program could not be executed: qq's "unable to exec qq".
-                    MaildirSerialMain.warn("unable to bounce \(name): qq failed: \(String(decoding: f.text.dropFirst(), as: UTF8.self))")
+                    MaildirSerialMain.warn("unable to bounce \(name): qq failed: \(String(decoding: error.text.dropFirst(), as: UTF8.self))")
                     dead.insert(name)
                     return
                 }
-                MaildirSerialMain.fatal("unable to run qq: \(error.systemError.reason)")
+                MaildirSerialMain.fatal("unable to run qq: \(error.cause.reason)")
             }
             let now = Int64(time(nil))
             let bytes = MaildirBounce.compose(head: head, file: file, why: why, timedOut: timedOut, prefix: options.prefix,

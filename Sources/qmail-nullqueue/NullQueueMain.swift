@@ -1,10 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+// Built with Embedded Swift, like qmail-queue (see Package.swift); Files.swift and
+// SystemError.swift here are symbolic links to SystemIO's.
 import CShims
-import SystemIO
 
 /// qmail-nullqueue: accepts a message and its envelope and discards both.
+@main
 enum NullQueueMain {
     static let help = """
     usage: qmail-nullqueue < message 1< envelope
@@ -18,11 +17,13 @@ enum NullQueueMain {
 
     """
 
-    static func run() -> Never {
-        let args = CommandLine.arguments
-        if args.count > 1 && (args[1] == "--help" || args[1] == "-h") {
-            printOut(help)
-            exit(0)
+    static func main() {
+        if qs_argc() > 1, let argv = qs_argv(), let a = argv[1] {
+            let arg = String(cString: a)
+            if arg == "--help" || arg == "-h" {
+                printOut(help)
+                exit(0)
+            }
         }
         qs_crash_exit(81)
         qs_death_alarm(Sys.environment("DEATH").flatMap { UInt32($0) } ?? 86400, 52)

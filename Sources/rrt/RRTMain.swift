@@ -142,7 +142,7 @@ enum RRTMain {
         }
         let session: QueueSession
         do { session = try QueueSession() } catch {
-            if let f = error as? QueueSession.StartFailure, isExecFailure(f.cause.errno) {
+            if isExecFailure(error.cause.errno) {
                 fatal("temporary qmail-queue error", .temporary)
             }
             fatal("unable to fork", .writeError)

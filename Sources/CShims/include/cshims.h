@@ -9,6 +9,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <stdio.h>
+#include <dirent.h>
+#include <sys/wait.h>
 
 /* open(2) with a mode, for Swift code that cannot call the variadic open
    (the Embedded Swift build of qmail-queue). */
@@ -74,4 +77,6 @@ int qs_flock(int fd, int op);
 /* The program's arguments, saved by a constructor (for Embedded Swift). */
 int qs_argc(void);
 char **qs_argv(void);
+/* The process environment (`environ`). */
+char **qs_environ(void);
 #endif

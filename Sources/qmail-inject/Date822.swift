@@ -1,0 +1,1 @@
+../QueueFormat/Date822.swift

@@ -1,3 +1,0 @@
-import Glibc
-import Inject
-exit(InjectCommandLine.main(.sendmail))
