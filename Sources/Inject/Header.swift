@@ -44,40 +44,57 @@ public struct HeaderBlock: Sendable {
     /// Splits `message`. Header lines end at the first empty line or the first
     /// line that is neither a field nor a continuation (that line starts the body).
     public init(parsing message: [UInt8]) {
-        fields = []
-        body = []
-        hadSeparator = false
+        self = HeaderBlock.split(message, final: true)!
+    }
+
+    /// The split of the start of a message that is still being read: nil while
+    /// more input could still change where the header ends (the deciding line,
+    /// blank or not a field, has not arrived whole). With `final`, never nil.
+    public static func split(_ message: [UInt8], final: Bool) -> HeaderBlock? {
+        var block = HeaderBlock(fields: [], body: [], hadSeparator: false)
         var i = 0
         let n = message.count
         // A leading "From " line (mbox) is dropped, as qmail-inject does.
         if message.starts(with: Array("From ".utf8)) {
             while i < n && message[i] != 10 { i += 1 }
-            if i < n { i += 1 }
+            if i < n { i += 1 } else if !final { return nil }
         }
         while i < n {
             var e = i
             while e < n && message[e] != 10 { e += 1 }
+            // A line without its newline yet may still grow into anything.
+            if e == n && !final { return nil }
             let lineEnd = e < n ? e + 1 : e
             let line = message[i..<e]
             let content = line.last == 13 ? line.dropLast() : line
             if content.isEmpty {
-                hadSeparator = true
+                block.hadSeparator = true
                 i = lineEnd
                 break
             }
-            if (content.first == 32 || content.first == 9), !fields.isEmpty {
-                fields[fields.count - 1].raw.append(contentsOf: message[i..<lineEnd])
-                if e == n { fields[fields.count - 1].raw.append(10) }
+            if (content.first == 32 || content.first == 9), !block.fields.isEmpty {
+                // A continuation; the field may go on in the next line.
+                block.fields[block.fields.count - 1].raw.append(contentsOf: message[i..<lineEnd])
+                if e == n { block.fields[block.fields.count - 1].raw.append(10) }
                 i = lineEnd
                 continue
             }
             guard let colon = HeaderBlock.isFieldName(content) else { break }
             var raw = Array(message[i..<lineEnd])
             if e == n { raw.append(10) }
-            fields.append(Field(raw: raw, name: String(decoding: message[i..<colon], as: UTF8.self)))
+            block.fields.append(Field(raw: raw, name: String(decoding: message[i..<colon], as: UTF8.self)))
             i = lineEnd
         }
-        body = Array(message[i...])
+        // Input ran out inside the header: the next line could be another field.
+        if i == n && !block.hadSeparator && !final { return nil }
+        block.body = Array(message[i...])
+        return block
+    }
+
+    init(fields: [Field], body: [UInt8], hadSeparator: Bool) {
+        self.fields = fields
+        self.body = body
+        self.hadSeparator = hadSeparator
     }
 
     public func first(_ name: String) -> Field? {

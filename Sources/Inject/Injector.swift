@@ -95,7 +95,13 @@ public enum Injector {
     static let resentRecipientFields: Set<String> = ["resent-to", "resent-cc", "resent-bcc"]
 
     public static func prepare(_ message: [UInt8], settings: InjectSettings, now: time_t, pid: Int32) throws(InjectError) -> PreparedMessage {
-        var header = HeaderBlock(parsing: message)
+        try prepare(HeaderBlock(parsing: message), complete: true, settings: settings, now: now, pid: pid)
+    }
+
+    /// `header` split from the start of the message; with `complete` false the rest
+    /// of the body follows later, and the final newline is then the caller's.
+    static func prepare(_ parsed: HeaderBlock, complete: Bool, settings: InjectSettings, now: time_t, pid: Int32) throws(InjectError) -> PreparedMessage {
+        var header = parsed
         let resent = header.fields.contains { $0.key.hasPrefix("resent-") }
 
         var recipients: [String] = []
@@ -130,12 +136,12 @@ public enum Injector {
         }
 
         var out: [UInt8] = []
-        out.reserveCapacity(message.count + 256)
+        out.reserveCapacity(header.body.count + 4096)
         for f in header.fields { out += f.raw }
         for line in added { out += Array(line.utf8); out.append(10) }
         out.append(10)
         out += header.body
-        if let last = out.last, last != 10 { out.append(10) }
+        if complete, let last = out.last, last != 10 { out.append(10) }
 
         let sender: String
         if let s = settings.sender { sender = s.isEmpty ? "" : settings.qualify(s) }
@@ -165,19 +171,57 @@ public enum Injector {
 
     /// Reads standard input, prepares, queues through the client layer.
     /// Returns the exit code: 0 queued, 100 permanent failure, 111 temporary.
+    /// Only the header (and what came with it) is held in memory: the queue
+    /// program starts once the header is read, and the body streams through.
     public static func run(program: String, settings: InjectSettings) -> Int32 {
-        let message: [UInt8]
-        do throws(SystemError) { message = try Sys.readAll(0, path: "standard input") } catch {
+        let chunkSize = 65536
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
+        defer { chunk.deallocate() }
+        func readFailed(_ error: SystemError) -> Int32 {
             printError("\(program): fatal: unable to read message: \(error.reason)")
             return 111
         }
+        // The header: read until where it ends is decided, or to the end of input.
+        var start: [UInt8] = []
+        var atEnd = false
+        var header: HeaderBlock
+        while true {
+            let n: Int
+            do throws(SystemError) { n = try Sys.read(0, into: chunk, path: "standard input") } catch { return readFailed(error) }
+            if n == 0 { atEnd = true } else { start.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n])) }
+            if let h = HeaderBlock.split(start, final: atEnd) { header = h; break }
+        }
         let prepared: PreparedMessage
-        do throws(InjectError) { prepared = try prepare(message, settings: settings, now: time(nil), pid: getpid()) } catch {
+        do throws(InjectError) { prepared = try prepare(header, complete: atEnd, settings: settings, now: time(nil), pid: getpid()) } catch {
             printError("\(program): fatal: \(error.description)")
             return 100
         }
-        let (result, _) = queueMessage(prepared.bytes, sender: Array(prepared.sender.utf8),
-                                       recipients: prepared.recipients.map { Array($0.utf8) })
+        start = []
+        header.body = []
+        let session: QueueSession
+        do throws(QueueSession.StartFailure) { session = try QueueSession() } catch {
+            printError("\(program): fatal: \(String(decoding: error.text.dropFirst(), as: UTF8.self).trimmingNewlines())")
+            return error.text.first == UInt8(ascii: "D") ? 100 : 111
+        }
+        session.put(prepared.bytes)
+        var last = prepared.bytes.last
+        var readError: SystemError? = nil
+        while !atEnd {
+            let n: Int
+            do throws(SystemError) { n = try Sys.read(0, into: chunk, path: "standard input") } catch {
+                readError = error
+                session.fail()
+                break
+            }
+            if n == 0 { break }
+            session.put(UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
+            last = chunk[n - 1]
+        }
+        if !atEnd, readError == nil, last != 10 { session.put(CollectionOfOne(UInt8(10))) }
+        session.from(Array(prepared.sender.utf8))
+        for r in prepared.recipients { session.to(Array(r.utf8)) }
+        let result = session.close()
+        if let readError { return readFailed(readError) }
         if result.isQueued { return 0 }
         printError("\(program): fatal: \(result.message.trimmingNewlines())")
         return result.isPermanent ? 100 : 111

@@ -85,6 +85,23 @@ final class InjectorTests: XCTestCase {
         }
     }
 
+    /// While a message is still arriving, where its header ends is only decided by
+    /// a whole line: a blank one, or one that is neither a field nor a continuation.
+    func testHeaderSplitWaitsForTheDecidingLine() {
+        func split(_ t: String, final: Bool = false) -> HeaderBlock? { HeaderBlock.split(Array(t.utf8), final: final) }
+        XCTAssertNil(split("To: a@b\nSubj"), "a line without its newline may still become a field")
+        XCTAssertNil(split("To: a@b\n"), "the next line may be another field")
+        XCTAssertNil(split("To: a@b\n cont"), "a continuation may go on")
+        XCTAssertNil(split("From someone Thu Nov 26"), "an mbox From_ line not yet whole")
+        let blank = split("To: a@b\n\nbody so f")
+        XCTAssertEqual(blank?.fields.count, 1)
+        XCTAssertEqual(blank.map { String(decoding: $0.body, as: UTF8.self) }, "body so f")
+        let noField = split("To: a@b\nnot a field\nmore")
+        XCTAssertEqual(noField?.fields.count, 1)
+        XCTAssertEqual(noField.map { String(decoding: $0.body, as: UTF8.self) }, "not a field\nmore")
+        XCTAssertEqual(split("To: a@b\nSubj", final: true)?.fields.count, 1, "at the end of input the split is final")
+    }
+
     func testResentHeadersSelectResentRecipients() throws {
         let msg = Array("To: orig@example.com\nResent-To: new@example.com\nResent-Bcc: hidden@example.com\n\nx\n".utf8)
         let p = try Injector.prepare(msg, settings: settings, now: 0, pid: 1)
@@ -182,6 +199,26 @@ final class InjectProgramTests: XCTestCase {
         XCTAssertEqual(none.exitCode, 100)
         XCTAssertEqual(none.stderrText, "qmail-inject: fatal: no recipients\n")
         XCTAssertEqual(try queued().count, 0)
+    }
+
+    /// qmail-inject holds only the header: a message far larger than the memory it
+    /// may use streams through to qmail-queue, and the missing final newline is added.
+    func testLargeMessageStreamsThroughInBoundedMemory() throws {
+        let header = Array("To: bob@example.net\nSubject: big\n\n".utf8)
+        var body = [UInt8](repeating: UInt8(ascii: "x"), count: 24 << 20)
+        for i in stride(from: 999, to: body.count, by: 1000) { body[i] = 10 }
+        body[body.count - 1] = UInt8(ascii: "y")   // no final newline
+        // 20 MB of address space for each program: less than the message.
+        let out = try TestEnv.run("/bin/sh", ["-c", "ulimit -v 20480 && exec \"$0\" \"$@\"", TestEnv.program("qmail-inject")],
+                                  input: header + body, environment: env())
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        let q = try queued()
+        XCTAssertEqual(q.count, 1)
+        let mess = q[0].1
+        XCTAssertEqual(mess.last, 10, "a final newline is added")
+        XCTAssertEqual(Array(mess.suffix(body.count + 1).dropLast()), body, "the body arrives byte for byte")
+        XCTAssertEqual(q[0].0.recipients.map { String(decoding: $0, as: UTF8.self) }, ["bob@example.net"])
+        XCTAssertTrue(String(decoding: mess.prefix(4096), as: UTF8.self).contains("\nMessage-ID: <"))
     }
 
     func testNullQueueDiscards() throws {
