@@ -15,21 +15,28 @@ let staticExe: [LinkerSetting] = [.unsafeFlags(["-static-executable"])]
 let embedded: [SwiftSetting] = [.enableExperimentalFeature("Embedded"), .unsafeFlags(["-wmo"])]
 /// qmail-inject and sendmail compare and lower-case strings: Embedded Swift keeps
 /// the Unicode tables for that in a library of its own.
-/// The library lives beside the toolchain's `swiftc` (found on PATH, symbolic links
-/// resolved): `<toolchain>/usr/lib/swift/embedded/<arch>-unknown-linux-gnu`.
+/// The library lives in the toolchain: `<toolchain>/usr/lib/swift/embedded/<arch>-unknown-linux-gnu`.
+/// Found from `$SWIFT_EMBEDDED_LIB_DIR` if set; else from the program running this manifest
+/// (swift-build, in the toolchain's `bin`); else from `swiftc` on PATH. (The architecture is
+/// the build machine's: cross-compiling these programs is not supported.)
 let embeddedLibraryDirectory: String = {
     #if arch(arm64)
     let triple = "aarch64-unknown-linux-gnu"
     #else
     let triple = "x86_64-unknown-linux-gnu"
     #endif
-    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"
-    for dir in path.split(separator: ":") {
-        let swiftc = URL(fileURLWithPath: String(dir)).appendingPathComponent("swiftc")
-        guard FileManager.default.isExecutableFile(atPath: swiftc.path) else { continue }
-        let lib = swiftc.resolvingSymlinksInPath().deletingLastPathComponent()
+    let env = ProcessInfo.processInfo.environment
+    if let d = env["SWIFT_EMBEDDED_LIB_DIR"], !d.isEmpty { return d }
+    func library(besideBinary bin: URL) -> String? {
+        let lib = bin.resolvingSymlinksInPath().deletingLastPathComponent()
             .appendingPathComponent("../lib/swift/embedded/\(triple)").standardizedFileURL.path
-        if FileManager.default.fileExists(atPath: lib + "/libswiftUnicodeDataTables.a") { return lib }
+        return FileManager.default.fileExists(atPath: lib + "/libswiftUnicodeDataTables.a") ? lib : nil
+    }
+    if let parent = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(getppid())/exe"),
+       let lib = library(besideBinary: URL(fileURLWithPath: parent)) { return lib }
+    for dir in (env["PATH"] ?? "/usr/bin").split(separator: ":") {
+        let swiftc = URL(fileURLWithPath: String(dir)).appendingPathComponent("swiftc")
+        if FileManager.default.isExecutableFile(atPath: swiftc.path), let lib = library(besideBinary: swiftc) { return lib }
     }
     return "/usr/lib/swift/embedded/\(triple)"
 }()

@@ -5,6 +5,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -236,3 +237,11 @@ static void __attribute__((constructor)) qs_save_arguments(int argc, char **argv
 int qs_argc(void) { return saved_argc; }
 char **qs_argv(void) { return saved_argv; }
 char **qs_environ(void) { return environ; }
+
+uint32_t qs_random_below(uint32_t bound)
+{
+    uint32_t r;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+        r = (uint32_t)time(0) * 2654435761u ^ (uint32_t)getpid();
+    return bound ? r % bound : 0;
+}

@@ -62,8 +62,13 @@ public struct HeaderBlock: Sendable {
         while i < n {
             var e = i
             while e < n && message[e] != 10 { e += 1 }
-            // A line without its newline yet may still grow into anything.
-            if e == n && !final { return nil }
+            // A line without its newline yet decides nothing, unless its bytes so far
+            // already rule out a field (a hostile first line of megabytes without a
+            // newline then ends the header at once instead of being held whole).
+            if e == n && !final {
+                if !HeaderBlock.cannotBeField(message[i..<n], afterFields: !block.fields.isEmpty) { return nil }
+                break
+            }
             let lineEnd = e < n ? e + 1 : e
             let line = message[i..<e]
             let content = line.last == 13 ? line.dropLast() : line
@@ -89,6 +94,22 @@ public struct HeaderBlock: Sendable {
         if i == n && !block.hadSeparator && !final { return nil }
         block.body = Array(message[i...])
         return block
+    }
+
+    /// Whether the start of a line, its newline not yet read, can no longer become a
+    /// field, a continuation or the blank line: a byte that `isFieldName` refuses
+    /// comes before any colon.
+    static func cannotBeField(_ partial: ArraySlice<UInt8>, afterFields: Bool) -> Bool {
+        guard let first = partial.first else { return false }
+        if first == 13 && partial.count == 1 { return false }        // "\r" may become the blank line
+        if (first == 32 || first == 9) && afterFields { return false } // a continuation may go on
+        var blanks = false
+        for c in partial {
+            if c == UInt8(ascii: ":") { return false }
+            if c == 32 || c == 9 { blanks = true }
+            else if c < 33 || c > 126 || blanks { return true }
+        }
+        return false
     }
 
     init(fields: [Field], body: [UInt8], hadSeparator: Bool) {

@@ -181,27 +181,39 @@ public enum Injector {
             printError("\(program): fatal: unable to read message: \(error.reason)")
             return 111
         }
-        // The header: read until where it ends is decided, or to the end of input.
+        // The header: read until where it ends is decided, or to the end of input. The
+        // split is tried again only once the input has doubled, so a long header costs
+        // linear time however it arrives.
         var start: [UInt8] = []
         var atEnd = false
+        var nextTry = 0
         var header: HeaderBlock
         while true {
             let n: Int
             do throws(SystemError) { n = try Sys.read(0, into: chunk, path: "standard input") } catch { return readFailed(error) }
             if n == 0 { atEnd = true } else { start.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n])) }
-            if let h = HeaderBlock.split(start, final: atEnd) { header = h; break }
+            if atEnd || start.count >= nextTry {
+                if let h = HeaderBlock.split(start, final: atEnd) { header = h; break }
+                nextTry = 2 * start.count
+            }
+        }
+        // A failure before the queue program runs still reads the input to its end, as
+        // when the whole message was read first: the writer is not left with EPIPE.
+        func failEarly(_ code: Int32) -> Int32 {
+            if !atEnd { Sys.discardToEnd(0) }
+            return code
         }
         let prepared: PreparedMessage
         do throws(InjectError) { prepared = try prepare(header, complete: atEnd, settings: settings, now: time(nil), pid: getpid()) } catch {
             printError("\(program): fatal: \(error.description)")
-            return 100
+            return failEarly(100)
         }
         start = []
         header.body = []
         let session: QueueSession
         do throws(QueueSession.StartFailure) { session = try QueueSession() } catch {
             printError("\(program): fatal: \(String(decoding: error.text.dropFirst(), as: UTF8.self).trimmingNewlines())")
-            return error.text.first == UInt8(ascii: "D") ? 100 : 111
+            return failEarly(error.text.first == UInt8(ascii: "D") ? 100 : 111)
         }
         session.put(prepared.bytes)
         var last = prepared.bytes.last

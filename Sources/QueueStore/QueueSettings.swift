@@ -85,7 +85,7 @@ public enum QueueEnvironment {
         if let base = value("QUEUE_BASE"), !base.isEmpty {
             let start = value("QUEUE_START").flatMap { Int($0) } ?? 1
             let count = max(1, value("QUEUE_COUNT").flatMap { Int($0) } ?? 10)
-            let n = start + Int(UInt32.random(in: 0..<UInt32(count)))
+            let n = start + Int(qs_random_below(UInt32(clamping: count)))
             return base + "/queue\(n)"
         }
         if let h = value("QMAILHOME"), !h.isEmpty { return h + "/queue" }

@@ -177,6 +177,12 @@ struct Injection {
         var reader = EnvelopeReader(fd: input)
         var out: [UInt8] = Array("u\(getuid())\0p\(pid)\0".utf8)
         out.reserveCapacity(512)
+        // Written out in blocks of 64 KB, so a long recipient list is never held whole.
+        func flush() throws(Failure) {
+            let w = out.withUnsafeBytes { writeAll(output, $0) }
+            if w != 0 { throw Failure(.writeErrorOrDiskFull, SysFailure("write", path: path, errno: w)) }
+            out.removeAll(keepingCapacity: true)
+        }
         func next() throws(Failure) -> UInt8 {
             guard let b = try reader.byte() else { throw Failure(.readError, "envelope ended early") }
             return b
@@ -204,6 +210,7 @@ struct Injection {
             }
             out.append(b)
             try address()
+            if out.count >= 65536 { try flush() }
         }
         if let qqeh, !qqeh.isEmpty {
             out.append(UInt8(ascii: "e"))
@@ -211,8 +218,7 @@ struct Injection {
             if qqeh.last != UInt8(ascii: "\n") { out.append(UInt8(ascii: "\n")) }
             out.append(0)
         }
-        let w = out.withUnsafeBytes { writeAll(output, $0) }
-        if w != 0 { throw Failure(.writeErrorOrDiskFull, SysFailure("write", path: path, errno: w)) }
+        try flush()
     }
 
     /// Wakes the scheduler through `lock/trigger` (relative to the queue); every error is ignored.

@@ -100,6 +100,11 @@ final class InjectorTests: XCTestCase {
         XCTAssertEqual(noField?.fields.count, 1)
         XCTAssertEqual(noField.map { String(decoding: $0.body, as: UTF8.self) }, "not a field\nmore")
         XCTAssertEqual(split("To: a@b\nSubj", final: true)?.fields.count, 1, "at the end of input the split is final")
+        // A partial line whose bytes already rule out a field decides at once.
+        let early = split("To: a@b\nnot a fie")
+        XCTAssertEqual(early.map { String(decoding: $0.body, as: UTF8.self) }, "not a fie")
+        XCTAssertNil(split("To: a@b\n\r"), "a lone CR may still become the blank line")
+        XCTAssertNil(split("To: a@b\n\tcont"), "a continuation may still go on")
     }
 
     func testResentHeadersSelectResentRecipients() throws {
@@ -219,6 +224,14 @@ final class InjectProgramTests: XCTestCase {
         XCTAssertEqual(Array(mess.suffix(body.count + 1).dropLast()), body, "the body arrives byte for byte")
         XCTAssertEqual(q[0].0.recipients.map { String(decoding: $0, as: UTF8.self) }, ["bob@example.net"])
         XCTAssertTrue(String(decoding: mess.prefix(4096), as: UTF8.self).contains("\nMessage-ID: <"))
+    }
+
+    /// A failure found in the header (here: no recipients) still reads the input to
+    /// its end: the program writing the message does not die of SIGPIPE.
+    func testEarlyFailureStillReadsTheInput() throws {
+        let script = "{ printf 'Subject: none\\n\\n'; head -c 3000000 /dev/zero; } | \"$0\"; echo \"${PIPESTATUS[0]} ${PIPESTATUS[1]}\""
+        let out = try TestEnv.run("/bin/bash", ["-c", script, TestEnv.program("qmail-inject")], environment: env())
+        XCTAssertEqual(out.stdoutText, "0 100\n", out.stderrText)
     }
 
     func testNullQueueDiscards() throws {

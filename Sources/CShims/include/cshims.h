@@ -77,6 +77,9 @@ int qs_flock(int fd, int op);
 /* The program's arguments, saved by a constructor (for Embedded Swift). */
 int qs_argc(void);
 char **qs_argv(void);
+/* A random number below `bound` (> 0), from getrandom(2); falls back to the
+   time and pid when the kernel has none to give. */
+uint32_t qs_random_below(uint32_t bound);
 /* The process environment (`environ`). */
 char **qs_environ(void);
 #endif
