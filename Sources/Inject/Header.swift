@@ -17,7 +17,7 @@ public struct HeaderBlock: Sendable {
             guard let colon = raw.firstIndex(of: UInt8(ascii: ":")) else { return "" }
             var v = Array(raw[(colon + 1)...])
             while let last = v.last, last == 10 || last == 13 { v.removeLast() }
-            return String(decoding: v.map { $0 == 10 || $0 == 13 ? 32 : $0 }, as: UTF8.self)
+            return LosslessText.decode(v.map { $0 == 10 || $0 == 13 ? 32 : $0 })
         }
     }
 
@@ -129,5 +129,41 @@ public struct HeaderBlock: Sendable {
 
     public mutating func remove(_ names: Set<String>) {
         fields.removeAll { names.contains($0.key) }
+    }
+}
+
+/// Header bytes as text and back without loss, for addresses that go into the
+/// envelope byte for byte: valid UTF-8 decodes as usual, and each byte that is not
+/// part of valid UTF-8 (a Latin-1 `ü`, say) becomes the private-use scalar
+/// U+F700 + byte, which `encode` turns back into that byte.
+public enum LosslessText {
+    public static func decode(_ bytes: [UInt8]) -> String {
+        var out = String.UnicodeScalarView()
+        var i = 0
+        while i < bytes.count {
+            var parser = Unicode.UTF8.ForwardParser()
+            var it = bytes[i...].makeIterator()
+            switch parser.parseScalar(from: &it) {
+            case .valid(let encoded):
+                out.append(Unicode.UTF8.decode(encoded))
+                i += encoded.count
+            case .error(let length):
+                for b in bytes[i..<(i + length)] { out.append(Unicode.Scalar(0xF700 + UInt32(b))!) }
+                i += length
+            case .emptyInput:
+                i = bytes.count
+            }
+        }
+        return String(out)
+    }
+
+    public static func encode(_ text: String) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(text.utf8.count)
+        for s in text.unicodeScalars {
+            if (0xF780...0xF7FF).contains(s.value) { out.append(UInt8(s.value - 0xF700)) }
+            else { out.append(contentsOf: String(s).utf8) }
+        }
+        return out
     }
 }

@@ -231,7 +231,7 @@ public enum Injector {
         }
         if !atEnd, readError == nil, last != 10 { session.put(CollectionOfOne(UInt8(10))) }
         session.from(Array(prepared.sender.utf8))
-        for r in prepared.recipients { session.to(Array(r.utf8)) }
+        for r in prepared.recipients { session.to(LosslessText.encode(r)) }
         let result = session.close()
         if let readError { return readFailed(readError) }
         if result.isQueued { return 0 }

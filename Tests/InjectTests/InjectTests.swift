@@ -234,6 +234,18 @@ final class InjectProgramTests: XCTestCase {
         XCTAssertEqual(out.stdoutText, "0 100\n", out.stderrText)
     }
 
+    /// An 8-bit recipient in the header (Latin-1, not UTF-8) reaches the envelope
+    /// byte for byte; a UTF-8 one as well.
+    func testEightBitHeaderRecipientsAreKeptByteForByte() throws {
+        let latin1: [UInt8] = Array("To: m".utf8) + [0xFC] + Array("ller@example.org, j".utf8) + [0xC3, 0xBC] + Array("rgen@example.org\n\nx\n".utf8)
+        let out = try TestEnv.run(TestEnv.program("qmail-inject"), input: latin1, environment: env())
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        let q = try queued()
+        XCTAssertEqual(q[0].0.recipients, [Array("m".utf8) + [0xFC] + Array("ller@example.org".utf8),
+                                           Array("j".utf8) + [0xC3, 0xBC] + Array("rgen@example.org".utf8)])
+        XCTAssertEqual(LosslessText.encode(LosslessText.decode([0x61, 0xFF, 0xE2, 0x82, 0xAC, 0xE2, 0x82])), [0x61, 0xFF, 0xE2, 0x82, 0xAC, 0xE2, 0x82])
+    }
+
     func testNullQueueDiscards() throws {
         let out = try TestEnv.run(TestEnv.program("qmail-inject"), ["x@y.example"], input: Array("\nhi\n".utf8), environment: env(["NULLQUEUE": ""]))
         XCTAssertEqual(out.exitCode, 0, out.stderrText)
