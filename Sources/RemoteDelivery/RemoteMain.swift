@@ -25,7 +25,9 @@ public enum RemoteMain {
       run after the delivery with qmail-remote's arguments, the message on
       descriptor 0, SMTPSTATUS (K/D/Z), SMTPTEXT, SMTPCODE, SMTPHOST set; its exit
       code becomes qmail-remote's.
-    environment: CONTROLDIR, DNS_SERVER (ip[:port] of the resolver), TLS_CA_FILE
+    host memory: addresses with two connect timeouts are skipped for an hour;
+      kept between runs in $QUEUEDIR/lock/tcpto (else $QMAILHOME/queue/lock/tcpto)
+    environment: CONTROLDIR, QUEUEDIR, DNS_SERVER (ip[:port] of the resolver), TLS_CA_FILE
     control files: me, helohost, smtproutes, timeoutconnect, timeoutremote,
       tlsdestinations, tlsca, notls, moreipme, notipme
     exit codes: 0 (the reports say what happened), 100 usage, 111 unable to read
@@ -55,7 +57,8 @@ public enum RemoteMain {
         // QQEH headers go in front of the message (indimail's blast()).
         let qqeh = Array(args[2].utf8)
         if !qqeh.isEmpty { message = qqeh + (qqeh.last == 10 ? [] : [10]) + message }
-        let client = SMTPClient(settings: settings)
+        // Hosts that timed out are remembered between runs in the queue's lock/tcpto.
+        let client = SMTPClient(settings: settings, hosts: HostMemory(store: TcptoFile(path: Paths.queueDir + "/lock/tcpto")))
         let outcome = client.deliver(domain: host, sender: Array(sender.utf8), recipients: recipients, message: message)
         try? Sys.write(1, outcome.outputBytes)   // the reports first: QUIT cannot lose them
         client.pool.closeAll()

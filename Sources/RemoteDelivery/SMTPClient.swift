@@ -360,8 +360,10 @@ public final class SMTPClient: @unchecked Sendable {
         let requireTLS = settings.requiresTLS(domain)
         var lastTemporary: String? = nil
         let now = Int64(time(nil))
+        // Hosts with two recent connect timeouts are not tried at all, as qmail-remote's
+        // tcpto: a dead MX then costs a message nothing, not a connect timeout each.
         let usable = targets.filter { !hosts.shouldSkip(ip($0), now: now) }
-        for target in (usable.isEmpty ? targets : usable) {
+        for target in usable {
             switch attempt(target, domain: domain, sender: sender, recipients: recipients, message: message, requireTLS: requireTLS,
                            settings: settings, generation: generation) {
             case .done(let outcome): return outcome

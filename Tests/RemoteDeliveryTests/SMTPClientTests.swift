@@ -304,6 +304,74 @@ final class SMTPClientTests: XCTestCase {
         XCTAssertTrue(s.sessionLog.contains("RCPT TO:<plain.name@dest.example>"), s.sessionLog)
     }
 
+    /// qmail-remote's host memory in indimail's lock/tcpto: records written in its
+    /// format, two timeouts more than 120 s apart make a host skipped for an hour,
+    /// a success clears it, and a new reader sees what an earlier one wrote.
+    func testTcptoFileRecordsTimeoutsAndSkips() throws {
+        let path = dir + "/tcpto"
+        TestEnv.write(path, String(repeating: "\0", count: 2048))
+        let m = HostMemory(store: TcptoFile(path: path))
+        m.timedOut("127.0.0.9", now: 1000)
+        var bytes = TestEnv.read(path)
+        XCTAssertEqual(bytes.count, 2048)
+        XCTAssertEqual(Array(bytes[0..<20]), [2, 0, 0, 0, 1, 0, 0, 0, 0xE8, 0x03, 0, 0, 0, 0, 0, 0, 127, 0, 0, 9])
+        m.timedOut("127.0.0.9", now: 1100)   // within 120 s: not counted again
+        XCTAssertFalse(HostMemory(store: TcptoFile(path: path)).shouldSkip("127.0.0.9", now: 1150))
+        m.timedOut("127.0.0.9", now: 1300)
+        m.timedOut("::1", now: 1300)
+        let fresh = HostMemory(store: TcptoFile(path: path))
+        XCTAssertTrue(fresh.shouldSkip("127.0.0.9", now: 1400))
+        XCTAssertFalse(fresh.shouldSkip("127.0.0.9", now: 1300 + 3601), "the back-off ends")
+        bytes = TestEnv.read(path)
+        XCTAssertEqual(bytes[32], 10, "the IPv6 record's family")
+        XCTAssertEqual(Array(bytes[48..<64]), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+        fresh.succeeded("127.0.0.9")
+        XCTAssertEqual(TestEnv.read(path)[4], 0, "a success clears the count")
+        XCTAssertFalse(HostMemory(store: TcptoFile(path: path)).shouldSkip("127.0.0.9", now: 1400))
+        // No file: no memory, and nothing is created.
+        let none = HostMemory(store: TcptoFile(path: dir + "/missing"))
+        none.timedOut("127.0.0.9", now: 1000)
+        XCTAssertFalse(Sys.exists(dir + "/missing"))
+    }
+
+    /// The engine's client skips a host with two recent connect timeouts even when it
+    /// is the only one: the message is deferred at once, nothing is tried.
+    func testClientSkipsAHostThatTimedOutTwice() throws {
+        let s = try server()
+        let c = try client(port: s.port)
+        let now = Int64(time(nil))
+        c.hosts.timedOut("127.0.0.1", now: now - 200)
+        c.hosts.timedOut("127.0.0.1", now: now)
+        let (o, _) = deliver(c)
+        XCTAssertEqual(String(decoding: o.messageReport, as: UTF8.self), "ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n")
+        XCTAssertEqual(s.received.count, 0)
+        c.hosts.succeeded("127.0.0.1")
+        XCTAssertTrue(String(decoding: deliver(c).0.messageReport, as: UTF8.self).hasPrefix("K"))
+    }
+
+    /// The qmail-remote program skips a host its lock/tcpto marks, without connecting,
+    /// and delivers again once the mark is gone.
+    func testQmailRemoteSkipsAHostMarkedInTcpto() throws {
+        let s = try server()
+        let home = dir + "/qmail"
+        for d in ["", "/control", "/queue", "/queue/lock"] { mkdir(home + d, 0o755) }
+        TestEnv.write(home + "/control/smtproutes", ":127.0.0.1:\(s.port)\n")
+        TestEnv.write(home + "/control/me", "client.example\n")
+        let tcpto = home + "/queue/lock/tcpto"
+        TestEnv.write(tcpto, String(repeating: "\0", count: 2048))
+        let now = Int64(time(nil))
+        TcptoFile(path: tcpto).save("127.0.0.1", failures: 2, last: now)
+        let env = TestEnv.environment(["QMAILHOME": home, "CONTROLDIR": home + "/control", "QUEUEDIR": nil])
+        let args = ["dest.example", "s@src.example", "", "10", "u@dest.example"]
+        let skipped = try TestEnv.run(TestEnv.program("qmail-remote"), args, input: Array("Subject: x\n\nhi\n".utf8), environment: env)
+        XCTAssertEqual(skipped.stdoutText, "ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n\0")
+        XCTAssertEqual(s.received.count, 0, "nothing was tried")
+        TcptoFile(path: tcpto).remove("127.0.0.1")
+        let sent = try TestEnv.run(TestEnv.program("qmail-remote"), args, input: Array("Subject: x\n\nhi\n".utf8), environment: env)
+        XCTAssertTrue(sent.stdoutText.hasPrefix("r") && sent.stdoutText.contains("\0K127.0.0.1 accepted message"), sent.stdoutText)
+        XCTAssertEqual(s.received.count, 1)
+    }
+
     func testDataBytes() {
         XCTAssertEqual(SMTPClient.dataBytes(Array("a\n.b\r\n..c".utf8)), Array("a\r\n..b\r\n...c\r\n.\r\n".utf8))
     }
