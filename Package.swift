@@ -124,7 +124,7 @@ let package = Package(
         .executableTarget(name: "maildirserial", dependencies: ["Receipts"]),
 
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport", "CShims"]),
-        .testTarget(name: "RemoteDeliveryTests", dependencies: ["RemoteDelivery", "Engine", "Scheduler", "SystemIO", "TestSupport"],
+        .testTarget(name: "RemoteDeliveryTests", dependencies: ["RemoteDelivery", "Engine", "LMDB", "Scheduler", "SystemIO", "TestSupport"],
                     exclude: ["Support"]),   // the Python SMTP and DNS test servers, run by path
         .testTarget(name: "RateControlTests", dependencies: ["RateControl", "Scheduler", "SystemIO", "TestSupport"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "RateControl"]),

@@ -1,6 +1,7 @@
 import XCTest
 import RemoteDelivery
-import Engine
+@testable import Engine
+import LMDB
 import Scheduler
 import SystemIO
 import TestSupport
@@ -332,6 +333,20 @@ final class SMTPClientTests: XCTestCase {
         let none = HostMemory(store: TcptoFile(path: dir + "/missing"))
         none.timedOut("127.0.0.9", now: 1000)
         XCTAssertFalse(Sys.exists(dir + "/missing"))
+    }
+
+    /// The engine keeps its host memory in the queue's LMDB: a restarted engine still
+    /// skips a host that timed out twice, and a success forgets it there too.
+    func testEngineHostMemoryPersistsInLMDB() throws {
+        var o = LMDBEnvironment.Options()
+        o.noSubdirectory = true
+        let env = try LMDBEnvironment(path: dir + "/engine.lmdb", options: o)
+        let m = HostMemory(store: try LMDBHostMemoryStore(env: env))
+        m.timedOut("192.0.2.7", now: 1000)
+        m.timedOut("192.0.2.7", now: 1200)
+        XCTAssertTrue(HostMemory(store: try LMDBHostMemoryStore(env: env)).shouldSkip("192.0.2.7", now: 1300))
+        m.succeeded("192.0.2.7")
+        XCTAssertFalse(HostMemory(store: try LMDBHostMemoryStore(env: env)).shouldSkip("192.0.2.7", now: 1300))
     }
 
     /// The engine's client skips a host with two recent connect timeouts even when it
