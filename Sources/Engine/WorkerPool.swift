@@ -66,11 +66,17 @@ public final class WorkerPool: @unchecked Sendable {
             pthread_mutex_unlock(&mutex)
             let r = job()
             pthread_mutex_lock(&mutex)
+            // Only the first result since the last drain wakes the loop: the loop
+            // reads the wake pipe before it takes the results, so later ones are
+            // collected by the same drain (or a stale byte wakes it once more).
+            let wake = results.isEmpty
             results.append(r)
             busy -= 1
             pthread_mutex_unlock(&mutex)
-            var one: UInt8 = 1
-            _ = write(wakeWrite, &one, 1)
+            if wake {
+                var one: UInt8 = 1
+                _ = write(wakeWrite, &one, 1)
+            }
         }
     }
 
