@@ -6,7 +6,8 @@ import Glibc
 /// (`500`, `.5`, `$1f4`), `+ - * / % **`, comparisons, `&& || ! & | ^ ~ << >>`,
 /// parentheses, variables assigned with `=`, statements separated by `;` (the
 /// value is the last one's), and the functions acos asin atan cos cosh exp ln
-/// log sin sinh sqr sqrt tan tanh. `/` always gives a real. The value is a
+/// log sin sinh sqr sqrt tan tanh. `/` always gives a real. A variable not
+/// assigned in the expression is read from the environment. The value is a
 /// rate in deliveries per second, e.g. `500/3600`.
 public struct RateExpression: Sendable, Equatable {
     public let text: String
@@ -23,6 +24,38 @@ public struct RateExpression: Sendable, Equatable {
     public func evaluate() throws(Failure) -> Double {
         var p = Parser(chars: Array(text.utf8))
         return try p.program()
+    }
+
+    /// evaluate.c's scan_number: `$` or `0x` and hexadecimal digits, else decimal
+    /// digits with an optional `.` fraction; what follows is ignored; nil without digits.
+    static func leadingNumber(_ c: [UInt8]) -> Double? {
+        func hex(_ b: UInt8) -> Int64? {
+            switch b {
+            case 48...57: return Int64(b - 48)
+            case 97...102: return Int64(b - 87)
+            case 65...70: return Int64(b - 55)
+            default: return nil
+            }
+        }
+        var i = 0
+        if c.first == UInt8(ascii: "$") || (c.count > 1 && c[0] == 48 && c[1] == UInt8(ascii: "x")) {
+            i = c[0] == UInt8(ascii: "$") ? 1 : 2
+            var v: Int64 = 0
+            let start = i
+            while i < c.count, let d = hex(c[i]) { v = v &* 16 &+ d; i += 1 }
+            return i > start ? Double(v) : nil
+        }
+        var v: Double = 0
+        var digits = 0
+        while i < c.count, c[i] >= 48 && c[i] <= 57 { v = v * 10 + Double(c[i] - 48); i += 1; digits += 1 }
+        if i < c.count, c[i] == UInt8(ascii: ".") {
+            i += 1
+            var scale = 0.1
+            while i < c.count, c[i] >= 48 && c[i] <= 57 { v += scale * Double(c[i] - 48); scale /= 10; i += 1; digits += 1 }
+            if digits == 0 && i == 1 { return nil }
+            return v
+        }
+        return digits > 0 ? v : nil
     }
 
     struct Parser {
@@ -222,7 +255,14 @@ public struct RateExpression: Sendable, Equatable {
                 default: throw Failure(message: "unknown function \(name)", position: at)
                 }
             }
-            guard let v = variables[name] else { throw Failure(message: "unknown variable \(name)", position: at) }
+            if let v = variables[name] { return v }
+            // As indimail's evaluator: a variable the expression has not assigned is read
+            // from the environment, as the number its value starts with.
+            guard let text = getenv(name) else { throw Failure(message: "unknown variable \(name)", position: at) }
+            guard let v = RateExpression.leadingNumber(Array(String(cString: text).utf8)) else {
+                throw Failure(message: "the environment's \(name) is not a number", position: at)
+            }
+            variables[name] = v
             return v
         }
     }

@@ -29,6 +29,20 @@ final class RateExpressionTests: XCTestCase {
         XCTAssertEqual(try value("ln(exp(2))"), 2, accuracy: 1e-12)
     }
 
+    /// A variable the expression does not assign comes from the environment (its
+    /// leading number, as evaluate.c's scan_number reads it).
+    func testUnassignedVariablesComeFromTheEnvironment() throws {
+        setenv("SQRATEPERHOUR", "720 per hour", 1)
+        setenv("SQRATEHEX", "$1f4", 1)
+        setenv("SQRATEBAD", "many", 1)
+        defer { for n in ["SQRATEPERHOUR", "SQRATEHEX", "SQRATEBAD"] { unsetenv(n) } }
+        XCTAssertEqual(try value("SQRATEPERHOUR/3600"), 0.2, accuracy: 1e-12)
+        XCTAssertEqual(try value("SQRATEHEX"), 500)
+        XCTAssertEqual(try value("SQRATEPERHOUR = 60; SQRATEPERHOUR/60"), 1, "an assignment wins over the environment")
+        XCTAssertThrowsError(try value("SQRATEBAD/60")) { XCTAssertEqual("\($0)", "the environment's SQRATEBAD is not a number at position 1") }
+        XCTAssertThrowsError(try value("SQRATEUNSET/60")) { XCTAssertEqual("\($0)", "unknown variable SQRATEUNSET at position 1") }
+    }
+
     func testErrorsNamePositions() {
         XCTAssertThrowsError(try value("10/0")) { XCTAssertEqual("\($0)", "division by zero at position 4") }
         XCTAssertThrowsError(try value("10 + ")) { XCTAssertEqual("\($0)", "unexpected end of expression at position 6") }
