@@ -247,3 +247,10 @@ func ipAddress(_ text: String) -> [UInt8]? {
     let n = qs_parse_ip(text, &buf)
     return n > 0 ? Array(buf[0..<Int(n)]) : nil
 }
+
+/// The text of an address given as its bytes (4 or 16): `ipAddress` the other way.
+func ipText(_ address: [UInt8]) -> String {
+    var name = [CChar](repeating: 0, count: 64)
+    _ = address.withUnsafeBufferPointer { qs_format_ip($0.baseAddress, Int32($0.count), &name, 64) }
+    return String(cString: name)
+}

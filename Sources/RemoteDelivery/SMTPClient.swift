@@ -373,11 +373,7 @@ public final class SMTPClient: @unchecked Sendable {
         return .all(recipients.count, message: lastTemporary ?? "ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n")
     }
 
-    func ip(_ t: Target) -> String {
-        var name = [CChar](repeating: 0, count: 64)
-        _ = t.address.withUnsafeBufferPointer { qs_format_ip($0.baseAddress, Int32($0.count), &name, 64) }
-        return String(cString: name)
-    }
+    func ip(_ t: Target) -> String { ipText(t.address) }
 
     enum Attempt { case done(RemoteOutcome), tryNext(String?) }
 

@@ -64,9 +64,7 @@ public final class SMTPConnection: @unchecked Sendable {
         let fd = address.withUnsafeBufferPointer { qs_connect($0.baseAddress, Int32($0.count), Int32(port), Int32(timeout * 1000)) }
         if fd < 0 { return (nil, -fd) }
         _ = qs_socket_timeout(fd, Int32(ioTimeout * 1000))
-        var name = [CChar](repeating: 0, count: 64)
-        _ = address.withUnsafeBufferPointer { qs_format_ip($0.baseAddress, Int32($0.count), &name, 64) }
-        return (SMTPConnection(fd: fd, ip: String(cString: name), port: port), 0)
+        return (SMTPConnection(fd: fd, ip: ipText(address), port: port), 0)
     }
 
     func rawRead(_ buf: UnsafeMutableRawPointer, _ len: Int) -> Int {

@@ -24,11 +24,7 @@ public struct TcptoFile: HostMemoryStore {
         var when: Int64
         var address: [UInt8]
 
-        var ip: String {
-            var name = [CChar](repeating: 0, count: 64)
-            _ = address.withUnsafeBufferPointer { qs_format_ip($0.baseAddress, Int32($0.count), &name, 64) }
-            return String(cString: name)
-        }
+        var ip: String { ipText(address) }
     }
 
     static func parse(_ bytes: [UInt8], at offset: Int) -> Record? {
