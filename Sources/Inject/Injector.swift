@@ -162,9 +162,7 @@ public enum Injector {
 
     /// `YYYYMMDDhhmmss` in UTC, qmail-inject's Message-ID stamp.
     static func timestamp(_ t: time_t) -> String {
-        var tt = t
-        var tm = tm()
-        gmtime_r(&tt, &tm)
+        let tm = Date822.utc(t)
         func p(_ v: Int32, _ w: Int) -> String { let s = String(v); return String(repeating: "0", count: max(0, w - s.count)) + s }
         return p(tm.tm_year + 1900, 4) + p(tm.tm_mon + 1, 2) + p(tm.tm_mday, 2) + p(tm.tm_hour, 2) + p(tm.tm_min, 2) + p(tm.tm_sec, 2)
     }

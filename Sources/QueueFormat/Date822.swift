@@ -24,26 +24,31 @@ public enum Date822 {
         let a = abs(off) / 60
         let hh = Int32(a / 60), mm = Int32(a % 60)
         return "\(days[Int(tm.tm_wday)]), \(tm.tm_mday) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) "
-            + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) \(sign)\(two(hh))\(two(mm))"
+            + "\(clock(tm)) \(sign)\(two(hh))\(two(mm))"
     }
+
+    /// The broken-down UTC time of `t`.
+    public static func utc(_ t: time_t) -> tm {
+        var tt = t
+        var tm = tm()
+        gmtime_r(&tt, &tm)
+        return tm
+    }
+
+    /// `hh:mm:ss`.
+    static func clock(_ tm: tm) -> String { "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec))" }
 
     /// qmail's myctime() (the mbox From_ line, `$UFLINE`): UTC,
     /// `Thu Nov 26 05:39:05 2026` and a newline.
     public static func myctime(_ t: time_t) -> String {
-        var tt = t
-        var tm = tm()
-        gmtime_r(&tt, &tm)
-        return "\(days[Int(tm.tm_wday)]) \(months[Int(tm.tm_mon)]) \(two(tm.tm_mday)) "
-            + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) \(1900 + Int(tm.tm_year))\n"
+        let tm = utc(t)
+        return "\(days[Int(tm.tm_wday)]) \(months[Int(tm.tm_mon)]) \(two(tm.tm_mday)) \(clock(tm)) \(1900 + Int(tm.tm_year))\n"
     }
 
     /// Classic qmail's UTC form without weekday: `7 Aug 2025 03:19:18 -0000`.
     public static func classicUTC(_ t: time_t) -> String {
-        var tt = t
-        var tm = tm()
-        gmtime_r(&tt, &tm)
-        return "\(tm.tm_mday) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) "
-            + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) -0000"
+        let tm = utc(t)
+        return "\(tm.tm_mday) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) \(clock(tm)) -0000"
     }
 }
 
