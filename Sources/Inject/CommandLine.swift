@@ -160,7 +160,7 @@ public enum InjectCommandLine {
             return 111
         }
         do {
-            if try !parse(Array(programArguments().dropFirst()), flavor: flavor, into: &settings) {
+            if try !parse(Array(Sys.arguments().dropFirst()), flavor: flavor, into: &settings) {
                 printOut(help(flavor))
                 return 0
             }
@@ -169,17 +169,5 @@ public enum InjectCommandLine {
             return 100
         }
         return Injector.run(program: name, settings: settings)
-    }
-
-    /// argv, argv[0] included.
-    static func programArguments() -> [String] {
-        #if hasFeature(Embedded)
-        var out: [String] = []
-        guard let argv = qs_argv() else { return out }
-        for i in 0..<Int(qs_argc()) { if let a = argv[i] { out.append(String(cString: a)) } }
-        return out
-        #else
-        return CommandLine.arguments
-        #endif
     }
 }

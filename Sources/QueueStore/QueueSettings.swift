@@ -7,6 +7,8 @@ import CShims
 import Glibc
 import CShims
 import QueueFormat
+import SystemIO
+import ControlFiles
 #endif
 
 /// How durable queue writes are. qmail always fsyncs; indimail-mta only when
@@ -26,7 +28,7 @@ public struct SyncPolicy: Equatable, Sendable {
     public static let safe = SyncPolicy(files: .fsync, directories: true)
 
     static func flag(_ name: String) -> Bool? {
-        guard let v = QueueEnvironment.value(name) else { return nil }
+        guard let v = Sys.environment(name) else { return nil }
         return !(v.isEmpty || v == "0")
     }
 
@@ -60,35 +62,27 @@ public struct SyncPolicy: Equatable, Sendable {
 }
 
 public enum QueueEnvironment {
-    /// An environment variable, if set.
-    public static func value(_ name: String) -> String? {
-        guard let v = getenv(name) else { return nil }
-        return String(cString: v)
-    }
-
     /// `CONFSPLIT` (default 23) and `BIGTODO` (default 0: flat `todo/` and `intd/`,
     /// the classic layout). Every program on a queue must agree on both.
     public static func names() -> QueueNames {
         var split = QueueNames.defaultSplit
-        if let s = value("CONFSPLIT"), let v = Int(s), v > 0 { split = v }
+        if let s = Sys.environment("CONFSPLIT"), let v = Int(s), v > 0 { split = v }
         var big = false
-        if let b = value("BIGTODO"), let v = Int(b) { big = v != 0 }
+        if let b = Sys.environment("BIGTODO"), let v = Int(b) { big = v != 0 }
         return QueueNames(split: split, bigTodo: big)
     }
 
     /// The queue qmail-queue writes into: `$QUEUEDIR`; else, with `QUEUE_BASE`
     /// set, `<base>/queue<N>` with N = QUEUE_START + random % QUEUE_COUNT
-    /// (indimail-mta's multi-queue selection); else `$QMAILHOME/queue`
-    /// (`$QMAILHOME` defaults to `/var/qmail`, as `Paths.qmailHome` says).
+    /// (indimail-mta's multi-queue selection); else `$QMAILHOME/queue`.
     public static func injectionQueue() -> String {
-        if let q = value("QUEUEDIR"), !q.isEmpty { return q }
-        if let base = value("QUEUE_BASE"), !base.isEmpty {
-            let start = value("QUEUE_START").flatMap { Int($0) } ?? 1
-            let count = max(1, value("QUEUE_COUNT").flatMap { Int($0) } ?? 10)
+        if let q = Sys.environment("QUEUEDIR"), !q.isEmpty { return q }
+        if let base = Sys.environment("QUEUE_BASE"), !base.isEmpty {
+            let start = Sys.environment("QUEUE_START").flatMap { Int($0) } ?? 1
+            let count = max(1, Sys.environment("QUEUE_COUNT").flatMap { Int($0) } ?? 10)
             let n = start + Int(qs_random_below(UInt32(clamping: count)))
             return base + "/queue\(n)"
         }
-        if let h = value("QMAILHOME"), !h.isEmpty { return h + "/queue" }
-        return "/var/qmail/queue"
+        return Paths.qmailHome + "/queue"
     }
 }

@@ -226,6 +226,19 @@ public enum Sys {
         return names
     }
 
+    /// argv, argv[0] included: `CommandLine.arguments`, or in the Embedded Swift
+    /// programs (which have no `CommandLine`) what CShims' constructor saved.
+    public static func arguments() -> [String] {
+        #if hasFeature(Embedded)
+        var out: [String] = []
+        guard let argv = qs_argv() else { return out }
+        for i in 0..<Int(qs_argc()) { if let a = argv[i] { out.append(String(cString: a)) } }
+        return out
+        #else
+        return CommandLine.arguments
+        #endif
+    }
+
     public static func environment(_ name: String) -> String? {
         guard let v = getenv(name) else { return nil }
         return String(cString: v)

@@ -1,4 +1,8 @@
-#if canImport(Glibc)
+// Compiled twice: into SystemIO, and (through a symbolic link) into the Embedded
+// Swift build of qmail-queue. Keep it Embedded-clean.
+#if hasFeature(Embedded)
+import CShims
+#else
 import Glibc
 #endif
 

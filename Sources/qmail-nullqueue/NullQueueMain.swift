@@ -18,12 +18,10 @@ enum NullQueueMain {
     """
 
     static func main() {
-        if qs_argc() > 1, let argv = qs_argv(), let a = argv[1] {
-            let arg = String(cString: a)
-            if arg == "--help" || arg == "-h" {
-                printOut(help)
-                exit(0)
-            }
+        let args = Sys.arguments()
+        if args.count > 1 && (args[1] == "--help" || args[1] == "-h") {
+            printOut(help)
+            exit(0)
         }
         qs_crash_exit(81)
         qs_death_alarm(Sys.environment("DEATH").flatMap { UInt32($0) } ?? 86400, 52)

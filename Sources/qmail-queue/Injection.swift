@@ -1,27 +1,8 @@
 // qmail-queue is built with Embedded Swift (see Package.swift): it starts once per
 // message, and without the Swift runtime's start-up and metadata work it costs what
-// a C program does. Hence plain Glibc calls, typed throws, and no existentials here.
+// a C program does. Its file calls are SystemIO's `Sys` and buffered I/O, compiled in
+// through the symbolic links beside this file.
 import CShims
-
-/// A failed system call: qmail's `<operation> <path>: <strerror>`.
-struct SysFailure {
-    var operation: String
-    var path: String?
-    var errno: Int32
-
-    init(_ operation: String, path: String? = nil, errno: Int32 = qs_errno()) {
-        self.operation = operation
-        self.path = path
-        self.errno = errno
-    }
-
-    var reason: String { String(cString: strerror(errno)) }
-
-    var description: String {
-        if let path { return operation + " " + path + ": " + reason }
-        return operation + ": " + reason
-    }
-}
 
 /// qmail-queue: puts one message into the queue, crash-safely (engine.md §2.2).
 ///
@@ -44,15 +25,16 @@ struct Injection {
         let code: QueueExitCode
         let cause: String
         init(_ code: QueueExitCode, _ cause: String) { self.code = code; self.cause = cause }
-        init(_ code: QueueExitCode, _ failure: SysFailure) { self.code = code; self.cause = failure.description }
+        init(_ code: QueueExitCode, _ failure: SystemError) { self.code = code; self.cause = failure.description }
     }
 
-    /// Addresses of 1003 bytes or more are refused (exit 11), as qmail-queue does.
+    /// Addresses of 1003 bytes or more are refused (exit 11), as qmail-queue does
+    /// (`Envelope.addressLimit` in QueueFormat, which this program does not compile in).
     static let addressLimit = 1003
 
     /// Runs the whole protocol. The working directory becomes the queue.
     func run(messageFD: Int32 = 0, envelopeFD: Int32 = 1) throws(Failure) {
-        if chdir(queueDir) == -1 { throw Failure(.homeDirectory, SysFailure("chdir", path: queueDir)) }
+        do throws(SystemError) { try Sys.chdir(queueDir) } catch { throw Failure(.homeDirectory, error) }
         let pid = getpid()
         var created: [String] = []
         func cleanup() {
@@ -66,38 +48,33 @@ struct Injection {
         var messFD: Int32 = -1
         for seq in 1...9 {
             let p = "pid/\(pid).\(start).\(seq)"
-            let fd = qs_open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-            if fd >= 0 { pidPath = p; messFD = fd; break }
+            if let fd = try? Sys.createExclusive(p, mode: 0o644) { pidPath = p; messFD = fd; break }
         }
-        if messFD == -1 { throw Failure(.pidFile, SysFailure("open", path: "pid/\(pid).\(start).N")) }
-        defer { close(messFD) }
-        var st = stat()
-        if fstat(messFD, &st) == -1 {
-            let f = SysFailure("fstat", path: pidPath)
+        if messFD == -1 { throw Failure(.pidFile, SystemError("open", path: "pid/\(pid).\(start).N")) }
+        defer { Sys.close(messFD) }
+        let st: stat
+        do throws(SystemError) { st = try Sys.fstat(messFD, path: pidPath) } catch {
             _ = unlink(pidPath)
-            throw Failure(.messFile, f)
+            throw Failure(.messFile, error)
         }
         let id = UInt64(st.st_ino)
         let messPath = names.path(.mess, id)
 
         // S2: pid file linked to mess/<split>/<id>.
-        if link(pidPath, messPath) == -1 {
-            let f = SysFailure("link", path: pidPath + " to " + messPath)
+        do throws(SystemError) { try Sys.link(pidPath, messPath) } catch {
             _ = unlink(pidPath)
-            throw Failure(.messLink, f)
+            throw Failure(.messLink, error)
         }
         created.append(messPath)
-        if unlink(pidPath) == -1 {
-            let f = SysFailure("unlink", path: pidPath)
+        do throws(SystemError) { try Sys.unlink(pidPath) } catch {
             cleanup()
-            throw Failure(.unlinkPid, f)
+            throw Failure(.unlinkPid, error)
         }
 
         // Message: Received line, then descriptor 0 copied.
         let line = ReceivedLine(pid: pid, host: host, invoker: received, date: Date822.local(start)).bytes()
-        let written = line.withUnsafeBytes { writeAll(messFD, $0) }
-        if written != 0 { cleanup(); throw Failure(.writeErrorOrDiskFull, SysFailure("write", path: messPath, errno: written)) }
         do throws(Failure) {
+            do throws(SystemError) { try Sys.write(messFD, line, path: messPath) } catch { throw Failure(.writeErrorOrDiskFull, error) }
             try copy(from: messageFD, to: messFD, path: messPath)
         } catch {
             cleanup(); throw error
@@ -105,51 +82,44 @@ struct Injection {
 
         // S3: the envelope into intd/.
         let intdPath = names.path(.intd, id)
-        let intdFD = qs_open(intdPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if intdFD == -1 { let f = SysFailure("open", path: intdPath); cleanup(); throw Failure(.intdCreate, f) }
+        let intdFD: Int32
+        do throws(SystemError) { intdFD = try Sys.createExclusive(intdPath, mode: 0o644) } catch {
+            cleanup(); throw Failure(.intdCreate, error)
+        }
         created.append(intdPath)
-        defer { close(intdFD) }
+        defer { Sys.close(intdFD) }
         do throws(Failure) {
             try writeEnvelope(from: envelopeFD, to: intdFD, path: intdPath, pid: pid)
         } catch {
             cleanup(); throw error
         }
 
-        var e = sync.syncFile(messFD)
-        if e != 0 { cleanup(); throw Failure(.syncMessage, SysFailure(sync.fileSyncCall, path: messPath, errno: e)) }
-        e = sync.syncFile(intdFD)
-        if e != 0 { cleanup(); throw Failure(.syncMessage, SysFailure(sync.fileSyncCall, path: intdPath, errno: e)) }
-        // The mess/ entry too (indimail's syncdir does it for every link): once todo/
-        // shows the message, a crash must not leave it without its message file.
-        if sync.directories, let f = syncDirectory(names.directory(.mess, id)) {
-            cleanup(); throw Failure(.syncMessage, f)
+        do throws(SystemError) {
+            for (fd, path) in [(messFD, messPath), (intdFD, intdPath)] {
+                let e = sync.syncFile(fd)
+                if e != 0 { throw SystemError(sync.fileSyncCall, path: path, errno: e) }
+            }
+            // The mess/ entry too (indimail's syncdir does it for every link): once todo/
+            // shows the message, a crash must not leave it without its message file.
+            if sync.directories { try Sys.syncDirectory(names.directory(.mess, id)) }
+        } catch {
+            cleanup(); throw Failure(.syncMessage, error)
         }
 
         // S4: one link makes the message visible to the scheduler.
         let todoPath = names.path(.todo, id)
-        if link(intdPath, todoPath) == -1 {
-            let f = SysFailure("link", path: intdPath + " to " + todoPath)
-            cleanup(); throw Failure(.todoLink, f)
+        do throws(SystemError) { try Sys.link(intdPath, todoPath) } catch {
+            cleanup(); throw Failure(.todoLink, error)
         }
-        if sync.directories, let f = syncDirectory(names.directory(.todo, id)) {
-            // The message is linked; durability of the link is in doubt.
-            // Undo so the client retries rather than trusting it.
-            _ = unlink(todoPath)
-            cleanup(); throw Failure(.syncDirectory, f)
+        if sync.directories {
+            do throws(SystemError) { try Sys.syncDirectory(names.directory(.todo, id)) } catch {
+                // The message is linked; durability of the link is in doubt.
+                // Undo so the client retries rather than trusting it.
+                _ = unlink(todoPath)
+                cleanup(); throw Failure(.syncDirectory, error)
+            }
         }
         if pullTrigger { Injection.pullTrigger() }
-    }
-
-    /// Opens a folder and fsyncs it; nil, or what failed.
-    func syncDirectory(_ path: String) -> SysFailure? {
-        let fd = qs_open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
-        if fd == -1 { return SysFailure("open", path: path) }
-        defer { close(fd) }
-        while fsync(fd) == -1 {
-            let e = qs_errno()
-            if e != EINTR { return SysFailure("fsync", path: path, errno: e) }
-        }
-        return nil
     }
 
     /// Copies descriptor `from` to `to`; read errors are exit 54, write errors 53.
@@ -158,40 +128,40 @@ struct Injection {
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: cap, alignment: 16)
         defer { buf.deallocate() }
         while true {
-            let n = read(from, buf.baseAddress, cap)
-            if n == -1 {
-                let e = qs_errno()
-                if e == EINTR { continue }
-                throw Failure(.readError, "reading the message: " + SysFailure("read", errno: e).reason)
+            let n: Int
+            do throws(SystemError) { n = try Sys.read(from, into: buf) } catch {
+                throw Failure(.readError, "reading the message: " + error.reason)
             }
             if n == 0 { return }
-            let w = writeAll(to, UnsafeRawBufferPointer(rebasing: buf[0..<n]))
-            if w != 0 { throw Failure(.writeErrorOrDiskFull, SysFailure("write", path: path, errno: w)) }
+            do throws(SystemError) { try Sys.write(to, UnsafeRawBufferPointer(rebasing: buf[0..<n]), path: path) } catch {
+                throw Failure(.writeErrorOrDiskFull, error)
+            }
         }
     }
 
     /// Reads the client's envelope and writes the queue file: `u`, `p`, `F`,
     /// `T`…, then `e` (QQEH). First byte not `F` or a recipient not `T`: 79;
-    /// an address of 1003 bytes or more: 11; end of input early: 54.
+    /// an address of 1003 bytes or more: 11; end of input early: 54. Written
+    /// through a 64 KB buffer, so a long recipient list is never held whole.
     func writeEnvelope(from input: Int32, to output: Int32, path: String, pid: Int32) throws(Failure) {
-        var reader = EnvelopeReader(fd: input)
-        var out: [UInt8] = Array("u\(getuid())\0p\(pid)\0".utf8)
-        out.reserveCapacity(512)
-        // Written out in blocks of 64 KB, so a long recipient list is never held whole.
-        func flush() throws(Failure) {
-            let w = out.withUnsafeBytes { writeAll(output, $0) }
-            if w != 0 { throw Failure(.writeErrorOrDiskFull, SysFailure("write", path: path, errno: w)) }
-            out.removeAll(keepingCapacity: true)
+        var reader = BufferedReader(fd: input, path: "envelope")
+        var writer = BufferedWriter(fd: output, path: path)
+        func put(_ bytes: some Collection<UInt8>) throws(Failure) {
+            do throws(SystemError) { try writer.write(bytes) } catch { throw Failure(.writeErrorOrDiskFull, error) }
         }
         func next() throws(Failure) -> UInt8 {
-            guard let b = try reader.byte() else { throw Failure(.readError, "envelope ended early") }
+            let b: UInt8?
+            do throws(SystemError) { b = try reader.byte() } catch {
+                throw Failure(.readError, "reading the envelope: " + error.reason)
+            }
+            guard let b else { throw Failure(.readError, "envelope ended early") }
             return b
         }
         func address() throws(Failure) {
             var count = 0
             while true {
                 let b = try next()
-                out.append(b)
+                try put(CollectionOfOne(b))
                 if b == 0 { return }
                 count += 1
                 if count >= Injection.addressLimit {
@@ -199,8 +169,9 @@ struct Injection {
                 }
             }
         }
+        try put(Array("u\(getuid())\0p\(pid)\0".utf8))
         guard try next() == UInt8(ascii: "F") else { throw Failure(.envelopeFormat, "envelope does not start with F") }
-        out.append(UInt8(ascii: "F"))
+        try put(CollectionOfOne(UInt8(ascii: "F")))
         try address()
         while true {
             let b = try next()
@@ -208,17 +179,16 @@ struct Injection {
             guard b == UInt8(ascii: "T") else {
                 throw Failure(.envelopeFormat, "envelope recipient does not start with T")
             }
-            out.append(b)
+            try put(CollectionOfOne(b))
             try address()
-            if out.count >= 65536 { try flush() }
         }
         if let qqeh, !qqeh.isEmpty {
-            out.append(UInt8(ascii: "e"))
-            out.append(contentsOf: qqeh)
-            if qqeh.last != UInt8(ascii: "\n") { out.append(UInt8(ascii: "\n")) }
-            out.append(0)
+            try put(CollectionOfOne(UInt8(ascii: "e")))
+            try put(qqeh)
+            if qqeh.last != UInt8(ascii: "\n") { try put(CollectionOfOne(UInt8(ascii: "\n"))) }
+            try put(CollectionOfOne(0))
         }
-        try flush()
+        do throws(SystemError) { try writer.flush() } catch { throw Failure(.writeErrorOrDiskFull, error) }
     }
 
     /// Wakes the scheduler through `lock/trigger` (relative to the queue); every error is ignored.
@@ -229,50 +199,4 @@ struct Injection {
         _ = write(fd, &zero, 1)
         close(fd)
     }
-}
-
-/// Reads the envelope descriptor a block at a time.
-struct EnvelopeReader {
-    let fd: Int32
-    var buffer = [UInt8](repeating: 0, count: 8192)
-    var start = 0
-    var end = 0
-
-    init(fd: Int32) { self.fd = fd }
-
-    /// The next byte, or nil at the end of input.
-    mutating func byte() throws(Injection.Failure) -> UInt8? {
-        if start == end {
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n == -1 {
-                    let e = qs_errno()
-                    if e == EINTR { continue }
-                    throw Injection.Failure(.readError, "reading the envelope: " + SysFailure("read", errno: e).reason)
-                }
-                if n == 0 { return nil }
-                start = 0
-                end = n
-                break
-            }
-        }
-        let b = buffer[start]
-        start += 1
-        return b
-    }
-}
-
-/// Writes everything (EINTR retried): 0, or the errno of the failing write.
-func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32 {
-    var off = 0
-    while off < bytes.count {
-        let n = write(fd, bytes.baseAddress! + off, bytes.count - off)
-        if n == -1 {
-            let e = qs_errno()
-            if e == EINTR { continue }
-            return e
-        }
-        off += n
-    }
-    return 0
 }

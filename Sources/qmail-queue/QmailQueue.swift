@@ -28,15 +28,13 @@ enum QmailQueue {
 
     """
 
-    static func env(_ name: String) -> String? { QueueEnvironment.value(name) }
+    static func env(_ name: String) -> String? { Sys.environment(name) }
 
     static func main() {
-        if qs_argc() > 1, let argv = qs_argv(), let a = argv[1] {
-            let arg = String(cString: a)
-            if arg == "--help" || arg == "-h" {
-                _ = Array(help.utf8).withUnsafeBytes { writeAll(1, $0) }
-                exit(0)
-            }
+        let args = Sys.arguments()
+        if args.count > 1 && (args[1] == "--help" || args[1] == "-h") {
+            printOut(help)
+            exit(0)
         }
         umask(0o033)
         qs_ignore_sigpipe()
@@ -54,9 +52,9 @@ enum QmailQueue {
         }
         let uid = getuid()
         var invoker = ReceivedLine.Invoker.uid(uid, network: false, ip: nil)
-        let special = systemUIDs()
-        if let a = special.alias, a == uid { invoker = .alias }
-        else if let b = special.qmails, b == uid { invoker = .bounce }
+        let special = UserDatabase.users(named: ["alias", "qmails"])
+        if let a = special["alias"], a.uid == uid { invoker = .alias }
+        else if let b = special["qmails"], b.uid == uid { invoker = .bounce }
         else if let ip = env("TCPREMOTEIP") { invoker = .uid(uid, network: true, ip: ip.isEmpty ? nil : ip) }
 
         var qqeh: [UInt8]? = nil
@@ -73,7 +71,7 @@ enum QmailQueue {
                 if let e = env("ERROR_FD"), let v = Int32(e) { fd = v }
                 if fd >= 0 {
                     let text = "Zqmail-queue: " + summary(error.code) + ": " + error.cause + " (#4.3.0)"
-                    if Array(text.utf8).withUnsafeBytes({ writeAll(fd, $0) }) != 0 { exit(53) }
+                    if (try? Sys.write(fd, text)) == nil { exit(53) }
                 }
                 exit(88)
             }
@@ -88,32 +86,5 @@ enum QmailQueue {
         if let paren = s.firstIndex(of: "(") { s = s[..<paren] }
         while s.last == " " { s = s.dropLast() }
         return s.isEmpty ? "failure" : String(s)
-    }
-
-    /// The uids of `alias` and `qmails` from /etc/passwd (read directly: a
-    /// statically linked program must not load NSS modules).
-    static func systemUIDs() -> (alias: UInt32?, qmails: UInt32?) {
-        var result: (alias: UInt32?, qmails: UInt32?) = (nil, nil)
-        let fd = qs_open("/etc/passwd", O_RDONLY | O_CLOEXEC, 0)
-        if fd == -1 { return result }
-        defer { close(fd) }
-        var data: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n == -1 && qs_errno() == EINTR { continue }
-            if n <= 0 { break }
-            data.append(contentsOf: chunk[0..<n])
-        }
-        for line in data.split(separator: 10) {
-            let f = line.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
-            guard f.count >= 7 else { continue }
-            let name = String(decoding: f[0], as: UTF8.self)
-            guard name == "alias" || name == "qmails", let uid = UInt32(String(decoding: f[2], as: UTF8.self)) else { continue }
-            if name == "alias" { if result.alias == nil { result.alias = uid } }
-            else if result.qmails == nil { result.qmails = uid }
-            if result.alias != nil && result.qmails != nil { break }
-        }
-        return result
     }
 }
