@@ -9,6 +9,52 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#if !defined(__GLIBC__)
+#include <sys/syscall.h>
+#include <dirent.h>
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+/* Without glibc's closefrom: close_range(2), or a walk over /proc/self/fd on
+   kernels older than 5.9 / 5.11. */
+static void qs_fd_walk(int lowfd, int cloexec)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int self;
+    if (!d) return;
+    self = dirfd(d);
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (fd < lowfd || fd == self || e->d_name[0] == '.') continue;
+        if (cloexec) fcntl(fd, F_SETFD, FD_CLOEXEC); else close(fd);
+    }
+    closedir(d);
+}
+/* Embedded Swift's hashing seeds itself with arc4random_buf, which musl 1.2.3
+   does not have: getrandom(2), retried; aborts rather than hand out a weak seed. */
+void arc4random_buf(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t r = getrandom(p, n, 0);
+        if (r < 0) { if (errno == EINTR) continue; abort(); }
+        p += r; n -= (size_t)r;
+    }
+}
+
+static void qs_cloexec_from(int lowfd)
+{
+    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+    qs_fd_walk(lowfd, 1);
+}
+static void qs_close_from(int lowfd)
+{
+    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0) == 0) return;
+    qs_fd_walk(lowfd, 0);
+}
+#endif
+
 int qs_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[],
              const qs_fdmap *maps, int nmaps, int keep_std, const char *cwd)
 {
@@ -41,7 +87,14 @@ int qs_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[
         for (j = 0; j < nmaps; ++j) if (maps[j].target == i) mapped = 1;
         if (!mapped) posix_spawn_file_actions_addclose(&fa, i);
     }
+#if defined(__GLIBC__)
     posix_spawn_file_actions_addclosefrom_np(&fa, maxtarget + 1);
+#else
+    /* musl (the per-message programs' static build, scripts/musl-link) has no
+       closefrom action: mark everything above the targets close-on-exec in the
+       parent instead (those programs are single-threaded and only exec here). */
+    qs_cloexec_from(maxtarget + 1);
+#endif
     if (cwd) posix_spawn_file_actions_addchdir_np(&fa, cwd);
 
     posix_spawnattr_init(&attr);
@@ -183,7 +236,11 @@ int qs_spawn_as(pid_t *pidp, const char *path, char *const argv[], char *const e
             for (j = 0; j < nmaps; ++j) if (maps[j].target == i) mapped = 1;
             if (!mapped) close(i);
         }
+#if defined(__GLIBC__)
         closefrom(maxtarget + 1);
+#else
+        qs_close_from(maxtarget + 1);
+#endif
         if (uid != (uid_t)-1) {
             gid_t groups[1];
             groups[0] = gid;
@@ -229,8 +286,17 @@ int qs_flock(int fd, int op) { return flock(fd, op); }
    Swift's CommandLine (the Embedded Swift build of qmail-queue). */
 static int saved_argc;
 static char **saved_argv;
+#if defined(__GLIBC__)
+/* glibc hands constructors (argc, argv, envp); musl does not, so the musl link
+   (scripts/musl-link) starts the program through scripts/musl/main.c, which
+   calls qs_set_arguments first. */
 static void __attribute__((constructor)) qs_save_arguments(int argc, char **argv, char **envp) {
     (void)envp;
+    saved_argc = argc;
+    saved_argv = argv;
+}
+#endif
+void qs_set_arguments(int argc, char **argv) {
     saved_argc = argc;
     saved_argv = argv;
 }

@@ -76,6 +76,8 @@ int qs_flock_exclusive_nb(int fd);
 int qs_flock(int fd, int op);
 /* The program's arguments, saved by a constructor (for Embedded Swift). */
 int qs_argc(void);
+/* Sets what qs_argc/qs_argv return (the musl link's entry point, scripts/musl/main.c). */
+void qs_set_arguments(int argc, char **argv);
 char **qs_argv(void);
 /* A random number below `bound` (> 0), from getrandom(2); falls back to the
    time and pid when the kernel has none to give. */
