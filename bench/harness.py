@@ -833,7 +833,11 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
                 if recent and recent[0]["delivered"] == recent[-1]["delivered"]:
                     res["error"] = f"stalled: nothing delivered for {a.stall} s"
                     break
-            time.sleep(0.05)
+            # Delivery times come from the files themselves (mtime, or the sink's arrival
+            # stamp), so this wait changes no result; polling more often only costs CPU that
+            # the measured system needs (listing a Maildir of 10,000 names 20 times a second
+            # took a tenth of the machine).
+            time.sleep(0.25)
         t_end = time.time()
         fl1 = device_flushes(run.tmp)
         # final CPU sample of the live tree, just before stopping
