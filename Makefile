@@ -1,4 +1,5 @@
-# make            release build of every program
+# make            release build of every program (the per-message ones linked with musl
+#                 when musl-gcc is installed: scripts/musl-link)
 # make install PREFIX=/usr/local   installs every program into $(PREFIX)/bin
 # make test       the whole test suite (same as scripts/test)
 PREFIX ?= /var/qmail
@@ -6,6 +7,7 @@ PROGRAMS = qmail-queue qmail-nullqueue queue-fix qmail-inject sendmail qmail-sen
 
 all:
 	swift build -c release
+	scripts/musl-link release
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
