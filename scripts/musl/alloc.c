@@ -12,7 +12,9 @@
  * about twice the peak of what is live; anything larger is its own mapping,
  * unmapped on free. Every block starts with a 16-byte header saying which kind
  * it is, so free, realloc and malloc_usable_size need no lookup. No locking:
- * the four programs have one thread.
+ * the four programs have one thread. Compile it with -fno-builtin (scripts/musl-link
+ * does): the compiler knows what malloc and memset mean and would make calloc call
+ * itself.
  */
 #include <errno.h>
 #include <stddef.h>
