@@ -642,15 +642,14 @@ class Run:
         os.makedirs(a.base, exist_ok=True)
         self.tmp = tempfile.mkdtemp(prefix="harness.", dir=a.base)
         os.chmod(self.tmp, 0o755)
-        # ext4 without a journal skips inodes freed in the last 30 s (330 s while their
-        # inode-table block is dirty) one by one when it allocates new ones: a run that
-        # starts right after the previous run's Maildirs were deleted pays for it (the
-        # engine's CPU per message was seen to swing from 1.0 to 2.9 ms). So after such a
-        # cleanup the harness syncs and waits --settle seconds.
-        # Better than waiting: on ext4, folders made in a folder marked +T ("top of a
-        # directory hierarchy") are each placed in a fresh, little used block group
-        # (Orlov), so every run's homes, queue and spool start away from the inodes the
-        # previous run freed. The wait is then not needed.
+        # ext4 without a journal will not reuse an inode freed in the last minute (six while
+        # its inode-table block is dirty) and walks past each such inode on every allocation:
+        # a run whose files land where the previous run's Maildirs were just freed pays up to
+        # 0.9 ms per new file (docs/benchmarks.md, The harness, "Method"). Folders made in a
+        # folder marked +T ("top of a directory hierarchy") are each placed in a little used
+        # block group chosen from a hash of their name, so with the run folder marked +T and
+        # names used once (homes(): home.PID.N) no run starts among freed inodes. Where +T
+        # cannot be set, the harness instead syncs and waits --settle seconds after a cleanup.
         self.spread = subprocess.run(["chattr", "+T", self.tmp], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL).returncode == 0
         self.settle = a.settle
