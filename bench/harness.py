@@ -657,6 +657,7 @@ class Run:
             _, fstype, source, _ = mount_of(self.tmp)
             no_journal = fstype == "ext4" and ext4_journal(source) == "no"
             self.settle = 65.0 if no_journal and not self.spread else 0.0
+        self.home_runs = 0   # homes() names each run's homes home.PID.<n>
         TRACK.root = self.tmp
         self.bin = self.tmp + "/bin"
         os.makedirs(self.bin)
@@ -691,7 +692,7 @@ class Run:
         # Each run's homes get folder names of their own (the fixed paths are symbolic
         # links to them): ext4 places a folder made under a +T folder by a hash of its
         # name, so a reused name would land where the previous run's Maildirs were freed.
-        self.home_runs = getattr(self, "home_runs", 0) + 1
+        self.home_runs += 1
         for p in h.values():
             real = f"{p}.{os.getpid()}.{self.home_runs}" if self.spread else p
             make_home(real, pw)
