@@ -14,6 +14,10 @@ public final class ScheduleStore: @unchecked Sendable {
         var o = LMDBEnvironment.Options()
         o.noSubdirectory = true
         o.mapSize = 4 << 30
+        // The queue files are the truth and the schedule a hint (a job missing from it is
+        // scheduled now, an entry without files is dropped), so a crash that undoes the last
+        // commit costs nothing but an early retry.
+        o.noMetaSync = true
         env = try LMDBEnvironment(path: path, options: o)
         db = try env.database("schedule")
         warned = try env.database("warned")
@@ -111,7 +115,7 @@ public final class ScheduleStore: @unchecked Sendable {
 
     public func set(_ key: JobKey, _ time: Time) { pending[key] = .some(time) }
     public func remove(_ key: JobKey) { pending[key] = .some(nil) }
-    public var hasPending: Bool { !pending.isEmpty }
+    public var hasPending: Bool { !pending.isEmpty || !pendingLedgers.isEmpty }
 
     /// Writes the changes of one scheduler step in one transaction.
     public func commit() throws {

@@ -31,6 +31,10 @@ public final class LMDBEnvironment: @unchecked Sendable {
         public var noSubdirectory = false
         /// Skip the fsync at commit (faster, loses the last commits in a crash).
         public var noSync = false
+        /// One flush per commit instead of two: the meta page is not synced at
+        /// commit (LMDB's `MDB_NOMETASYNC`). The database stays consistent; a
+        /// crash may undo the last committed transaction.
+        public var noMetaSync = false
         public var mode: mode_t = 0o600
         public init() {}
     }
@@ -45,6 +49,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
             var flags = UInt32(MDB_NOTLS)
             if options.noSubdirectory { flags |= UInt32(MDB_NOSUBDIR) }
             if options.noSync { flags |= UInt32(MDB_NOSYNC) }
+            if options.noMetaSync { flags |= UInt32(MDB_NOMETASYNC) }
             try LMDBError.check(mdb_env_open(env, path, flags, options.mode), "mdb_env_open \(path)")
         } catch {
             mdb_env_close(env)
