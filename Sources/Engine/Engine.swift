@@ -86,6 +86,17 @@ public final class Engine {
     var todoFailedAt: [UInt64: Time] = [:]
     var bounceInFlight = Set<UInt64>()
     var doneRetry: [UInt64: Time] = [:]
+    /// Jobs as preprocessing just wrote them, for the scheduler's first load: their
+    /// files are not read back. Bounded; past the bound the files are read.
+    var preloaded: [JobKey: LoadedJob] = [:]
+    static let preloadLimit = 20_000
+    /// Messages this process preprocessed and has not yet tried to remove: their
+    /// files are known (todo/ and intd/ are gone, the mess file is theirs), so
+    /// ending them needs no look at the folders.
+    var fresh = Set<UInt64>()
+    /// markDone writes skipped because the channel file is removed next; written
+    /// after all if that removal fails.
+    var skippedMarks: [JobKey: [Int]] = [:]
     var reconcileNext = 0
     var reconcileDone = false
     var nextTodoScan: Time = 0
@@ -518,6 +529,13 @@ public final class Engine {
                 var channels: [Channel: Time] = [:]
                 if p.hasLocal { channels[.local] = now }
                 if p.hasRemote { channels[.remote] = now }
+                fresh.insert(id)
+                for (c, records) in [(Channel.local, p.localRecords), (.remote, p.remoteRecords)] where !records.isEmpty {
+                    if preloaded.count >= Engine.preloadLimit { break }
+                    preloaded[JobKey(id, c)] = LoadedJob(key: JobKey(id, c), birth: p.birth, sender: p.sender, qqeh: p.qqeh,
+                                                         envHeaders: p.envHeaders,
+                                                         recipients: records.map { .init(offset: $0.offset, address: $0.address) })
+                }
                 for (c, t) in channels { store.set(JobKey(id, c), t) }
                 execute(scheduler.add(id, channels: channels), now: now)
             case .failure(let e):
@@ -616,6 +634,7 @@ public final class Engine {
                 // An id still in todo/ is being (re)preprocessed: a stale schedule entry must not
                 // read its half-written channel file; preprocessing schedules the job (qmail's pqadd).
                 if todoWanted.contains(key.id) { queue += scheduler.jobLoaded(key, nil, now: now); continue }
+                if let job = preloaded.removeValue(forKey: key) { queue += scheduler.jobLoaded(key, job, now: now); continue }
                 switch load(key) {
                 case .loaded(let job): queue += scheduler.jobLoaded(key, job, now: now)
                 case .gone: queue += scheduler.jobLoaded(key, nil, now: now)
@@ -641,9 +660,13 @@ public final class Engine {
                     remoteBatch.append(d)
                 }
             case let .markDone(key, offset):
-                do { try files.markDone(key.id, local: key.channel == .local, offset: offset) } catch {
-                    log.line("warning: trouble marking \(files.names.path(key.channel == .local ? .local : .remote, key.id)); message will be delivered twice!")
+                // The channel file is unlinked next: marking it first would be a write for
+                // nothing (neither is synced, so a crash between them is the same either way).
+                if queue.contains(.channelDone(key)) {
+                    skippedMarks[key, default: []].append(offset)
+                    continue
                 }
+                markDone(key, offset)
             case let .addBounce(id, recipient, report):
                 let r = Array(rewriter.stripPrepend(String(decoding: recipient, as: UTF8.self)).utf8)
                 while true {
@@ -656,10 +679,13 @@ public final class Engine {
             case let .reschedule(key, at):
                 store.set(key, at)
             case .channelDone(let key):
+                preloaded[key] = nil
+                let marks = skippedMarks.removeValue(forKey: key) ?? []
                 do {
                     try files.removeChannel(key.id, local: key.channel == .local)
                     store.remove(key)
                 } catch {
+                    for offset in marks { markDone(key, offset) }
                     log.line("warning: unable to unlink \(files.names.path(key.channel == .local ? .local : .remote, key.id)); will try again later")
                     // The job comes back in 123 s (qmail's SLEEP_SYSFAIL): every recipient is D by then,
                     // so the pass ends at once and tries the unlink again.
@@ -669,10 +695,17 @@ public final class Engine {
             case .messageDone(let id):
                 messageDone(id, now: now)
             case .forget(let key):
+                preloaded[key] = nil
                 store.remove(key)
             case .log(let line):
                 log.line(line)
             }
+        }
+    }
+
+    func markDone(_ key: JobKey, _ offset: Int) {
+        do { try files.markDone(key.id, local: key.channel == .local, offset: offset) } catch {
+            log.line("warning: trouble marking \(files.names.path(key.channel == .local ? .local : .remote, key.id)); message will be delivered twice!")
         }
     }
 
@@ -703,7 +736,10 @@ public final class Engine {
     /// Both channels finished: inject the bounce if there is one, then remove.
     func messageDone(_ id: UInt64, now: Time) {
         if bounceInFlight.contains(id) { return }
-        if Sys.exists(files.path(.local, id)) || Sys.exists(files.path(.remote, id)) || Sys.exists(files.path(.todo, id)) {
+        // A channel the scheduler still holds (its file could not be unlinked) is not done.
+        if scheduler.knowsMessage(id) { return }
+        if !fresh.contains(id),
+           Sys.exists(files.path(.local, id)) || Sys.exists(files.path(.remote, id)) || Sys.exists(files.path(.todo, id)) {
             return
         }
         if files.hasBounce(id) {
@@ -717,8 +753,11 @@ public final class Engine {
     }
 
     func finishMessage(_ id: UInt64, now: Time) {
+        // Only a first attempt takes the short way: after a failed one, the mess
+        // file's inode may already be free and in use by a new message.
+        let own = fresh.remove(id) != nil
         do {
-            try files.removeMessage(id)
+            try files.removeMessage(id, preprocessedHere: own)
             doneRetry[id] = nil
             if bounce.settings.delayWarning > 0 { store.clearWarned(id) }
             log.line("end msg \(id)")

@@ -35,6 +35,13 @@ public struct QueueFiles: Sendable {
         public var hasRemote: Bool
         /// The info file's mtime: the message's birth.
         public var birth: Int64
+        /// The info file's `e` (QQEH) and `h` (envheaders) texts, as `info(_:)` reads them.
+        public var qqeh: [UInt8] = []
+        public var envHeaders: [UInt8] = []
+        /// The records written to local/ and remote/, with their offsets (all `T`):
+        /// the scheduler's first pass needs not read the files back.
+        public var localRecords: [RecipientRecord] = []
+        public var remoteRecords: [RecipientRecord] = []
     }
 
     public enum TodoError: Error, CustomStringConvertible {
@@ -64,11 +71,6 @@ public struct QueueFiles: Sendable {
         let messPath = path(.mess, id)
         guard let mst = try? Sys.stat(messPath) else { throw .messMissing(names.path(.mess, id)) }
         let infoPath = path(.info, id), localPath = path(.local, id), remotePath = path(.remote, id)
-        do {
-            try Sys.unlinkIfPresent(localPath)
-            try Sys.unlinkIfPresent(remotePath)
-            try Sys.unlinkIfPresent(infoPath)
-        } catch { throw .io(error.systemError) }
 
         var info: [UInt8] = []
         var local: [UInt8] = []
@@ -88,7 +90,11 @@ public struct QueueFiles: Sendable {
             case UInt8(ascii: "F"):
                 result.sender = Array(text)
                 info += todo[i...j]
-            case UInt8(ascii: "e"), UInt8(ascii: "h"):
+            case UInt8(ascii: "e"):
+                result.qqeh = Array(text)
+                info += todo[i...j]
+            case UInt8(ascii: "h"):
+                result.envHeaders = Array(text)
                 info += todo[i...j]
             case UInt8(ascii: "T"):
                 // Addresses are bytes, as in qmail's rewrite(): valid UTF-8 round-trips as it
@@ -98,18 +104,27 @@ public struct QueueFiles: Sendable {
                 let r = route(utf8 ?? String(String.UnicodeScalarView(text.map { Unicode.Scalar($0) })))
                 let address = utf8 != nil ? Array(r.address.utf8)
                     : r.address.unicodeScalars.flatMap { $0.value < 256 ? [UInt8($0.value)] : Array(String($0).utf8) }
-                if r.local { local.append(UInt8(ascii: "T")); local += address; local.append(0) }
-                else { remote.append(UInt8(ascii: "T")); remote += address; remote.append(0) }
+                if r.local {
+                    result.localRecords.append(RecipientRecord(done: false, address: address, offset: local.count))
+                    local.append(UInt8(ascii: "T")); local += address; local.append(0)
+                } else {
+                    result.remoteRecords.append(RecipientRecord(done: false, address: address, offset: remote.count))
+                    remote.append(UInt8(ascii: "T")); remote += address; remote.append(0)
+                }
             default:
                 throw .unknownRecord(names.path(.todo, id))
             }
             i = j + 1
         }
         do {
-            try writeNew(infoPath, info)
-            if !local.isEmpty { try writeNew(localPath, local); result.hasLocal = true }
-            if !remote.isEmpty { try writeNew(remotePath, remote); result.hasRemote = true }
-            result.birth = Int64(try Sys.stat(infoPath)?.st_mtim.tv_sec ?? Int(time(nil)))
+            // Whatever an interrupted earlier pass left is replaced (a file in the way of
+            // O_EXCL is unlinked first), and a channel this pass does not use is removed,
+            // as qmail-send's todo_do unlinks all three before it starts.
+            result.birth = try writeNew(infoPath, info)
+            if !local.isEmpty { _ = try writeNew(localPath, local); result.hasLocal = true }
+            else { try Sys.unlinkIfPresent(localPath) }
+            if !remote.isEmpty { _ = try writeNew(remotePath, remote); result.hasRemote = true }
+            else { try Sys.unlinkIfPresent(remotePath) }
             // qmail-clean's `todo/<id>`: intd first, then todo.
             try Sys.unlinkIfPresent(path(.intd, id))
             try Sys.unlinkIfPresent(todoPath)
@@ -117,14 +132,20 @@ public struct QueueFiles: Sendable {
         return result
     }
 
-    /// A new file written and synced; on failure (a full disk) it is removed
-    /// again, so no empty or partial file is left beside todo/.
-    func writeNew(_ p: String, _ bytes: [UInt8]) throws {
-        let fd = try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+    /// A new file written and synced, replacing one an interrupted earlier pass
+    /// left; on failure (a full disk) it is removed again, so no empty or partial
+    /// file is left beside todo/. Returns the file's mtime.
+    func writeNew(_ p: String, _ bytes: [UInt8]) throws -> Int64 {
+        let fd: Int32
+        do { fd = try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600) } catch where error.errno == EEXIST {
+            try Sys.unlinkIfPresent(p)
+            fd = try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+        }
         defer { Sys.close(fd) }
         do {
             try Sys.write(fd, bytes, path: p)
             try sync.sync(fd, path: p)
+            return Int64(try Sys.fstat(fd, path: p).st_mtim.tv_sec)
         } catch {
             _ = unlink(p)
             throw error
@@ -235,8 +256,17 @@ public struct QueueFiles: Sendable {
     /// Without an info file there is nothing of this message left to remove (our
     /// removal ends with info): a mess or intd file under the id belongs to a
     /// message still being injected, and is left alone (qmail's messdone returns too).
-    public func removeMessage(_ id: UInt64) throws {
+    ///
+    /// `preprocessedHere`: this process preprocessed the message (so intd/ is gone and
+    /// the mess file is the message's own) and tries its removal for the first time;
+    /// then only mess and info are unlinked, without the checks.
+    public func removeMessage(_ id: UInt64, preprocessedHere: Bool = false) throws {
         let infoPath = path(.info, id), messPath = path(.mess, id)
+        if preprocessedHere {
+            try Sys.unlinkIfPresent(messPath)
+            try Sys.unlinkIfPresent(infoPath)
+            return
+        }
         guard let info = try Sys.stat(infoPath) else { return }
         if let mess = try Sys.stat(messPath),
            (mess.st_mtim.tv_sec, mess.st_mtim.tv_nsec) > (info.st_mtim.tv_sec, info.st_mtim.tv_nsec) {

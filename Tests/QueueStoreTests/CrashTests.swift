@@ -88,6 +88,37 @@ final class CrashTests: QueueTestCase {
         XCTAssertEqual(files("info"), [])
     }
 
+    /// Preprocessing after an interrupted pass replaces what that pass left (an old
+    /// routing included: a channel this pass does not use is removed), and what it
+    /// returns for the scheduler is what the files say.
+    func testPreprocessingReplacesAnInterruptedPassAndReturnsWhatItWrote() throws {
+        XCTAssertEqual(try qmailQueue(message: Array("Subject: x\n\nbody\n".utf8),
+                                      envelope: Array("Fa@b\0Tc@d\0Te@f\0\0".utf8)).exitCode, 0)
+        let id = try XCTUnwrap(files("todo").first.flatMap { UInt64($0) })
+        let q = QueueFiles(root: queue, names: QueueNames(split: QueueNames.defaultSplit, bigTodo: false), sync: .safe)
+        TestEnv.write(queue + "/todo/\(id)", "u0\0p1\0Fa@b\0eX-QQ: 1\n\0hX-Env: 2\0Tc@d\0Te@f\0")
+        TestEnv.write(q.path(.info, id), "Fold@sender\0")
+        TestEnv.write(q.path(.local, id), "Dstale@local\0")
+        TestEnv.write(q.path(.remote, id), "Tc@d\0")        // routed remote by the earlier pass
+        let p = try q.preprocess(id) { (true, $0) }
+        XCTAssertEqual(TestEnv.read(q.path(.local, id)), Array("Tc@d\0Te@f\0".utf8))
+        XCTAssertFalse(Sys.exists(q.path(.remote, id)), "the channel this pass does not use is gone")
+        XCTAssertTrue(p.hasLocal)
+        XCTAssertFalse(p.hasRemote)
+        XCTAssertEqual(files("todo"), [])
+        XCTAssertEqual(files("intd"), [])
+        let info = try XCTUnwrap(try q.info(id))
+        XCTAssertEqual(p.sender, info.sender)
+        XCTAssertEqual(p.sender, Array("a@b".utf8))
+        XCTAssertEqual(p.qqeh, info.qqeh)
+        XCTAssertEqual(p.qqeh, Array("X-QQ: 1\n".utf8))
+        XCTAssertEqual(p.envHeaders, Array("X-Env: 2".utf8))
+        XCTAssertEqual(p.envHeaders, info.envHeaders)
+        XCTAssertEqual(p.birth, info.birth)
+        XCTAssertEqual(p.localRecords, try XCTUnwrap(try q.channelRecords(id, local: true)))
+        XCTAssertEqual(p.remoteRecords, [])
+    }
+
     /// An info file without its F record (empty, torn) is an error to retry, never a sender <>.
     func testInfoWithoutSenderRecordIsAnError() throws {
         let q = QueueFiles(root: queue, names: QueueNames(split: QueueNames.defaultSplit, bigTodo: false), sync: .safe)
