@@ -1,4 +1,6 @@
 import XCTest
+import Engine
+import Scheduler
 import SystemIO
 import QueueFormat
 import TestSupport
@@ -115,6 +117,25 @@ final class EndToEndTests: XCTestCase {
         h.waitFor("end msg after ALRM") { d.log.contains("end msg ") }
         XCTAssertEqual(h.queueFiles(), [])
         XCTAssertFalse(d.log.contains("starting delivery 2:"), "delivered once: \(d.log)")
+    }
+
+    /// The schedule reaches LMDB while the engine idles: a loop turn's changes are
+    /// committed within the commit interval, not at the next event (here the retry,
+    /// 100 s away).
+    func testScheduleIsWrittenWhileTheEngineIdles() throws {
+        h.writeHomeFile("joe", ".qmail", "|exit 111\n")
+        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        defer { _ = d.stop() }
+        h.waitFor("start") { d.log.contains("status: local 0/10") }
+        try h.inject("To: joe@example.test\n\nx\n")
+        h.waitFor("the deferral") { d.log.contains("delivery 1: deferral: ") }
+        let line = try XCTUnwrap(d.log.split(separator: "\n").first { $0.hasPrefix("new msg ") })
+        let id = try XCTUnwrap(UInt64(line.dropFirst("new msg ".count)))
+        let store = try ScheduleStore(path: h.queue + "/lock/engine.lmdb")
+        let now = Int64(time(nil))
+        h.waitFor("the retry time in the schedule", seconds: 5) {
+            ((try? store.loadAll()) ?? []).contains { $0.0.id == id && $0.1 > now + 30 }
+        }
     }
 
     func testASecondEngineOnTheSameQueueRefusesToStart() throws {
