@@ -52,17 +52,15 @@ final class EndToEndTests: XCTestCase {
 
     func testTriggerAloneWakesTheEngine() throws {
         h.extraEnv["TODO_NOTIFY"] = "trigger"
-        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        let d = try h.startSend()
         defer { _ = d.stop() }
-        h.waitFor("start") { d.log.contains("status: local 0/10") }
         try h.inject("To: bob@example.test\nSubject: by trigger\n\nhello\n")
         h.waitFor("delivery by trigger", seconds: 10) { h.maildir("bob").count == 1 }
     }
 
     func testTermFinishesDeliveriesInProgressAndExitsZero() throws {
         h.writeHomeFile("bob", ".qmail", "|sleep 1; echo slept\n")
-        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
-        h.waitFor("start") { d.log.contains("status: local 0/10") }
+        let d = try h.startSend()
         try h.inject("To: bob@example.test\n\nslow\n")
         h.waitFor("start of the slow delivery") { d.log.contains("starting delivery 1:") }
         XCTAssertEqual(d.stop(), .exited(0))
@@ -100,9 +98,8 @@ final class EndToEndTests: XCTestCase {
     /// it due at once); the message is not stuck until the next start.
     func testChannelFileThatCannotBeUnlinkedIsRetried() throws {
         h.writeHomeFile("bob", ".qmail", "|sleep 1; echo slept\n")
-        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        let d = try h.startSend()
         defer { _ = d.stop() }
-        h.waitFor("start") { d.log.contains("status: local 0/10") }
         try h.inject("To: bob@example.test\n\nx\n")
         h.waitFor("the delivery") { d.log.contains("starting delivery 1:") }
         let local = try XCTUnwrap(TestEnv.files(under: h.queue + "/local").first)   // "<split>/<id>"
@@ -124,9 +121,8 @@ final class EndToEndTests: XCTestCase {
     /// 100 s away).
     func testScheduleIsWrittenWhileTheEngineIdles() throws {
         h.writeHomeFile("joe", ".qmail", "|exit 111\n")
-        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        let d = try h.startSend()
         defer { _ = d.stop() }
-        h.waitFor("start") { d.log.contains("status: local 0/10") }
         try h.inject("To: joe@example.test\n\nx\n")
         h.waitFor("the deferral") { d.log.contains("delivery 1: deferral: ") }
         let line = try XCTUnwrap(d.log.split(separator: "\n").first { $0.hasPrefix("new msg ") })

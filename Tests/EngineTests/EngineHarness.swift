@@ -113,6 +113,14 @@ final class EngineHarness {
         return Daemon(pid: pid, logPath: logPath)
     }
 
+    /// qmail-send with `./Maildir/` as the default delivery, once it has logged its
+    /// first status line.
+    func startSend() throws -> Daemon {
+        let d = try startDaemon("qmail-send", ["./Maildir/"])
+        waitFor("start") { d.log.contains("status: local 0/10") }
+        return d
+    }
+
     /// Waits until `condition` holds (polling every 20 ms) or fails after `seconds`.
     func waitFor(_ what: String, seconds: Double = 20, file: StaticString = #filePath, line: UInt = #line, _ condition: () -> Bool) {
         let deadline = Double(time(nil)) + seconds

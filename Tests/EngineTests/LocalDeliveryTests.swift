@@ -112,9 +112,8 @@ final class LocalDeliveryTests: XCTestCase {
         XCTAssertEqual(mount.exitCode, 0, "mount failed (the tests run as root): \(mount.stderrText)")
         defer { _ = try? TestEnv.run("/bin/umount", ["-l", maildir]) }
         h.makeMaildirHome(h.home("bob"))    // new/ cur/ tmp/ inside the small file system, owned by bob
-        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        let d = try h.startSend()
         defer { _ = d.stop() }
-        h.waitFor("start") { d.log.contains("status: local 0/10") }
         let body = String(repeating: "0123456789abcdef\n", count: 16 * 1024)   // 272 KiB, more than the 64 KiB there is
         try h.inject("To: bob@example.test\nSubject: big\n\n" + body)
         h.waitFor("the deferral") { d.log.contains(": deferral: ") }
