@@ -23,14 +23,35 @@ public enum TestEnv {
         return p
     }
 
-    /// `../shared/fixtures` beside the package.
-    public static var sharedFixtures: String {
-        var root = packageRoot
-        root = String(root[..<root.lastIndex(of: "/")!])
-        return root + "/shared/fixtures"
+    /// The golden files of our own queue format (`queue-layout/fixtures`).
+    public static var queueLayoutFixtures: String { packageRoot + "/queue-layout/fixtures" }
+
+    /// Files written by a real classic qmail (`queue-layout/fixtures/classic-qmail`).
+    public static var classicQmailFixtures: String { queueLayoutFixtures + "/classic-qmail" }
+
+    /// Real third-party qmail and indimail-mta bounces (`queue-layout/fixtures/third-party-bounces`).
+    public static var thirdPartyBounceFixtures: String { queueLayoutFixtures + "/third-party-bounces" }
+
+    /// A missing or unreadable fixture: the test fails with this, naming the file.
+    public struct MissingFixture: Error, CustomStringConvertible {
+        public let path: String
+        public var description: String {
+            "missing test fixture: \(path) (the fixtures live in queue-layout/fixtures of this repository)"
+        }
     }
 
-    public static var queueLayoutFixtures: String { packageRoot + "/queue-layout/fixtures" }
+    /// A fixture's path, checked: a missing fixture fails the test with a
+    /// message naming the file, instead of a confusing parse error later.
+    public static func fixture(_ path: String) throws -> String {
+        guard (try? Sys.stat(path)) != nil else { throw MissingFixture(path: path) }
+        return path
+    }
+
+    /// A fixture's bytes, or an error naming the missing file.
+    public static func readFixture(_ path: String) throws -> [UInt8] {
+        guard let bytes = (try? Sys.readFile(path)) ?? nil else { throw MissingFixture(path: path) }
+        return bytes
+    }
 
     /// A fresh temporary folder.
     public static func temporaryDirectory(_ tag: String = "t") -> String {
@@ -138,4 +159,40 @@ public final class Thread: @unchecked Sendable {
     }
 
     public func join() { pthread_join(tid, nil) }
+}
+
+/// A seeded random number generator for the tests that use random numbers
+/// (the crash tests): the seed comes from `SWIFTQMAIL_TEST_SEED` when set,
+/// else from the system, and is printed, so a failing run can be repeated
+/// with `SWIFTQMAIL_TEST_SEED=<seed> swift test --filter <test>`.
+/// SplitMix64: small, fast, and the same sequence on every machine.
+public struct SeededGenerator: RandomNumberGenerator {
+    public let seed: UInt64
+    private var state: UInt64
+
+    public init(seed: UInt64) {
+        self.seed = seed
+        state = seed
+    }
+
+    /// The seed from the environment, or a fresh one; printed with the test's name.
+    public init(for test: String) {
+        var s: UInt64
+        if let text = Sys.environment("SWIFTQMAIL_TEST_SEED"), let v = UInt64(text) {
+            s = v
+        } else {
+            var g = SystemRandomNumberGenerator()
+            s = g.next()
+        }
+        self.init(seed: s)
+        print("\(test): random seed \(s) (repeat with SWIFTQMAIL_TEST_SEED=\(s))")
+    }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }

@@ -63,8 +63,8 @@ final class BounceTests: XCTestCase {
             failed.formUnion(perm)
         }
         XCTAssertEqual(failed, ["nosuchuser@example.test", "ghost@remote.example"])
-        // The real indimail-mta bounces in ../shared/fixtures/bounces parse the same way.
-        let fixture = String(decoding: TestEnv.read(TestEnv.sharedFixtures + "/bounces/lhost-qmail-20.eml"), as: UTF8.self)
+        // The real indimail-mta bounces in queue-layout/fixtures/third-party-bounces parse the same way.
+        let fixture = String(decoding: try TestEnv.readFixture(TestEnv.thirdPartyBounceFixtures + "/lhost-qmail-20.eml"), as: UTF8.self)
         XCTAssertFalse(try flufl(fixture).0.isEmpty)
     }
 
@@ -170,7 +170,7 @@ final class BounceTests: XCTestCase {
     func testKillingTheEngineWhileBouncingLosesNoBounce() throws {
         let count = 60
         for i in 0..<count { try h.inject("To: nosuchuser\(i)@example.test\nX-Number: \(i)\n\nx\n", ["-f", "alice@example.test"]) }
-        var generator = SystemRandomNumberGenerator()
+        var generator = SeededGenerator(for: "testKillingTheEngineWhileBouncingLosesNoBounce")
         for round in 0..<6 {
             let d = try h.startDaemon("qmail-send", ["./Maildir/"], logName: "b\(round).log")
             usleep(UInt32.random(in: 30_000...200_000, using: &generator))

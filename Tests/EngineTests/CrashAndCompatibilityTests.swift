@@ -28,7 +28,7 @@ final class EngineCrashTests: XCTestCase {
         }
         threads.forEach { $0.join() }
         XCTAssertEqual(TestEnv.files(under: h.queue + "/todo").count, count)
-        var generator = SystemRandomNumberGenerator()
+        var generator = SeededGenerator(for: "testKillingTheEngineNeverLosesAMessage")
         for round in 0..<10 {
             let d = try h.startDaemon("qmail-send", ["./Maildir/"], logName: "crash-\(round).log")
             usleep(UInt32.random(in: 20_000...250_000, using: &generator))
@@ -52,7 +52,7 @@ final class EngineCrashTests: XCTestCase {
     }
 }
 
-/// A queue written by classic qmail (../shared/fixtures/qmail) is delivered.
+/// A queue written by classic qmail (queue-layout/fixtures/classic-qmail) is delivered.
 final class ClassicQueueTests: XCTestCase {
     var h: EngineHarness!
     override func setUp() { h = EngineHarness(me: "fixture.example", alias: true) }
@@ -61,8 +61,8 @@ final class ClassicQueueTests: XCTestCase {
     /// Copies a classic message into our queue under a fresh id (= the inode of
     /// its new mess file), with its info/local/remote files renamed to match.
     func importPreprocessed(_ oldID: UInt64) throws -> UInt64 {
-        let fx = TestEnv.sharedFixtures + "/qmail"
-        let mess = TestEnv.read(fx + "/queue-s4-queued/mess/\(oldID % 23)/\(oldID)")
+        let fx = TestEnv.classicQmailFixtures
+        let mess = try TestEnv.readFixture(fx + "/queue-s4-queued/mess/\(oldID % 23)/\(oldID)")
         let tmp = h.queue + "/pid/import.\(oldID)"
         try Sys.writeFile(tmp, mess, mode: 0o644)
         let id = UInt64(try XCTUnwrap(try Sys.stat(tmp)).st_ino)
@@ -92,7 +92,7 @@ final class ClassicQueueTests: XCTestCase {
         // bob's delivery is byte for byte the one classic qmail-local wrote.
         let bob = h.maildirMessages("bob")
         XCTAssertEqual(bob.count, 1)
-        XCTAssertEqual(bob.first, String(decoding: TestEnv.read(TestEnv.sharedFixtures + "/qmail/delivered/bob-local-delivery.eml"), as: UTF8.self))
+        XCTAssertEqual(bob.first, String(decoding: try TestEnv.readFixture(TestEnv.classicQmailFixtures + "/delivered/bob-local-delivery.eml"), as: UTF8.self))
         // The same failures as classic qmail's log.
         XCTAssertTrue(log.contains("delivery 2: failure: 127.0.0.1_does_not_like_recipient./Remote_host_said:_550_no_such_user_here/Giving_up_on_127.0.0.1./") ||
                       log.contains(": failure: 127.0.0.1_does_not_like_recipient./Remote_host_said:_550_no_such_user_here/Giving_up_on_127.0.0.1./"), log)
@@ -120,13 +120,13 @@ final class ClassicQueueTests: XCTestCase {
 
     /// The S3 leftover of a dead qmail-queue is removed once older than OSSIFIED.
     func testOssifiedLeftoversAreCleanedAtStart() throws {
-        let fx = TestEnv.sharedFixtures + "/qmail/queue-s3-leftover"
+        let fx = try TestEnv.fixture(TestEnv.classicQmailFixtures + "/queue-s3-leftover")
         let tmp = h.queue + "/pid/leftover"
-        try Sys.writeFile(tmp, TestEnv.read(fx + "/mess/8/16229935"), mode: 0o644)
+        try Sys.writeFile(tmp, try TestEnv.readFixture(fx + "/mess/8/16229935"), mode: 0o644)
         let id = UInt64(try XCTUnwrap(try Sys.stat(tmp)).st_ino)
         try Sys.link(tmp, h.queue + "/mess/\(id % 23)/\(id)")
         try Sys.unlink(tmp)
-        try Sys.writeFile(h.queue + "/intd/\(id)", TestEnv.read(fx + "/intd/16229935"), mode: 0o644)
+        try Sys.writeFile(h.queue + "/intd/\(id)", try TestEnv.readFixture(fx + "/intd/16229935"), mode: 0o644)
         var old = [timespec(tv_sec: time(nil) - 200_000, tv_nsec: 0), timespec(tv_sec: time(nil) - 200_000, tv_nsec: 0)]
         utimensat(AT_FDCWD, h.queue + "/mess/\(id % 23)/\(id)", &old, 0)
         // A fresh leftover is kept (its qmail-queue may still be running).

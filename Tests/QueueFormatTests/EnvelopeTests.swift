@@ -25,9 +25,9 @@ final class EnvelopeTests: XCTestCase {
         XCTAssertThrowsError(try Envelope.parseQueueFile(Array("Tb\0".utf8)))
     }
 
-    /// Classic qmail's todo files (../shared/fixtures/qmail/queue-s4-queued) parse.
+    /// Classic qmail's todo files (queue-layout/fixtures/classic-qmail/queue-s4-queued) parse.
     func testReadsClassicQmailTodoFiles() throws {
-        let dir = TestEnv.sharedFixtures + "/qmail/queue-s4-queued/todo"
+        let dir = try TestEnv.fixture(TestEnv.classicQmailFixtures + "/queue-s4-queued/todo")
         let expected: [String: (String, [String])] = [
             "16229927": ("alice@fixture.example", ["bob@fixture.example", "carol@remote.example"]),
             "16229929": ("", ["postmaster@fixture.example"]),
@@ -37,7 +37,7 @@ final class EnvelopeTests: XCTestCase {
         let names = try Sys.listDirectory(dir).sorted()
         XCTAssertEqual(names, expected.keys.sorted())
         for name in names {
-            let env = try Envelope.parseQueueFile(TestEnv.read(dir + "/" + name))
+            let env = try Envelope.parseQueueFile(try TestEnv.readFixture(dir + "/" + name))
             XCTAssertEqual(String(decoding: env.sender, as: UTF8.self), expected[name]!.0)
             XCTAssertEqual(env.recipients.map { String(decoding: $0, as: UTF8.self) }, expected[name]!.1)
             XCTAssertEqual(env.uid, Array("0".utf8))
@@ -47,15 +47,15 @@ final class EnvelopeTests: XCTestCase {
 
     /// Classic qmail's channel files and the truncated S3 leftover.
     func testReadsClassicChannelFilesAndSpotsTheTruncatedLeftover() throws {
-        let base = TestEnv.sharedFixtures + "/qmail"
-        let local = try RecipientRecord.parseChannelFile(TestEnv.read(base + "/queue-s5-preprocessed/local/6/16229933"))
+        let base = try TestEnv.fixture(TestEnv.classicQmailFixtures)
+        let local = try RecipientRecord.parseChannelFile(try TestEnv.readFixture(base + "/queue-s5-preprocessed/local/6/16229933"))
         XCTAssertEqual(local.map { String(decoding: $0.address, as: UTF8.self) }, ["joe-info@virt.example", "nosuchuser@fixture.example"])
         XCTAssertEqual(local.map(\.offset), [0, 23])
         XCTAssertFalse(local.contains { $0.done })
-        let info = try Envelope.parseQueueFile(TestEnv.read(base + "/queue-s5-preprocessed/info/0/16229927"))
+        let info = try Envelope.parseQueueFile(try TestEnv.readFixture(base + "/queue-s5-preprocessed/info/0/16229927"))
         XCTAssertEqual(String(decoding: info.sender, as: UTF8.self), "alice@fixture.example")
         // intd of the truncated injection has no final NUL: it is not a complete envelope.
-        let leftover = TestEnv.read(base + "/queue-s3-leftover/intd/16229935")
+        let leftover = try TestEnv.readFixture(base + "/queue-s3-leftover/intd/16229935")
         XCTAssertThrowsError(try Envelope.parseQueueFile(leftover))
     }
 

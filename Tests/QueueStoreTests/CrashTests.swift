@@ -10,7 +10,7 @@ import Glibc
 /// SIGKILL qmail-queue at random moments: whatever is in todo/ is complete.
 final class CrashTests: QueueTestCase {
     func testKillingQmailQueueAtRandomNeverExposesAPartialMessage() throws {
-        var generator = SystemRandomNumberGenerator()
+        var generator = SeededGenerator(for: "testKillingQmailQueueAtRandomNeverExposesAPartialMessage")
         var messages: [String: [UInt8]] = [:]   // recipient -> message
         var killed = 0
         let injections = 240

@@ -11,8 +11,8 @@ import Glibc
 final class InjectionTests: QueueTestCase {
     func testInjectionMatchesTheGoldenFixturesByteForByte() throws {
         let fx = TestEnv.queueLayoutFixtures
-        let qqeh = String(decoding: TestEnv.read(fx + "/qqeh.txt"), as: UTF8.self)
-        let out = try qmailQueue(message: TestEnv.read(fx + "/message.eml"), envelope: TestEnv.read(fx + "/client-envelope.bin"),
+        let qqeh = String(decoding: try TestEnv.readFixture(fx + "/qqeh.txt"), as: UTF8.self)
+        let out = try qmailQueue(message: try TestEnv.readFixture(fx + "/message.eml"), envelope: try TestEnv.readFixture(fx + "/client-envelope.bin"),
                                  env: ["QQEH": qqeh, "HOSTNAME": "golden.example"])
         XCTAssertEqual(out.exitCode, 0, out.stderrText)
         let todo = files("todo")
@@ -24,15 +24,16 @@ final class InjectionTests: QueueTestCase {
         XCTAssertEqual(UInt64(st.st_ino), id)
         XCTAssertEqual(st.st_mode & 0o777, 0o644)
         let todoBytes = TestEnv.read(queue + "/todo/\(id)")
-        XCTAssertEqual(Self.stripUP(todoBytes), TestEnv.read(fx + "/todo-expected.bin"))
+        XCTAssertEqual(Self.stripUP(todoBytes), try TestEnv.readFixture(fx + "/todo-expected.bin"))
         XCTAssertTrue(todoBytes.starts(with: Array("u\(getuid())\0p".utf8)))
         // intd and todo are one file (two links).
         let intd = try XCTUnwrap(try Sys.stat(queue + "/intd/\(id)"))
         XCTAssertEqual(intd.st_ino, try XCTUnwrap(try Sys.stat(queue + "/todo/\(id)")).st_ino)
         XCTAssertEqual(intd.st_nlink, 2)
         let mess = TestEnv.read(queue + "/" + names.path(.mess, id))
-        XCTAssertEqual(Self.stripReceived(mess), TestEnv.read(fx + "/mess-expected-body.eml"))
-        let received = String(decoding: mess[0..<(mess.count - TestEnv.read(fx + "/mess-expected-body.eml").count)], as: UTF8.self)
+        let expectedBody = try TestEnv.readFixture(fx + "/mess-expected-body.eml")
+        XCTAssertEqual(Self.stripReceived(mess), expectedBody)
+        let received = String(decoding: mess[0..<(mess.count - expectedBody.count)], as: UTF8.self)
         XCTAssertTrue(received.hasPrefix("Received: indimail-mta queue "), received)
         XCTAssertTrue(received.contains(" by host golden.example\n (invoked by uid \(getuid())); "), received)
         XCTAssertEqual(files("pid"), [])
@@ -41,11 +42,11 @@ final class InjectionTests: QueueTestCase {
     /// The same message and envelope classic qmail queued give the same bytes
     /// (apart from the u/p values and the Received line).
     func testSameBytesAsClassicQmailForTheSameInput() throws {
-        let classic = TestEnv.sharedFixtures + "/qmail/queue-s4-queued"
+        let classic = try TestEnv.fixture(TestEnv.classicQmailFixtures + "/queue-s4-queued")
         for name in try Sys.listDirectory(classic + "/todo").sorted() {
             let classicID = UInt64(name)!
-            let classicMess = TestEnv.read(classic + "/mess/\(classicID % 23)/\(name)")
-            let classicTodo = TestEnv.read(classic + "/todo/\(name)")
+            let classicMess = try TestEnv.readFixture(classic + "/mess/\(classicID % 23)/\(name)")
+            let classicTodo = try TestEnv.readFixture(classic + "/todo/\(name)")
             let message = Self.stripReceived(classicMess)
             let clientEnvelope = Self.stripUP(classicTodo) + [0]
             let out = try qmailQueue(message: message, envelope: clientEnvelope, env: ["HIDE_HOST": "1"])

@@ -87,7 +87,7 @@ final class RateLimiterTests: XCTestCase {
             let p = DomainPolicy(key: "b.example", expression: "500/3600", mode: .smooth, burst: burst)
             var now: Int64 = 1_000_000_000
             var sent: [Int64] = []
-            var generator = SystemRandomNumberGenerator()
+            var generator = SeededGenerator(for: "rate gate burst \(burst)")
             // Clients try often and irregularly for three hours.
             while now < 1_000_000_000 + 3 * 3_600_000 {
                 switch g.admit(domain: "b.example", id: 1, policy: p, nowMS: now) {
