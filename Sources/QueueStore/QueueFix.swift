@@ -127,7 +127,9 @@ public struct QueueFix {
                     changes.append("created \(full)")
                     if !dryRun { try create(entry, at: full) }
                 }
-                if let (uid, gid) = owners[entry.owner], !dryRun, let now = try Sys.lstat(full),
+                // The queue folder is checked through its symbolic link (chown follows it too).
+                if let (uid, gid) = owners[entry.owner], !dryRun,
+                   let now = entry.path.isEmpty ? try Sys.stat(full) : try Sys.lstat(full),
                    now.st_uid != uid || now.st_gid != gid {
                     changes.append("changed owner of \(full) to \(uid):\(gid)")
                     try Sys.chown(full, uid: uid, gid: gid)
