@@ -9,8 +9,7 @@ import SystemIO
 /// readable when there is something to drain, so the engine can poll it.
 public final class WorkerPool: @unchecked Sendable {
     public typealias Result = EngineEvent
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
+    private let lock = ConditionLock()
     private var jobs: [() -> Result] = []
     private var jobHead = 0
     private var results: [Result] = []
@@ -21,8 +20,6 @@ public final class WorkerPool: @unchecked Sendable {
     public private(set) var busy = 0
 
     public init(threads count: Int, wakeFD: Int32, wakeWrite: Int32) {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
         self.wakeFD = wakeFD
         self.wakeWrite = wakeWrite
         for _ in 0..<max(1, count) { startThread() }
@@ -41,38 +38,38 @@ public final class WorkerPool: @unchecked Sendable {
 
     /// Grows the pool (concurrency raised by HUP); threads never shrink.
     public func ensure(threads count: Int) {
-        pthread_mutex_lock(&mutex)
+        lock.lock()
         let missing = count - threads.count
-        pthread_mutex_unlock(&mutex)
+        lock.unlock()
         if missing > 0 { for _ in 0..<missing { startThread() } }
     }
 
     public func submit(_ job: @escaping () -> Result) {
-        pthread_mutex_lock(&mutex)
+        lock.lock()
         jobs.append(job)
         busy += 1
-        pthread_cond_signal(&cond)
-        pthread_mutex_unlock(&mutex)
+        lock.signal()
+        lock.unlock()
     }
 
     private func work() {
         while true {
-            pthread_mutex_lock(&mutex)
-            while jobHead >= jobs.count && !stopping { pthread_cond_wait(&cond, &mutex) }
-            if jobHead >= jobs.count && stopping { pthread_mutex_unlock(&mutex); return }
+            lock.lock()
+            while jobHead >= jobs.count && !stopping { lock.wait() }
+            if jobHead >= jobs.count && stopping { lock.unlock(); return }
             let job = jobs[jobHead]
             jobHead += 1
             if jobHead > 1024 && jobHead * 2 > jobs.count { jobs.removeFirst(jobHead); jobHead = 0 }
-            pthread_mutex_unlock(&mutex)
+            lock.unlock()
             let r = job()
-            pthread_mutex_lock(&mutex)
+            lock.lock()
             // Only the first result since the last drain wakes the loop: the loop
             // reads the wake pipe before it takes the results, so later ones are
             // collected by the same drain (or a stale byte wakes it once more).
             let wake = results.isEmpty
             results.append(r)
             busy -= 1
-            pthread_mutex_unlock(&mutex)
+            lock.unlock()
             if wake {
                 var one: UInt8 = 1
                 _ = write(wakeWrite, &one, 1)
@@ -84,18 +81,18 @@ public final class WorkerPool: @unchecked Sendable {
     public func drain() -> [Result] {
         var sink = [UInt8](repeating: 0, count: 256)
         while read(wakeFD, &sink, sink.count) > 0 {}
-        pthread_mutex_lock(&mutex)
+        lock.lock()
         let r = results
         results.removeAll(keepingCapacity: true)
-        pthread_mutex_unlock(&mutex)
+        lock.unlock()
         return r
     }
 
     /// Jobs submitted and not yet collected by `drain`: a result that finished after
     /// the last drain still counts, so an exit check never drops it.
     public var pending: Int {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        lock.lock()
+        defer { lock.unlock() }
         return busy + results.count
     }
 }
