@@ -81,27 +81,29 @@ let package = Package(
         .target(name: "SystemIO", dependencies: ["CShims"]),
         // Control files ($CONTROLDIR) and program/path discovery.
         .target(name: "ControlFiles", dependencies: ["SystemIO"]),
-        // The on-disk queue: layout, queue-fix, the qmail-queue injection protocol.
+        // The on-disk queue: layout, queue-fix, the sync policy shared with qmail-queue, and
+        // the engine's state transitions. (The injection protocol itself, pid -> mess -> intd
+        // -> todo, is in Sources/qmail-queue/Injection.swift, the Embedded Swift program.)
         .target(name: "QueueStore", dependencies: ["CShims", "QueueFormat", "SystemIO", "ControlFiles"]),
         // The queue-client layer every injecting program goes through.
         .target(name: "QueueClient", dependencies: ["QueueFormat", "SystemIO", "ControlFiles"]),
         // The pure scheduling core: retry schedule, lifetimes, concurrency.
         .target(name: "Scheduler", dependencies: ["RateControl"]),
         // qmail-local's semantics: users, .qmail files, Maildir, mbox, programs, forwards.
-        .target(name: "LocalDelivery", dependencies: ["CShims", "SystemIO", "QueueClient", "QueueFormat"]),
+        .target(name: "LocalDelivery", dependencies: ["CShims", "SystemIO", "ControlFiles", "QueueClient", "QueueFormat"]),
         // Bounce messages (QSBMF in indimail-mta's MIME layout) and DSNs.
         .target(name: "Bounce", dependencies: ["QueueFormat"]),
         // The delivery engine: inotify, todo processing, workers, LMDB schedule, logging, signals.
         .target(name: "Engine", dependencies: ["CShims", "SystemIO", "QueueFormat", "QueueStore", "QueueClient",
                                                "ControlFiles", "Scheduler", "LocalDelivery", "Bounce", "LMDB", "RemoteDelivery", "RateControl"]),
         // Remote delivery: DNS, smtproutes, the SMTP client with STARTTLS and connection reuse.
-        .target(name: "RemoteDelivery", dependencies: ["CNet", "SystemIO", "ControlFiles", "Scheduler", "LMDB", "QueueFormat"]),
+        .target(name: "RemoteDelivery", dependencies: ["CNet", "SystemIO", "ControlFiles", "QueueFormat"]),
         // Per-domain delivery rate control: drate definitions, the expression language, limiters.
-        .target(name: "RateControl", dependencies: ["SystemIO", "QueueFormat"]),
+        .target(name: "RateControl", dependencies: ["SystemIO", "ControlFiles", "QueueFormat"]),
         // qmail-inject's header processing.
         .target(name: "Inject", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO"]),
         // Return receipts (rrt) and maildirserial's bounces, client protocol and maildir scan.
-        .target(name: "Receipts", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO", "Bounce"]),
+        .target(name: "Receipts", dependencies: ["QueueFormat", "ControlFiles", "SystemIO", "Bounce"]),
 
         // Shared helpers for the test targets (temporary folders, running the built programs).
         .target(name: "TestSupport", dependencies: ["SystemIO"]),
@@ -120,10 +122,11 @@ let package = Package(
         .executableTarget(name: "qmail-remote", dependencies: ["RemoteDelivery"], linkerSettings: staticExe),
         .executableTarget(name: "qmail-rspawn", dependencies: ["Engine", "RemoteDelivery", "SystemIO", "ControlFiles", "Scheduler"]),
         .executableTarget(name: "qmail-local", dependencies: ["LocalDelivery"], linkerSettings: staticExe),
-        .executableTarget(name: "rrt", dependencies: ["Receipts"], linkerSettings: staticExe),
-        .executableTarget(name: "maildirserial", dependencies: ["Receipts"]),
+        .executableTarget(name: "rrt", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "maildirserial", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"]),
 
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport", "CShims"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport", "CShims",
+                                                    "RemoteDelivery", "RateControl", "Inject"]),
         .testTarget(name: "RemoteDeliveryTests", dependencies: ["RemoteDelivery", "Engine", "LMDB", "Scheduler", "SystemIO", "TestSupport"],
                     exclude: ["Support"]),   // the Python SMTP and DNS test servers, run by path
         .testTarget(name: "RateControlTests", dependencies: ["RateControl", "Scheduler", "SystemIO", "TestSupport"]),

@@ -59,6 +59,14 @@ int qs_socket_timeout(int fd, int timeout_ms)
     return setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+int qs_socket_read_timeout(int fd, int timeout_ms)
+{
+    struct timeval tv;
+    if (timeout_ms < 1) timeout_ms = 1;   /* 0 would mean "wait for ever" */
+    tv.tv_sec = timeout_ms / 1000; tv.tv_usec = (timeout_ms % 1000) * 1000;
+    return setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
 int qs_peer_name(int fd, char *buf, size_t len)
 {
     struct sockaddr_storage ss;

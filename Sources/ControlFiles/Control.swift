@@ -45,26 +45,38 @@ public struct ControlDirectory: Sendable {
         }
     }
 
-    static func stripTrailingSpace(_ s: Substring) -> Substring {
-        var e = s.endIndex
-        while e > s.startIndex {
-            let p = s.index(before: e)
-            if s[p] == " " || s[p] == "\t" || s[p] == "\r" { e = p } else { break }
+    /// White space that ends a control line: space, tab, and the CR of a
+    /// file edited on Windows (CRLF line ends).
+    @inline(__always)
+    static func isTrailingSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D }
+
+    /// The one place control text is cut into lines: at LF bytes, each line
+    /// with its trailing white space (space, tab, CR) removed. Bytes, not
+    /// Swift characters: in a String "\r\n" is one Character and would not
+    /// split at "\n". Every line, with its 1-based number, blank ones kept.
+    public static func splitLines(_ raw: [UInt8]) -> [(line: Int, text: String)] {
+        var out: [(line: Int, text: String)] = []
+        var start = 0
+        var n = 0
+        while start <= raw.count {
+            var end = start
+            while end < raw.count && raw[end] != 0x0A { end += 1 }
+            if end == raw.count && start == raw.count && n > 0 { break }   // after the final LF
+            n += 1
+            var e = end
+            while e > start && isTrailingSpace(raw[e - 1]) { e -= 1 }
+            out.append((line: n, text: String(decoding: raw[start..<e], as: UTF8.self)))
+            start = end + 1
         }
-        return s[s.startIndex..<e]
+        return out
     }
 
     /// Lines with their 1-based numbers, blank and comment lines dropped.
     public func readLinesNumbered(_ name: String) throws(ControlError) -> [(line: Int, text: String)]? {
         guard let raw = try readRaw(name) else { return nil }
-        let text = String(decoding: raw, as: UTF8.self)
         var out: [(line: Int, text: String)] = []
-        var n = 0
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            n += 1
-            let t = ControlDirectory.stripTrailingSpace(line)
-            if t.isEmpty || t.hasPrefix("#") { continue }
-            out.append((line: n, text: String(t)))
+        for l in ControlDirectory.splitLines(raw) where !l.text.isEmpty && !l.text.hasPrefix("#") {
+            out.append(l)
         }
         return out
     }
@@ -76,9 +88,10 @@ public struct ControlDirectory: Sendable {
     /// The first line (trailing white space removed); nil when the file is missing.
     public func readLine(_ name: String) throws(ControlError) -> String? {
         guard let raw = try readRaw(name) else { return nil }
-        let text = String(decoding: raw, as: UTF8.self)
-        let first = text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        return String(ControlDirectory.stripTrailingSpace(first))
+        var end = 0
+        while end < raw.count && raw[end] != 0x0A { end += 1 }
+        while end > 0 && ControlDirectory.isTrailingSpace(raw[end - 1]) { end -= 1 }
+        return String(decoding: raw[0..<end], as: UTF8.self)
     }
 
     /// The first line as an integer; `fallback` when missing. A present file

@@ -18,14 +18,13 @@ public struct SMTPWorker: Sendable {
         guard let first = batch.first else { return [] }
         let fd = open(messagePath, O_RDONLY | O_CLOEXEC)
         if fd == -1 { return batch.map { ($0.number, DeliveryReport(.deferral, "qmail-spawn unable to open message. (#4.3.0)\n")) } }
-        let read = try? Sys.readAll(fd)
-        close(fd)
-        // Never send what could not be read: an empty body would be accepted and marked done.
-        guard var message = read else {
+        defer { close(fd) }
+        // Read in chunks as it is sent: the worker's memory does not grow with the message.
+        guard let file = try? MessageFile(fd: fd, path: messagePath) else {
             return batch.map { ($0.number, DeliveryReport(.deferral, "Unable to read message. (#4.3.0)\n")) }
         }
         // QQEH headers go in front of the message, as indimail's qmail-remote writes them.
-        if !first.qqeh.isEmpty { message = first.qqeh + (first.qqeh.last == 10 ? [] : [10]) + message }
+        let message = OutgoingMessage(prefix: first.qqeh, file: file)
         let rcpt = String(decoding: first.recipient.address, as: UTF8.self)
         let domain = rcpt.lastIndex(of: "@").map { String(rcpt[rcpt.index(after: $0)...]) } ?? rcpt
         let outcome = client.deliver(domain: domain, sender: first.sender, recipients: batch.map { $0.recipient.address }, message: message)

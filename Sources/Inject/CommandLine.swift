@@ -168,6 +168,10 @@ public enum InjectCommandLine {
             printError("\(name): usage: \(error.message)")
             return 100
         }
+        if let why = settings.refuseLineBreaks() {
+            printError("\(name): fatal: \(why)")
+            return 100
+        }
         return Injector.run(program: name, settings: settings)
     }
 }

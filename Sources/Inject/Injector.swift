@@ -57,6 +57,39 @@ public struct InjectSettings: Sendable {
         return s
     }
 
+    /// Line breaks in what the command line and the environment give: in an
+    /// address (`-f`, a recipient argument, the user and host names an added
+    /// From: and the envelope sender are made of) a CR or LF would end a header
+    /// line or an SMTP command early, so it is refused (the returned text says
+    /// which value). A full name (`-F`, `$QMAILNAME` …) is folded instead: each
+    /// line break, with the white space after it, becomes one space.
+    public mutating func refuseLineBreaks() -> String? {
+        func hasBreak(_ v: String?) -> Bool { v?.utf8.contains { $0 == 10 || $0 == 13 } ?? false }
+        if hasBreak(sender) { return "the envelope sender (-f) contains a line break" }
+        for r in recipients where hasBreak(r) { return "a recipient argument contains a line break" }
+        if hasBreak(user) { return "the user name (-f, $QMAILUSER, $MAILUSER, $USER or $LOGNAME) contains a line break" }
+        if hasBreak(mailHost) { return "the mail host (-f, $QMAILHOST or $MAILHOST) contains a line break" }
+        if hasBreak(senderUser) { return "$QMAILSUSER contains a line break" }
+        if hasBreak(senderHost) { return "$QMAILSHOST contains a line break" }
+        if let name = fullName, hasBreak(name) {
+            var out: [UInt8] = []
+            var afterBreak = false
+            for b in name.utf8 {
+                if b == 10 || b == 13 {
+                    if !afterBreak && out.last != 32 { out.append(32) }
+                    afterBreak = true
+                } else if afterBreak && (b == 32 || b == 9) {
+                    continue
+                } else {
+                    afterBreak = false
+                    out.append(b)
+                }
+            }
+            fullName = String(decoding: out, as: UTF8.self)
+        }
+        return nil
+    }
+
     /// `user` → `user@defaulthost`; `user@host` → `user@host.defaultdomain`
     /// when the host has no dot (qmail-inject's qualification).
     public func qualify(_ address: String) -> String {

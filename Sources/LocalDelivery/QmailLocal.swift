@@ -120,7 +120,8 @@ public enum QmailLocal {
     /// builds once, the message, and the sender forwards and programs get.
     struct Delivery {
         var req: LocalDeliveryRequest
-        var message: [UInt8]
+        /// Read in chunks where it is written: memory does not grow with its size.
+        var message: MessageFile
         var dtline: [UInt8]
         var rpline: [UInt8]
         var ufline: [UInt8]
@@ -157,12 +158,13 @@ public enum QmailLocal {
     static func run(_ req: LocalDeliveryRequest, home: String) -> LocalOutcome {
         let dtline = deliveredToLine(req.recipient)
         // The message, and loop detection on our Delivered-To line (not with -n).
-        var message: [UInt8] = []
+        var message = MessageFile(bytes: [])
         if !req.printOnly {
-            if lseek(req.messageFD, 0, SEEK_SET) == -1 { return .temp("Unable to rewind message. (#4.3.0)") }
-            guard let m = try? Sys.readAll(req.messageFD) else { return .temp("Unable to read message. (#4.3.0)") }
+            guard let m = try? MessageFile(fd: req.messageFD), let looping = try? hasDeliveredTo(m, dtline) else {
+                return .temp("Unable to read message. (#4.3.0)")
+            }
             message = m
-            if hasDeliveredTo(message, dtline) {
+            if looping {
                 return .perm("This message is looping: it already has my Delivered-To line. (#5.4.6)")
             }
         }
@@ -377,12 +379,29 @@ public enum QmailLocal {
     /// bouncexf(): a header line equal, byte for byte, to our Delivered-To
     /// line. The header ends at an empty line or at a last line without a newline.
     static func hasDeliveredTo(_ message: [UInt8], _ dtline: [UInt8]) -> Bool {
-        var i = 0
-        while i < message.count {
-            guard let e = message[i...].firstIndex(of: 10) else { return false }
-            if e == i { return false }
-            if e + 1 - i == dtline.count && message[i...e].elementsEqual(dtline) { return true }
-            i = e + 1
+        (try? hasDeliveredTo(MessageFile(bytes: message), dtline)) ?? false
+    }
+
+    /// The same over the message file, read in chunks until the header ends.
+    static func hasDeliveredTo(_ message: MessageFile, _ dtline: [UInt8]) throws(SystemError) -> Bool {
+        var buffer: [UInt8] = []
+        var offset = 0
+        var pos = 0            // bytes of the current line so far
+        var matching = true    // the line so far is the start of dtline
+        while offset < message.count {
+            try message.read(at: offset, count: MessageFile.chunkSize, into: &buffer)
+            for b in buffer {
+                if b == 10 {
+                    if pos == 0 { return false }   // the empty line: end of the header
+                    if matching && pos + 1 == dtline.count { return true }
+                    pos = 0
+                    matching = true
+                } else {
+                    if matching && (pos >= dtline.count || dtline[pos] != b) { matching = false }
+                    pos += 1
+                }
+            }
+            offset += buffer.count
         }
         return false
     }
@@ -508,7 +527,19 @@ public enum QmailLocal {
             }
             do {
                 try Sys.write(fd, d.rpline + d.dtline + Array(d.req.qqeh.utf8))
-                try Sys.write(fd, d.message)
+                do throws(MessageFileFailure<SystemError>) {
+                    try d.message.forEachChunk { (chunk: ArraySlice<UInt8>) throws(SystemError) in
+                        let failure = chunk.withUnsafeBytes { raw -> SystemError? in
+                            do throws(SystemError) { try Sys.write(fd, raw); return nil } catch { return error }
+                        }
+                        if let failure { throw failure }
+                    }
+                } catch {
+                    switch error {
+                    case .read: close(fd); unlink(tmp); return .temp("Unable to read message. (#4.3.0)")
+                    case .body(let e): throw e
+                    }
+                }
                 try Sys.fsync(fd)
                 close(fd)
             } catch {
@@ -555,25 +586,31 @@ public enum QmailLocal {
         guard let st = try? Sys.fstat(fd) else { return .temp("Unable to stat \(fn). (#4.3.0)") }
         let start = st.st_size
         var out = d.ufline + d.rpline + d.dtline + Array(d.req.qqeh.utf8)
-        let message = d.message
-        var i = 0
-        while i < message.count {
-            var e = i
-            while e < message.count && message[e] != 10 { e += 1 }
-            var j = i
-            while j < e && message[j] == UInt8(ascii: ">") { j += 1 }
-            if e - j >= 5 && message[j..<(j + 5)].elementsEqual("From ".utf8) { out.append(UInt8(ascii: ">")) }
-            out += message[i..<min(e + 1, message.count)]
-            i = e + 1
-        }
-        if message.last != 10 { out.append(10) }
-        out.append(10)
-        do {
+        var quoter = FromQuoter()
+        var unreadable = false
+        do throws(SystemError) {
+            // The message a chunk at a time, `>From ` quoting carried across chunks.
+            do throws(MessageFileFailure<SystemError>) {
+                try d.message.forEachChunk { (chunk: ArraySlice<UInt8>) throws(SystemError) in
+                    quoter.add(chunk, into: &out)
+                    try Sys.write(fd, out)
+                    out.removeAll(keepingCapacity: true)
+                }
+            } catch {
+                switch error {
+                case .read(let e): unreadable = true; throw e
+                case .body(let e): throw e
+                }
+            }
+            quoter.finish(into: &out)
+            if !quoter.endedWithNewline { out.append(10) }
+            out.append(10)
             try Sys.write(fd, out)
             try Sys.fsync(fd)
         } catch {
             if locked { _ = ftruncate(fd, start) }
-            let e = error.systemError.errno
+            if unreadable { return .temp("Unable to read message. (#4.3.0)") }
+            let e = error.errno
             if e == EDQUOT { return .perm(overQuota) }
             return .temp("Unable to write \(fn): \(QmailErrorText.text(e)). (#4.3.0)")
         }
@@ -683,7 +720,13 @@ public enum QmailLocal {
             return .failure(LocalOutcome(111, "Unable to forward message: \(text.dropFirst()). (#4.3.0)\n"))
         }
         session.put(d.dtline + Array(req.qqeh.utf8))
-        session.put(d.message)
+        do throws(MessageFileFailure<Never>) {
+            try d.message.forEachChunk { (chunk: ArraySlice<UInt8>) throws(Never) in session.put(chunk) }
+        } catch {
+            session.fail()
+            _ = session.close()
+            return .failure(LocalOutcome(111, "Unable to read message. (#4.3.0)\n"))
+        }
         session.from(d.newSender)
         for a in addresses { session.to(a) }
         let r = session.close()
@@ -704,5 +747,52 @@ extension String {
         var out = ""
         for c in self { if c == a { out += b } else { out.append(c) } }
         return out
+    }
+}
+
+/// mbox's `>From ` quoting over a message given in pieces: a line that starts
+/// with `From `, after any number of `>`, gets one more `>` in front. The `>`
+/// and the part of `From ` seen so far at a line's start are held back until
+/// the line shows whether it matches; the state carries across pieces.
+struct FromQuoter {
+    static let from = Array("From ".utf8)
+    var scanning = true     // still inside the `>*From ` start of the line
+    var held = 0            // `>` bytes held back
+    var matched = 0         // bytes of "From " matched after them
+    var endedWithNewline = false   // an empty message gets its newline too
+
+    mutating func flushHeld(into out: inout [UInt8]) {
+        if held > 0 { out.append(contentsOf: repeatElement(UInt8(ascii: ">"), count: held)) }
+        out.append(contentsOf: FromQuoter.from[0..<matched])
+        held = 0
+        matched = 0
+    }
+
+    mutating func add(_ bytes: ArraySlice<UInt8>, into out: inout [UInt8]) {
+        for b in bytes {
+            if scanning {
+                if matched == 0 && b == UInt8(ascii: ">") { held += 1; continue }
+                if b == FromQuoter.from[matched] {
+                    matched += 1
+                    if matched == FromQuoter.from.count {
+                        out.append(UInt8(ascii: ">"))
+                        flushHeld(into: &out)
+                        scanning = false
+                    }
+                    continue
+                }
+                flushHeld(into: &out)
+                scanning = false
+            }
+            out.append(b)
+            if b == 10 { scanning = true }
+        }
+        if let last = bytes.last { endedWithNewline = last == 10 }
+    }
+
+    /// The held-back start of a last line that ended inside it.
+    mutating func finish(into out: inout [UInt8]) {
+        if held > 0 || matched > 0 { endedWithNewline = false }
+        flushHeld(into: &out)
     }
 }

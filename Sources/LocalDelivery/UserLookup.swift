@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import SystemIO
+import ControlFiles
 
 /// Who receives a local address, as qmail-lspawn and qmail-getpw decide it.
 public struct LocalUser: Equatable, Sendable {
@@ -40,10 +41,7 @@ public struct AssignTable: Sendable {
     public init() {}
 
     public init(parsing bytes: [UInt8]) throws {
-        var n = 0
-        for raw in String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
-            n += 1
-            let line = String(raw)
+        for (n, line) in ControlDirectory.splitLines(bytes) {
             if line == "." { break }
             if line.isEmpty { continue }
             guard let kind = line.first, kind == "=" || kind == "+" else { throw ParseError(line: n, text: line) }

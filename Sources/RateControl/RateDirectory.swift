@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import SystemIO
+import ControlFiles
 
 /// The rate definitions in `RATELIMIT_DIR` (default `<queue>/ratelimit`),
 /// looked up the way the manual documents (engine.md §5): a file per domain
@@ -36,9 +37,7 @@ public struct RateDirectory: Sendable {
     func options(for domain: String) throws -> Options {
         guard let bytes = try? Sys.readFile(path + "/.options") else { return Options() }
         var star = Options(), exact: Options? = nil
-        var n = 0
-        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
-            n += 1
+        for (n, line) in ControlDirectory.splitLines(bytes) {
             let t = line.trimmingCharacters(" \t\r")
             if t.isEmpty || t.hasPrefix("#") { continue }
             guard let colon = t.firstIndex(of: ":") else { throw Failure(file: path + "/.options", message: "line \(n): expected domain:key=value,…") }
@@ -90,9 +89,7 @@ public struct RateDirectory: Sendable {
             return try make(key, def, file: file)
         }
         if let lines = try? Sys.readFile(path + "/ratecontrol") {
-            var n = 0
-            for raw in String(decoding: lines, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
-                n += 1
+            for (n, raw) in ControlDirectory.splitLines(lines) {
                 let line = raw.trimmingCharacters(" \t\r")
                 if line.isEmpty || line.hasPrefix("#") { continue }
                 let f = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CNet
 import SystemIO
+import ControlFiles
 
 /// A small DNS stub client over UDP (and the servers of /etc/resolv.conf):
 /// MX, A and AAAA lookups are all the SMTP client needs. `$DNS_SERVER`
@@ -56,7 +57,7 @@ public struct DNSResolver: Sendable {
         }
         var servers: [Server] = []
         if let conf = try? Sys.readFile("/etc/resolv.conf") {
-            for line in String(decoding: conf, as: UTF8.self).split(separator: "\n") {
+            for (_, line) in ControlDirectory.splitLines(conf) {
                 let f = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
                 if f.count >= 2, f[0] == "nameserver", let s = parseServer(String(f[1])) { servers.append(s) }
             }
@@ -242,14 +243,14 @@ public struct DNSResolver: Sendable {
 }
 
 /// An IPv4 or IPv6 address in text as its bytes (4 or 16), or nil.
-func ipAddress(_ text: String) -> [UInt8]? {
+public func ipAddress(_ text: String) -> [UInt8]? {
     var buf = [UInt8](repeating: 0, count: 16)
     let n = qs_parse_ip(text, &buf)
     return n > 0 ? Array(buf[0..<Int(n)]) : nil
 }
 
 /// The text of an address given as its bytes (4 or 16): `ipAddress` the other way.
-func ipText(_ address: [UInt8]) -> String {
+public func ipText(_ address: [UInt8]) -> String {
     var name = [CChar](repeating: 0, count: 64)
     _ = address.withUnsafeBufferPointer { qs_format_ip($0.baseAddress, Int32($0.count), &name, 64) }
     return String(cString: name)

@@ -50,13 +50,13 @@ public enum RemoteMain {
             try? Sys.write(1, Array("Zqmail-remote: unable to read controls: \(error) (#4.3.0)\n\0".utf8))
             return 111
         }
-        guard var message = try? Sys.readAll(0) else {
+        // The queue file on descriptor 0 is read in chunks as it is sent; a pipe is read whole.
+        guard let file = try? MessageFile.standardInput() else {
             try? Sys.write(1, Array("ZUnable to read message. (#4.3.0)\n\0".utf8))
             return 111
         }
         // QQEH headers go in front of the message (indimail's blast()).
-        let qqeh = Array(args[2].utf8)
-        if !qqeh.isEmpty { message = qqeh + (qqeh.last == 10 ? [] : [10]) + message }
+        let message = OutgoingMessage(prefix: Array(args[2].utf8), file: file)
         // Hosts that timed out are remembered between runs in the queue's lock/tcpto.
         let client = SMTPClient(settings: settings, hosts: HostMemory(store: TcptoFile(path: Paths.queueDir + "/lock/tcpto")))
         let outcome = client.deliver(domain: host, sender: Array(sender.utf8), recipients: recipients, message: message)

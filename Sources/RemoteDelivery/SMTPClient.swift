@@ -108,65 +108,65 @@ public struct SMTPSettings: Sendable {
 }
 
 /// Idle connections kept for the next message to the same destination.
-public final class ConnectionPool: @unchecked Sendable {
-    private var idle: [String: [SMTPConnection]] = [:]
-    private var lock = pthread_mutex_t()
+public final class ConnectionPool: Sendable {
+    private let idle = Mutex<[String: [SMTPConnection]]>([:])
     public let maxIdle: Int
 
     public init(maxIdle: Int = 64) {
         self.maxIdle = maxIdle
-        pthread_mutex_init(&lock, nil)
     }
 
     static func now() -> Int64 { Int64(time(nil)) }
 
     public func checkout(_ key: String, idleTimeout: Int64) -> SMTPConnection? {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        while var list = idle[key], let c = list.popLast() {
-            idle[key] = list
-            if ConnectionPool.now() - c.lastUsed <= idleTimeout { return c }
-            c.close()
+        idle.withLock { idle in
+            while var list = idle[key], let c = list.popLast() {
+                idle[key] = list.isEmpty ? nil : list
+                if ConnectionPool.now() - c.lastUsed <= idleTimeout { return c }
+                c.close()
+            }
+            return nil
         }
-        return nil
     }
 
     public func checkin(_ key: String, _ c: SMTPConnection) {
         c.lastUsed = ConnectionPool.now()
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        let total = idle.values.reduce(0) { $0 + $1.count }
-        if total >= maxIdle { c.close(); return }
-        idle[key, default: []].append(c)
+        let kept = idle.withLock { idle in
+            let total = idle.values.reduce(0) { $0 + $1.count }
+            if total >= maxIdle { return false }
+            idle[key, default: []].append(c)
+            return true
+        }
+        if !kept { c.close() }
     }
 
     /// Closes idle connections older than `idleTimeout` (QUIT sent first).
     public func reap(idleTimeout: Int64) {
         let now = ConnectionPool.now()
-        pthread_mutex_lock(&lock)
-        var stale: [SMTPConnection] = []
-        for (k, list) in idle {
-            let keep = list.filter { now - $0.lastUsed <= idleTimeout }
-            stale += list.filter { now - $0.lastUsed > idleTimeout }
-            idle[k] = keep.isEmpty ? nil : keep
+        let stale = idle.withLock { idle in
+            var stale: [SMTPConnection] = []
+            for (k, list) in idle {
+                let keep = list.filter { now - $0.lastUsed <= idleTimeout }
+                stale += list.filter { now - $0.lastUsed > idleTimeout }
+                idle[k] = keep.isEmpty ? nil : keep
+            }
+            return stale
         }
-        pthread_mutex_unlock(&lock)
         for c in stale { c.quit() }
     }
 
     /// Closes every idle connection (QUIT sent first).
     public func closeAll() {
-        pthread_mutex_lock(&lock)
-        let all = idle.values.flatMap { $0 }
-        idle.removeAll()
-        pthread_mutex_unlock(&lock)
+        let all = idle.withLock { idle in
+            let all = idle.values.flatMap { $0 }
+            idle.removeAll()
+            return all
+        }
         for c in all { c.quit() }
     }
 
     public var idleCount: Int {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        return idle.values.reduce(0) { $0 + $1.count }
+        idle.withLock { $0.values.reduce(0) { $0 + $1.count } }
     }
 }
 
@@ -175,39 +175,41 @@ public final class ConnectionPool: @unchecked Sendable {
 /// within the tolerance window a host is skipped for `backoff` seconds.
 public final class HostMemory: @unchecked Sendable {
     struct Entry { var failures: Int; var last: Int64 }
-    private var table: [String: Entry] = [:]
-    private var lock = pthread_mutex_t()
+    private let table = Mutex<[String: Entry]>([:])
+    // Set once by the owner before deliveries start.
     public var backoff: Int64 = 3600
     public var tolerance: Int64 = 120
     let store: HostMemoryStore?
 
     public init(store: HostMemoryStore? = nil) {
         self.store = store
-        pthread_mutex_init(&lock, nil)
-        if let store { for (ip, f, t) in store.load() { table[ip] = Entry(failures: f, last: t) } }
+        if let store {
+            let loaded = store.load()
+            table.withLock { t in for (ip, f, last) in loaded { t[ip] = Entry(failures: f, last: last) } }
+        }
     }
 
     public func shouldSkip(_ ip: String, now: Int64) -> Bool {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        guard let e = table[ip] else { return false }
-        return e.failures >= 2 && now - e.last < backoff
+        table.withLock { t in
+            guard let e = t[ip] else { return false }
+            return e.failures >= 2 && now - e.last < backoff
+        }
     }
 
     public func timedOut(_ ip: String, now: Int64) {
-        pthread_mutex_lock(&lock)
-        var e = table[ip] ?? Entry(failures: 0, last: 0)
-        if now - e.last > tolerance || e.failures == 0 { e.failures = min(e.failures + 1, 10) }
-        e.last = now
-        table[ip] = e
-        pthread_mutex_unlock(&lock)
+        let tolerance = self.tolerance
+        let e = table.withLock { t in
+            var e = t[ip] ?? Entry(failures: 0, last: 0)
+            if now - e.last > tolerance || e.failures == 0 { e.failures = min(e.failures + 1, 10) }
+            e.last = now
+            t[ip] = e
+            return e
+        }
         store?.save(ip, failures: e.failures, last: now)
     }
 
     public func succeeded(_ ip: String) {
-        pthread_mutex_lock(&lock)
-        let had = table.removeValue(forKey: ip) != nil
-        pthread_mutex_unlock(&lock)
+        let had = table.withLock { $0.removeValue(forKey: ip) != nil }
         if had { store?.remove(ip) }
     }
 }
@@ -319,19 +321,10 @@ public final class SMTPClient: @unchecked Sendable {
 
     /// Message bytes for DATA: bare LF → CRLF, leading dots doubled, ".\r\n" at the end.
     public static func dataBytes(_ message: [UInt8]) -> [UInt8] {
+        var stuffer = DotStuffer()
         var out: [UInt8] = []
-        out.reserveCapacity(message.count + message.count / 40 + 8)
-        var atLineStart = true
-        var prev: UInt8 = 0
-        for b in message {
-            if atLineStart && b == UInt8(ascii: ".") { out.append(UInt8(ascii: ".")) }
-            if b == 10 && prev != 13 { out.append(13) }
-            out.append(b)
-            atLineStart = b == 10
-            prev = b
-        }
-        if !atLineStart { out += [13, 10] }
-        out += Array(".\r\n".utf8)
+        stuffer.add(message[...], into: &out)
+        stuffer.finish(into: &out)
         return out
     }
 
@@ -345,11 +338,55 @@ public final class SMTPClient: @unchecked Sendable {
         return AddressQuoting.quoteLocal(address[..<at]) + address[at...]
     }
 
-    /// Delivers one message to `recipients` at `domain`.
+    /// A byte an SMTP command line cannot carry: a control character (CR and LF
+    /// among them, which would end the command early) or DEL.
+    static func holdsControl(_ address: [UInt8]) -> Bool {
+        address.contains { $0 < 32 || $0 == 127 }
+    }
+
+    /// Delivers one message to `recipients` at `domain`. An address with a
+    /// control character never reaches the conversation: the sender fails the
+    /// message, a recipient fails alone (qmail-queue refuses such envelopes, but
+    /// a queue written by another program may hold them).
     public func deliver(domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8]) -> RemoteOutcome {
+        deliver(domain: domain, sender: sender, recipients: recipients, message: OutgoingMessage(file: MessageFile(bytes: message)))
+    }
+
+    /// Delivers one message read from its file in chunks (memory does not grow with its size).
+    public func deliver(domain: String, sender: [UInt8], recipients: [[UInt8]], message: OutgoingMessage) -> RemoteOutcome {
+        if SMTPClient.holdsControl(sender) {
+            return .all(recipients.count, message: "DSorry, the envelope sender holds a control character (CR, LF or another), which SMTP cannot carry. (#5.1.7)\n")
+        }
+        let bad = recipients.map(SMTPClient.holdsControl)
+        guard bad.contains(true) else { return deliverClean(domain: domain, sender: sender, recipients: recipients, message: message) }
+        let good = zip(recipients, bad).filter { !$0.1 }.map(\.0)
+        let sub = good.isEmpty ? RemoteOutcome(recipientReports: [], messageReport: Array("DGiving up: no recipient could be sent.\n".utf8))
+                               : deliverClean(domain: domain, sender: sender, recipients: good, message: message)
+        var reports: [[UInt8]] = []
+        var g = 0
+        for isBad in bad {
+            if isBad {
+                reports.append(Array("hSorry, the recipient address holds a control character (CR, LF or another), which SMTP cannot carry. (#5.1.3)\n".utf8))
+            } else {
+                // An outcome for all (no reports of its own): the message report decides.
+                reports.append(g < sub.recipientReports.count ? sub.recipientReports[g] : [UInt8(ascii: "r")])
+                g += 1
+            }
+        }
+        return RemoteOutcome(recipientReports: reports, messageReport: sub.messageReport)
+    }
+
+    func deliverClean(domain: String, sender: [UInt8], recipients: [[UInt8]], message: OutgoingMessage) -> RemoteOutcome {
         // qmail-remote's blast() refuses a final line without its newline (perm_partialline).
-        if let last = message.last, last != 10 {
-            return .all(recipients.count, message: "DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n")
+        // Both this and the 8-bit scan read the file before any connection is made.
+        var message = message
+        do throws(SystemError) {
+            if let last = try message.lastByte(), last != 10 {
+                return .all(recipients.count, message: "DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n")
+            }
+            message.eightBit = try message.file.hasEightBitBytes() || message.prefix.contains { $0 >= 128 }
+        } catch {
+            return .all(recipients.count, message: "ZUnable to read message. (#4.3.0)\n")
         }
         let targets: [Target]
         let (settings, generation) = snapshot()
@@ -377,7 +414,7 @@ public final class SMTPClient: @unchecked Sendable {
 
     enum Attempt { case done(RemoteOutcome), tryNext(String?) }
 
-    func attempt(_ target: Target, domain: String, sender: [UInt8], recipients: [[UInt8]], message: [UInt8], requireTLS: Bool,
+    func attempt(_ target: Target, domain: String, sender: [UInt8], recipients: [[UInt8]], message: OutgoingMessage, requireTLS: Bool,
                  settings: SMTPSettings, generation: Int) -> Attempt {
         // A destination that requires verified TLS only reuses connections opened that way.
         let key = "\(ip(target)):\(target.port)\(requireTLS ? ":verified-tls:\(domain.lowercased())" : "")"
@@ -470,12 +507,12 @@ public final class SMTPClient: @unchecked Sendable {
         }
     }
 
-    func transaction(_ c: SMTPConnection, sender: [UInt8], recipients: [[UInt8]], message: [UInt8]) throws(SMTPConnection.Failure) -> RemoteOutcome {
+    func transaction(_ c: SMTPConnection, sender: [UInt8], recipients: [[UInt8]], message: OutgoingMessage) throws(SMTPConnection.Failure) -> RemoteOutcome {
         let s = String(decoding: sender, as: UTF8.self)
         // Addresses go out as bytes, local parts quoted where needed (qmail-remote's addrmangle).
         var mail = Array("MAIL FROM:<".utf8) + SMTPClient.path(sender) + Array(">".utf8)
         if c.extensions.contains("SIZE") { mail += Array(" SIZE=\(message.count)".utf8) }
-        if c.extensions.contains("8BITMIME") && message.contains(where: { $0 >= 128 }) { mail += Array(" BODY=8BITMIME".utf8) }
+        if c.extensions.contains("8BITMIME") && message.eightBit { mail += Array(" BODY=8BITMIME".utf8) }
         if let limit = c.sizeLimit, message.count > limit {
             return .all(recipients.count, message: "DConnected to \(c.ip) but the message is larger than the \(limit) bytes it accepts. (#5.3.4)\n")
         }
@@ -533,7 +570,30 @@ public final class SMTPClient: @unchecked Sendable {
             let letter = d.code >= 500 ? "D" : "Z"
             return RemoteOutcome(recipientReports: reports, messageReport: Array((letter + "\(c.ip) failed on DATA command.\n" + SMTPClient.said(d)).utf8))
         }
-        try c.send(SMTPClient.dataBytes(message))
+        // The message goes out a chunk at a time, dot-stuffed on the way.
+        var stuffer = DotStuffer()
+        var out: [UInt8] = []
+        out.reserveCapacity(MessageFile.chunkSize + MessageFile.chunkSize / 8 + 8)
+        stuffer.add(message.prefix[...], into: &out)
+        do throws(MessageFileFailure<SMTPConnection.Failure>) {
+            try message.file.forEachChunk { (chunk: ArraySlice<UInt8>) throws(SMTPConnection.Failure) in
+                stuffer.add(chunk, into: &out)
+                try c.send(out)
+                out.removeAll(keepingCapacity: true)
+            }
+        } catch {
+            switch error {
+            case .body(let f): throw f
+            case .read:
+                // Never end a message that could not be read whole: drop the connection,
+                // so the server discards what it has, and try again later.
+                c.serverClosing = true
+                c.close()
+                return .all(recipients.count, message: "ZUnable to read message. (#4.3.0)\n")
+            }
+        }
+        stuffer.finish(into: &out)
+        try c.send(out)
         // Sent but unconfirmed from here: a retry may deliver twice, as qmail accepts
         // (its flagcritical; the report then says "Possible duplicate!").
         c.awaitingFinalReply = true
@@ -545,5 +605,51 @@ public final class SMTPClient: @unchecked Sendable {
         else if final.code >= 500 { text = "D\(c.ip) failed after I sent the message.\n" + SMTPClient.said(final) }
         else { text = "Z\(c.ip) failed after I sent the message.\n" + SMTPClient.said(final) }
         return RemoteOutcome(recipientReports: reports, messageReport: Array(text.utf8))
+    }
+}
+
+/// A message for the SMTP client: the QQEH header lines that go in front of
+/// it (indimail's blast()), then the queue file, read in chunks.
+public struct OutgoingMessage: Sendable {
+    public var prefix: [UInt8]
+    public var file: MessageFile
+    /// Whether a byte has its high bit set (BODY=8BITMIME); found before connecting.
+    var eightBit = false
+
+    public init(prefix: [UInt8] = [], file: MessageFile) {
+        self.prefix = prefix.isEmpty || prefix.last == 10 ? prefix : prefix + [10]
+        self.file = file
+    }
+
+    public var count: Int { prefix.count + file.count }
+
+    func lastByte() throws(SystemError) -> UInt8? {
+        if let b = try file.lastByte() { return b }
+        return prefix.last
+    }
+}
+
+/// SMTP's DATA transparency over a message given in pieces: a bare LF becomes
+/// CRLF, a dot at the start of a line is doubled, and the end adds CRLF if the
+/// last line lacks it, then ".\r\n". The state carries across pieces.
+public struct DotStuffer: Sendable {
+    var atLineStart = true
+    var prev: UInt8 = 0
+
+    public init() {}
+
+    public mutating func add(_ bytes: ArraySlice<UInt8>, into out: inout [UInt8]) {
+        for b in bytes {
+            if atLineStart && b == UInt8(ascii: ".") { out.append(UInt8(ascii: ".")) }
+            if b == 10 && prev != 13 { out.append(13) }
+            out.append(b)
+            atLineStart = b == 10
+            prev = b
+        }
+    }
+
+    public mutating func finish(into out: inout [UInt8]) {
+        if !atLineStart { out += [13, 10] }
+        out += Array(".\r\n".utf8)
     }
 }

@@ -40,10 +40,27 @@ public final class SMTPConnection: @unchecked Sendable {
 
     public enum Failure: Error, Equatable { case died, timeout }
 
-    init(fd: Int32, ip: String, port: Int) {
+    /// `timeoutremote` in milliseconds: the bound on each whole reply (the
+    /// greeting, each command's reply, the reply after the message), however
+    /// the server spreads its bytes; and on each write.
+    let replyTimeoutMS: Int
+    /// The socket's read timeout now: the remaining time of the reply being read.
+    var readTimeoutMS: Int
+    /// When the reply being read must be complete (CLOCK_MONOTONIC, ms).
+    var replyDeadline: Int64 = 0
+
+    init(fd: Int32, ip: String, port: Int, replyTimeoutMS: Int = 1_200_000) {
         self.fd = fd
         self.ip = ip
         self.port = port
+        self.replyTimeoutMS = replyTimeoutMS
+        self.readTimeoutMS = replyTimeoutMS
+    }
+
+    static func monotonicMS() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 
     /// Where `read` puts bytes before they join `buffer` (one allocation per connection).
@@ -64,7 +81,7 @@ public final class SMTPConnection: @unchecked Sendable {
         let fd = address.withUnsafeBufferPointer { qs_connect($0.baseAddress, Int32($0.count), Int32(port), Int32(timeout * 1000)) }
         if fd < 0 { return (nil, -fd) }
         _ = qs_socket_timeout(fd, Int32(ioTimeout * 1000))
-        return (SMTPConnection(fd: fd, ip: ipText(address), port: port), 0)
+        return (SMTPConnection(fd: fd, ip: ipText(address), port: port, replyTimeoutMS: ioTimeout * 1000), 0)
     }
 
     func rawRead(_ buf: UnsafeMutableRawPointer, _ len: Int) -> Int {
@@ -100,6 +117,14 @@ public final class SMTPConnection: @unchecked Sendable {
                 if line.last == 13 { line.removeLast() }
                 return line
             }
+            // Each read may wait only for what is left of the reply's time: a server
+            // trickling a byte at a time cannot hold the connection past the deadline.
+            let remaining = replyDeadline - SMTPConnection.monotonicMS()
+            if remaining <= 0 { throw .timeout }
+            if remaining < Int64(readTimeoutMS) - 10 || remaining > Int64(readTimeoutMS) {
+                readTimeoutMS = Int(remaining)
+                _ = qs_socket_read_timeout(fd, Int32(clamping: remaining))
+            }
             let n = rawRead(scratch, 16384)
             if n <= 0 { throw (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) ? .timeout : .died }
             if start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
@@ -110,6 +135,7 @@ public final class SMTPConnection: @unchecked Sendable {
 
     /// Reads one (possibly multi-line) reply.
     public func reply() throws(Failure) -> Reply {
+        replyDeadline = SMTPConnection.monotonicMS() + Int64(replyTimeoutMS)
         var lines: [String] = []
         var code = 0
         while true {

@@ -140,7 +140,8 @@ struct Injection {
     }
 
     /// Reads the client's envelope and writes the queue file: `u`, `p`, `F`,
-    /// `T`…, then `e` (QQEH). First byte not `F` or a recipient not `T`: 79;
+    /// `T`…, then `e` (QQEH). First byte not `F`, a recipient not `T`, or an
+    /// address with CR or LF in it: 79;
     /// an address of 1003 bytes or more: 11; end of input early: 54. Written
     /// through a 64 KB buffer, so a long recipient list is never held whole.
     func writeEnvelope(from input: Int32, to output: Int32, path: String, pid: Int32) throws(Failure) {
@@ -161,6 +162,12 @@ struct Injection {
             var count = 0
             while true {
                 let b = try next()
+                // No address may hold a line break: written into an SMTP command it
+                // would end the line early and let the rest run as commands (RFC 5321
+                // allows neither CR nor LF in a path, quoted or not).
+                if b == 10 || b == 13 {
+                    throw Failure(.envelopeFormat, "envelope address contains a line break (CR or LF)")
+                }
                 try put(CollectionOfOne(b))
                 if b == 0 { return }
                 count += 1

@@ -8,6 +8,8 @@
 int qs_connect(const unsigned char *addr, int addrlen, int port, int timeout_ms);
 /* Per-operation timeout for reads and writes on a socket. */
 int qs_socket_timeout(int fd, int timeout_ms);
+/* The read timeout alone (a reply's remaining time); at least 1 ms. */
+int qs_socket_read_timeout(int fd, int timeout_ms);
 /* The peer's address as text (for reports). */
 int qs_peer_name(int fd, char *buf, size_t len);
 /* Converts text to 4 or 16 address bytes; returns the length or 0. */

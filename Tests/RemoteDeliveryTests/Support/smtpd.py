@@ -5,8 +5,11 @@ usage: smtpd.py --dir DIR [--port N] [--lifetime SECONDS] [--tls CERT KEY]
                 [--greeting "554 go away"] [--helo CODE] [--mail CODE]
                 [--rcpt ADDR=CODE ...] [--rcpt-default CODE] [--data CODE]
                 [--final CODE] [--drop-in-data] [--hang-at STAGE]
+                [--trickle SECONDS] [--greeting-bytes N]
 Prints the port on the first line of standard output. Every accepted message
 is written to DIR/msg-N.eml with the envelope in DIR/msg-N.env and the
+(hostile servers: --trickle sends every reply a byte at a time, SECONDS apart;
+--greeting-bytes sends a greeting line of N bytes that never ends)
 arrival time (float seconds) in DIR/msg-N.time. Every session's commands go
 to DIR/session.log.
 """
@@ -27,6 +30,8 @@ p.add_argument("--final", type=int, default=250)
 p.add_argument("--drop-in-data", action="store_true")
 p.add_argument("--hang-at", default="")
 p.add_argument("--extensions", default="PIPELINING,8BITMIME,SIZE 10000000")
+p.add_argument("--trickle", type=float, default=0)
+p.add_argument("--greeting-bytes", type=int, default=0)
 a = p.parse_args()
 rcpt_codes = dict(x.split("=", 1) for x in a.rcpt)
 lock = threading.Lock()
@@ -42,10 +47,26 @@ def session(conn):
     conn.settimeout(30)
     f = conn.makefile("rb")
     def send(line):
-        conn.sendall((line + "\r\n").encode())
+        data = (line + "\r\n").encode()
+        if a.trickle:
+            for i in range(len(data)):
+                conn.sendall(data[i:i + 1])
+                time.sleep(a.trickle)
+        else:
+            conn.sendall(data)
     def hang():
         time.sleep(a.lifetime)
     if a.hang_at == "greeting":
+        hang(); return
+    if a.greeting_bytes:
+        chunk = b"220-" + b"x" * 65532
+        sent = 0
+        try:
+            while sent < a.greeting_bytes:
+                conn.sendall(chunk)
+                sent += len(chunk)
+        except OSError:
+            pass
         hang(); return
     send(a.greeting)
     if not a.greeting.startswith("2"):
