@@ -344,6 +344,46 @@ def install_postfix(log, stop_system=False):
         subprocess.run([POSTFIX, "stop"], capture_output=True, timeout=60)
 
 
+def ensure_matplotlib(log):
+    """Imports matplotlib with its Agg backend (no display), installing it
+    when missing: Debian's python3-matplotlib when this is the system's
+    Python (/usr/bin/python3), else `python3 -m pip install matplotlib` with
+    the interpreter running (a pyenv or venv Python does not see Debian's
+    packages). Returns matplotlib.pyplot."""
+    import importlib
+
+    def try_import():
+        importlib.invalidate_caches()
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            return plt
+        except ImportError:
+            return None
+
+    plt = try_import()
+    if plt:
+        return plt
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if os.path.realpath(sys.executable).startswith("/usr/bin/") and sys.prefix == "/usr":
+        log("installing python3-matplotlib (Debian package)")
+        r = subprocess.run(["apt-get", "install", "-y", "python3-matplotlib"], env=env, timeout=900,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            log(f"apt-get install python3-matplotlib failed: {r.stderr.strip()[-300:]}")
+        plt = try_import()
+        if plt:
+            return plt
+    log(f"installing matplotlib with {sys.executable} -m pip (apt's python3-matplotlib is not importable by it)")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"], env=env, timeout=900,
+                   check=True)
+    plt = try_import()
+    if not plt:
+        raise ImportError("matplotlib is still not importable after installing it")
+    return plt
+
+
 def make_postfix_instance(folder, domain, local_concurrency, relay_lines="relayhost =\n", extra_lines=""):
     """Config, queue and data folders of a private Postfix instance under
     `folder`: main.cf for `domain` (local delivery to ~/Maildir/, loopback

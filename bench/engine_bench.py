@@ -71,8 +71,9 @@ from common import (POSTFIX, POSTFIX_SENDMAIL, cpu_breakdown, cpu_jiffies, desce
                     kill_workers, libc, make_postfix_instance, mount_of, new_process_group, pad_message, pdeathsig,
                     percentile, proc_table, read_text, report_error, report_result, sigkill, write_all, write_file)
 
-DEFAULT_BIN = "/work/main/.build/release"
-DEFAULT_BASE = "/work/main/.build/bench-tmp"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_BIN = os.path.join(REPO, ".build/release")
+DEFAULT_BASE = os.path.join(REPO, ".build/bench-tmp")
 DOMAIN = "bench.local"
 SENDER = "sender@bench.local"
 NUSERS = 10

@@ -5,21 +5,33 @@ One command for the standard suite (as root, from the repository root):
 
     python3 bench/harness.py --suite standard
 
+The aims' suite, ours beside Postfix and classic qmail (built from notqmail
+and installed under a prefix of its own; docs/benchmarks.md says how):
+
+    python3 bench/harness.py --suite aims --targets ours,postfix,classic \
+        --classic /var/qmail-classic --sink smtp-sink
+
 It generates a workload (message count, size distribution, recipients per
 message, local/remote mix, shares of temporary and permanent failures,
 parallel injectors), drives each target through its own injection interface
-(ours: qmail-inject -> qmail-queue; Postfix: its sendmail -> postdrop; a
-"qmail-compatible" target: a given qmail-queue binary spoken to directly),
+(ours: qmail-inject -> qmail-queue; Postfix: its sendmail -> postdrop;
+classic: its qmail-inject -> qmail-queue, with qmail-send started by the
+harness; a "qmail-compatible" target: a given qmail-queue binary spoken to
+directly, with its qmail-send already running),
 waits for the deliveries (Maildir files; a scripted SMTP sink on 127.0.0.1 for
 remote recipients) and measures injection rate, delivery throughput, latency
 injection -> delivery, queue backlog over time, CPU per message, peak memory
 per process, device flushes per message and the machine's raw fsync rate.
 Everything runs on loopback, under a temp folder, bounded in time, and is
-stopped and removed at the end. Python 3 standard library only; run as root.
+stopped and removed at the end. Python 3 standard library, plus matplotlib for
+the chart (installed on first use: Debian's python3-matplotlib, or pip for a
+Python that does not see Debian's packages); run as root.
 """
 
 import argparse
 import csv
+import fcntl
+import grp
 import ipaddress
 import json
 import os
@@ -28,18 +40,17 @@ import random
 import shutil
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import (POSTFIX, POSTFIX_SENDMAIL, ensure_user, ext4_journal, field_kb, install_postfix, interrupt_on_term,  # noqa: E402
-                    make_postfix_instance, mount_of, new_process_group, pad_message, proc_table, process_tree, read_text,
-                    report_error, report_result, sigkill, write_all, write_file)
+from common import (POSTFIX, POSTFIX_SENDMAIL, describe_machine, ensure_matplotlib, ensure_user, ext4_journal,  # noqa: E402
+                    field_kb, install_postfix, interrupt_on_term, make_postfix_instance, mount_of, new_process_group,
+                    pad_message, proc_table, process_tree, read_text, report_error, report_result, sigkill, write_all,
+                    write_file)
 
 REPO = os.path.dirname(HERE)
 DEFAULT_BIN = os.path.join(REPO, ".build/release")
@@ -52,6 +63,8 @@ SENDER = f"{USER}-bounce@{DOMAIN}"
 NUSERS = 10
 SPLIT = 23
 SMTP_SINK = "/usr/sbin/smtp-sink"
+CONCURRENCY_LOCAL = 10    # control/concurrencylocal for ours and classic (both programs' default);
+CONCURRENCY_REMOTE = 20   # control/concurrencyremote; Postfix: --postfix-local-concurrency, 20 remote
 OUR_PROGRAMS = ["qmail-send", "qmta-send", "slowq-send", "qmail-queue", "qmail-inject", "queue-fix",
                 "qmail-local", "qmail-lspawn", "qmail-remote", "qmail-rspawn"]
 
@@ -388,6 +401,18 @@ class Sink:
 # ----------------------------------------------------------------------------
 # targets
 
+def assign_lines(a, pw, homes):
+    """users/assign (qmail-users(5)) for the workload's local recipients; the same for ours and classic."""
+    u, g = pw.pw_uid, pw.pw_gid
+    assign = [f"={USER}-u{k}:{USER}:{u}:{g}:{homes['main']}:::\n" for k in range(NUSERS)]
+    assign += [f"={USER}-u{k}d{j}:{USER}:{u}:{g}:{homes['main']}:::\n" for k in range(NUSERS) for j in range(a.rcpts)]
+    assign += [f"={USER}-tmp{j}:{USER}:{u}:{g}:{homes['temp']}:::\n" for j in range(a.rcpts)]
+    assign.append(f"={USER}-bounce:{USER}:{u}:{g}:{homes['bounce']}:::\n")
+    # catch-all like ~alias with no .qmail-default: unknown local parts bounce (no mailbox)
+    assign.append(f"+:{USER}:{u}:{g}:{homes['alias']}:-::\n")
+    return "".join(assign) + ".\n"
+
+
 class OursTarget:
     kind = "ours"
 
@@ -408,14 +433,9 @@ class OursTarget:
         write_file(c + "/locals", DOMAIN + "\n")
         if run.sink:
             write_file(c + "/smtproutes", f":{run.sink_host_for_routes}:{run.sink.port}\n")
-        u, g = pw.pw_uid, pw.pw_gid
-        assign = [f"={USER}-u{k}:{USER}:{u}:{g}:{self.homes['main']}:::\n" for k in range(NUSERS)]
-        assign += [f"={USER}-u{k}d{j}:{USER}:{u}:{g}:{self.homes['main']}:::\n" for k in range(NUSERS) for j in range(a.rcpts)]
-        assign += [f"={USER}-tmp{j}:{USER}:{u}:{g}:{self.homes['temp']}:::\n" for j in range(a.rcpts)]
-        assign.append(f"={USER}-bounce:{USER}:{u}:{g}:{self.homes['bounce']}:::\n")
-        # catch-all like ~alias with no .qmail-default: unknown local parts bounce (no mailbox)
-        assign.append(f"+:{USER}:{u}:{g}:{self.homes['alias']}:-::\n")
-        write_file(self.dir + "/users/assign", "".join(assign) + ".\n")
+        write_file(c + "/concurrencylocal", f"{CONCURRENCY_LOCAL}\n")
+        write_file(c + "/concurrencyremote", f"{CONCURRENCY_REMOTE}\n")
+        write_file(self.dir + "/users/assign", assign_lines(a, pw, self.homes))
         write_file(self.homes["temp"] + "/.qmail", "|exit 111\n")
         own(self.homes["temp"] + "/.qmail", pw)
         self.queue = self.dir + "/queue"
@@ -510,6 +530,202 @@ class QmailCompatTarget(OursTarget):
 
     def stop(self):
         return None
+
+
+CLASSIC_USERS = [("alias", "nofiles", "alias"), ("qmaild", "nofiles", ""), ("qmaill", "nofiles", ""),
+                 ("qmailp", "nofiles", ""), ("qmailq", "qmail", ""), ("qmailr", "qmail", ""), ("qmails", "qmail", "")]
+CLASSIC_OWNED = ("control", "users", "queue")   # the prefix's folders the classic target replaces for a run
+
+
+def ensure_classic_users(prefix):
+    """The groups nofiles and qmail and the seven qmail users, created (system accounts, no login,
+    home PREFIX or PREFIX/alias) if missing. -> name -> pwd entry."""
+    for g in ("nofiles", "qmail"):
+        try:
+            grp.getgrnam(g)
+        except KeyError:
+            subprocess.run(["groupadd", "-r", g], check=True, capture_output=True)
+    out = {}
+    for name, group, sub in CLASSIC_USERS:
+        try:
+            out[name] = pwd.getpwnam(name)
+        except KeyError:
+            home = os.path.join(prefix, sub) if sub else prefix
+            subprocess.run(["useradd", "-r", "-M", "-g", group, "-d", home, "-s", "/usr/sbin/nologin", name],
+                           check=True, capture_output=True)
+            out[name] = pwd.getpwnam(name)
+    return out
+
+
+def make_classic_queue(q, split, users):
+    """A fresh, empty queue in classic qmail's layout, owners and modes (as its installer makes it)."""
+    gq = grp.getgrnam("qmail").gr_gid
+    uq, us, ur = users["qmailq"].pw_uid, users["qmails"].pw_uid, users["qmailr"].pw_uid
+
+    def d(path, uid, mode):
+        os.makedirs(path, exist_ok=True)
+        os.chown(path, uid, gq)
+        os.chmod(path, mode)
+
+    d(q, uq, 0o750)
+    for sub, uid, mode in (("pid", uq, 0o700), ("intd", uq, 0o700), ("todo", uq, 0o750), ("bounce", us, 0o700),
+                           ("lock", uq, 0o750)):
+        d(f"{q}/{sub}", uid, mode)
+    for sub, uid, mode in (("mess", uq, 0o750), ("info", us, 0o700), ("local", us, 0o700), ("remote", us, 0o700)):
+        d(f"{q}/{sub}", uid, mode)
+        for k in range(split):
+            d(f"{q}/{sub}/{k}", uid, mode)
+    for name, data, uid, mode in (("tcpto", b"\0" * 1024, ur, 0o644), ("sendmutex", b"", us, 0o600)):
+        write_file(f"{q}/lock/{name}", data, mode)
+        os.chown(f"{q}/lock/{name}", uid, gq)
+    os.mkfifo(f"{q}/lock/trigger")
+    os.chown(f"{q}/lock/trigger", us, gq)
+    os.chmod(f"{q}/lock/trigger", 0o622)
+
+
+class ClassicTarget:
+    """Classic qmail (built from notqmail with conf-qmail = PREFIX, installed with its users), set up and
+    started by the harness: its own control files, users/assign (compiled with qmail-newu) and a fresh queue
+    for the run, all in the run folder, reached through symbolic links PREFIX/control, PREFIX/users and
+    PREFIX/queue (classic qmail has its home compiled in; the installed folders are moved aside to
+    NAME.install for the run and put back at the end). Started as `qmail-start ./Maildir/` (qmail-send,
+    qmail-lspawn, qmail-rspawn, qmail-clean) with its log on a file; injected with its qmail-inject, one per
+    message. Classic qmail has no hold switch: a held queue is one injected while qmail-send is not
+    running, then released by starting it."""
+    kind = "classic"
+    name = "classic"
+
+    def __init__(self, run, a, pw):
+        self.a = a
+        self.prefix = os.path.realpath(a.classic or "")
+        self.bin = self.prefix + "/bin"
+        for p in ("qmail-start", "qmail-send", "qmail-inject", "qmail-newu", "qmail-queue"):
+            if not os.access(f"{self.bin}/{p}", os.X_OK):
+                raise HarnessError(f"classic needs --classic PREFIX, a classic qmail installation: "
+                                   f"{self.bin}/{p} not found")
+        for pid, _ in self.running():
+            raise HarnessError(f"a qmail-send of {self.prefix} is already running (pid {pid}): stop it first")
+        self.users = ensure_classic_users(self.prefix)
+        self.proc = None
+        self.held = False
+        self.wanted = False     # start() was called (while held: qmail-send starts at the release)
+        self.lockf = open(self.prefix + "/.harness.lock", "w")
+        try:
+            fcntl.flock(self.lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.lockf.close()
+            raise HarnessError(f"{self.prefix} is in use by another harness run")
+        try:
+            self.setup(run, a, pw)
+        except BaseException:
+            self.give_back()
+            raise
+
+    def running(self):
+        out = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    if os.readlink(f"/proc/{d}/exe") == self.bin + "/qmail-send":
+                        out.append((int(d), "qmail-send"))
+                except OSError:
+                    pass
+        return out
+
+    def setup(self, run, a, pw):
+        self.dir = tempfile.mkdtemp(prefix="classic.", dir=run.tmp)
+        os.chmod(self.dir, 0o755)
+        self.homes = run.homes(self.dir, pw)
+        gq = grp.getgrnam("qmail").gr_gid
+        c = self.dir + "/control"
+        os.makedirs(c)
+        os.makedirs(self.dir + "/users")
+        for d in (c, self.dir + "/users"):
+            os.chown(d, 0, gq)
+            os.chmod(d, 0o755)
+        write_file(c + "/me", DOMAIN + "\n")
+        write_file(c + "/locals", DOMAIN + "\n")
+        write_file(c + "/rcpthosts", DOMAIN + "\n")
+        write_file(c + "/concurrencylocal", f"{CONCURRENCY_LOCAL}\n")
+        write_file(c + "/concurrencyremote", f"{CONCURRENCY_REMOTE}\n")
+        if run.sink:
+            write_file(c + "/smtproutes", f":{run.sink_host_for_routes}:{run.sink.port}\n")
+        write_file(self.dir + "/users/assign", assign_lines(a, pw, self.homes))
+        write_file(self.homes["temp"] + "/.qmail", "|exit 111\n")
+        own(self.homes["temp"] + "/.qmail", pw)
+        # the split compiled into this build: as many mess/ folders as its installer made
+        inst = self.prefix + "/queue.install/mess" if os.path.isdir(self.prefix + "/queue.install") \
+            else self.prefix + "/queue/mess"
+        try:
+            split = len([x for x in os.listdir(inst) if x.isdigit()]) or SPLIT
+        except OSError:
+            split = SPLIT
+        make_classic_queue(self.dir + "/queue", split, self.users)
+        self.queue = self.dir + "/queue"
+        for d in CLASSIC_OWNED:
+            p, b = f"{self.prefix}/{d}", f"{self.prefix}/{d}.install"
+            if os.path.islink(p):
+                os.unlink(p)        # left by a harness run that was killed
+            elif os.path.isdir(p):
+                if os.path.lexists(b):
+                    raise HarnessError(f"both {p} and {b} exist: move one of them away")
+                os.rename(p, b)
+            os.symlink(f"{self.dir}/{d}", p)
+        r = subprocess.run([self.bin + "/qmail-newu"], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise HarnessError(f"qmail-newu: {r.stdout}{r.stderr}")
+        self.env = {"PATH": f"{self.bin}:/usr/bin:/bin", "LANG": "C"}
+        self.log = self.dir + "/send.log"
+
+    def give_back(self):
+        """Removes the links and puts the installed control, users and queue folders back."""
+        for d in CLASSIC_OWNED:
+            p, b = f"{self.prefix}/{d}", f"{self.prefix}/{d}.install"
+            if os.path.islink(p):
+                os.unlink(p)
+            if os.path.isdir(b) and not os.path.lexists(p):
+                os.rename(b, p)
+        if self.lockf:
+            self.lockf.close()      # releases the flock
+            self.lockf = None
+
+    def hold(self, on):
+        self.held = on
+        if not on and self.proc is None and self.wanted:
+            self.spawn()
+
+    def spawn(self):
+        self.proc = spawn([self.bin + "/qmail-start", "./Maildir/"], env=self.env, cwd=self.dir, stdout=self.log,
+                          stderr=self.dir + "/send.stderr")
+
+    def start(self):
+        self.wanted = True
+        if self.held:
+            return                  # started by hold(False): the queue drain
+        self.spawn()
+        time.sleep(0.3)
+        if self.proc.poll() is not None:
+            raise HarnessError(f"qmail-start exited at start: {read_text(self.dir + '/send.stderr')[:300]}"
+                               f"{read_text(self.log)[:300]}")
+
+    def roots(self):
+        return [self.proc.pid] if self.proc else []
+
+    def client(self, rcpts):
+        return [self.bin + "/qmail-inject", "-f", SENDER] + rcpts, None
+
+    def backlog(self):
+        def cnt(sub):
+            return sum(len(f) for _, _, f in os.walk(f"{self.queue}/{sub}"))
+        return cnt("todo"), cnt("info")
+
+    def stop(self):
+        try:
+            rc = stop_proc(self.proc, timeout=120)   # TERM: qmail-send finishes the deliveries in progress
+            self.proc = None
+            return rc
+        finally:
+            self.give_back()
 
 
 class PostfixTarget:
@@ -645,7 +861,7 @@ class Run:
         # ext4 without a journal will not reuse an inode freed in the last minute (six while
         # its inode-table block is dirty) and walks past each such inode on every allocation:
         # a run whose files land where the previous run's Maildirs were just freed pays up to
-        # 0.9 ms per new file (docs/benchmarks.md, The harness, "Method"). Folders made in a
+        # 0.9 ms per new file (docs/benchmarks.md, Method, "Fresh block groups"). Folders made in a
         # folder marked +T ("top of a directory hierarchy") are each placed in a little used
         # block group chosen from a hash of their name, so with the run folder marked +T and
         # names used once (homes(): home.PID.N) no run starts among freed inodes. Where +T
@@ -917,6 +1133,7 @@ def run_one(run, a, make_target, pw, msgs, rnd, hold=False):
         "engine_syscw_per_msg": round(syscw / max(1, n), 2),
         "fsyncs_per_msg": "n/a",
         "device_flushes_per_msg": round((fl1 - fl0) / max(1, n), 2) if fl0 is not None and fl1 is not None else "n/a",
+        "released_at_s": round(released_at - t_go, 3) if hold and released_at else None,
         "max_todo": max((s["todo"] for s in series), default=0),
         "max_queued": max((s["queued"] for s in series), default=0),
         "series": series,
@@ -1004,9 +1221,13 @@ def run_restart(run, a, pw):
 
 
 # ----------------------------------------------------------------------------
-# output: table, JSON, CSV, SVG, PNG
+# output: table, JSON, CSV, PNG chart
 
-COLORS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207), (140, 86, 75), (0, 0, 0)]
+TARGET_COLORS = {"ours": "#1f77b4", "postfix": "#d62728", "classic": "#2ca02c", "qmail-compat": "#9467bd"}
+WORKLOAD_TITLES = {"local": "local, end to end", "remote": "remote, end to end",
+                   "local-drain": "local drain (held during injection, then released)",
+                   "remote-drain": "remote drain (held during injection, then released)",
+                   "mixed-failures": "mixed, with failures", "custom": "custom", "restart": "restart"}
 
 
 def throughput_series(series):
@@ -1019,103 +1240,76 @@ def throughput_series(series):
 
 
 def chart_data(runs):
-    """target -> (throughput points, backlog points) from each target's first run."""
+    """target -> {"throughput": points, "backlog": points, "released": s or None} from each target's first run."""
     d = {}
     for r in runs:
         if r["target"] in d or not r.get("series"):
             continue
         s = r["series"]
-        d[r["target"]] = (throughput_series(s), [(x["t"], x["todo"] + x["queued"]) for x in s])
+        d[r["target"]] = {"throughput": throughput_series(s), "backlog": [(x["t"], x["todo"] + x["queued"]) for x in s],
+                          "released": r.get("released_at_s")}
     return d
 
 
-def write_svg(path, data, title):
-    W, H, L, R, T, B = 900, 620, 70, 20, 40, 40
-    ph = (H - T - B - 40) / 2
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
-             f'<rect width="{W}" height="{H}" fill="white"/>', f'<text x="{L}" y="20" font-size="14">{title}</text>']
-    for panel, label in ((0, "delivered msgs/s"), (1, "backlog (todo + queued)")):
-        y0 = T + panel * (ph + 40)
-        pts_all = [p for v in data.values() for p in v[panel]]
-        xmax = max([p[0] for p in pts_all] + [1])
-        ymax = max([p[1] for p in pts_all] + [1])
-        parts.append(f'<rect x="{L}" y="{y0}" width="{W - L - R}" height="{ph}" fill="none" stroke="black"/>')
-        parts.append(f'<text x="5" y="{y0 + 12}">{ymax:.0f}</text><text x="5" y="{y0 + ph}">0</text>')
-        parts.append(f'<text x="{L + 5}" y="{y0 + 14}">{label}</text>')
-        parts.append(f'<text x="{W - R - 60}" y="{y0 + ph + 14}">{xmax:.0f} s</text>')
-        for k, (name, v) in enumerate(data.items()):
-            c = COLORS[k % len(COLORS)]
-            pts = " ".join(f"{L + p[0] / xmax * (W - L - R):.1f},{y0 + ph - p[1] / ymax * ph:.1f}" for p in v[panel])
-            parts.append(f'<polyline fill="none" stroke="rgb{c}" stroke-width="1.5" points="{pts}"/>')
-    for k, name in enumerate(data):
-        c = COLORS[k % len(COLORS)]
-        parts.append(f'<rect x="{L + 10 + k * 150}" y="{H - 22}" width="14" height="8" fill="rgb{c}"/>'
-                     f'<text x="{L + 28 + k * 150}" y="{H - 14}">{name}</text>')
-    parts.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(parts))
+def workload_title(name, wl):
+    """'local, end to end: 10,000 × 2,048 B, 4 clients' from a workload entry of the results."""
+    w = wl.get("workload") or {}
+    t = WORKLOAD_TITLES.get(name, name)
+    if w.get("burst"):
+        t += "" if "drain" in t else " (held during injection, then released)"
+    if w:
+        t += f"\n{w.get('messages', 0):,} msgs × {w.get('sizes')} B, {w.get('rcpts')} rcpt, {w.get('parallel')} clients"
+    return t
 
 
-def png_encode(w, h, buf):
-    def chunk(tp, data):
-        return struct.pack(">I", len(data)) + tp + data + struct.pack(">I", zlib.crc32(tp + data) & 0xffffffff)
-    raw = b"".join(b"\x00" + bytes(buf[y * w * 3:(y + 1) * w * 3]) for y in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-
-
-def write_png(path, data):
-    W, H, L, R, T, B = 900, 620, 70, 20, 40, 40
-    ph = int((H - T - B - 40) / 2)
-    buf = bytearray(b"\xff" * (W * H * 3))
-
-    def px(x, y, c):
-        if 0 <= x < W and 0 <= y < H:
-            i = (y * W + x) * 3
-            buf[i:i + 3] = bytes(c)
-
-    def line(x0, y0, x1, y1, c, thick=1):
-        x0, y0, x1, y1 = int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))
-        dx, dy = abs(x1 - x0), -abs(y1 - y0)
-        sx, sy = (1 if x0 < x1 else -1), (1 if y0 < y1 else -1)
-        err = dx + dy
-        while True:
-            for t in range(thick):
-                px(x0, y0 + t, c)
-            if x0 == x1 and y0 == y1:
-                break
-            e2 = 2 * err
-            if e2 >= dy:
-                err += dy
-                x0 += sx
-            if e2 <= dx:
-                err += dx
-                y0 += sy
-
-    grey, black = (200, 200, 200), (0, 0, 0)
-    for panel in (0, 1):
-        y0 = T + panel * (ph + 40)
-        pts_all = [p for v in data.values() for p in v[panel]]
-        xmax = max([p[0] for p in pts_all] + [1])
-        ymax = max([p[1] for p in pts_all] + [1])
-        for g in range(1, 4):
-            line(L, y0 + ph * g / 4, W - R, y0 + ph * g / 4, grey)
-        line(L, y0, W - R, y0, black)
-        line(L, y0 + ph, W - R, y0 + ph, black)
-        line(L, y0, L, y0 + ph, black)
-        line(W - R, y0, W - R, y0 + ph, black)
-        for k, v in enumerate(data.values()):
-            c = COLORS[k % len(COLORS)]
-            pts = [(L + p[0] / xmax * (W - L - R), y0 + ph - p[1] / ymax * ph) for p in v[panel]]
-            for p, q in zip(pts, pts[1:]):
-                line(p[0], p[1], q[0], q[1], c, 2)
-    for k in range(len(data)):
-        c = COLORS[k % len(COLORS)]
-        for y in range(H - 24, H - 14):
-            for x in range(L + 10 + k * 150, L + 40 + k * 150):
-                px(x, y, c)
-    with open(path, "wb") as f:
-        f.write(png_encode(W, H, buf))
+def write_chart(path, result, log_fn=None):
+    """A PNG: delivered msgs/s (top row) and backlog (bottom row) over time, one column per workload,
+    one line per target, drawn with matplotlib (Agg). Returns the path, or None without matplotlib."""
+    try:
+        plt = ensure_matplotlib(log_fn or log)
+    except Exception as e:  # noqa: BLE001
+        (log_fn or log)(f"no chart: matplotlib is not available ({e})")
+        return None
+    panels = [(wl["name"], workload_title(wl["name"], wl), chart_data(wl["runs"])) for wl in result.get("workloads", [])]
+    if result.get("restart"):
+        r = result["restart"]
+        s = r.get("series", [])
+        panels.append(("restart", f"restart: {r.get('messages', 0):,} queued messages",
+                       {r.get("target", "ours"): {"throughput": throughput_series(s),
+                                                  "backlog": [(x["t"], x["todo"] + x["queued"]) for x in s],
+                                                  "released": None}}))
+    panels = [p for p in panels if p[2]] or [("none", "no data", {})]
+    n = len(panels)
+    fig, axes = plt.subplots(2, n, figsize=(4.2 * n + 0.6, 6.4), dpi=80, squeeze=False)
+    for k, (_name, title, data) in enumerate(panels):
+        top, bottom = axes[0][k], axes[1][k]
+        for target, v in data.items():
+            c = TARGET_COLORS.get("ours" if target.startswith("ours") else target)
+            for ax, key in ((top, "throughput"), (bottom, "backlog")):
+                pts = v[key]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], label=target, color=c, linewidth=1.4)
+            if v.get("released") is not None:
+                for ax in (top, bottom):
+                    ax.axvline(v["released"], color=c, linestyle=":", linewidth=1)
+        top.set_title(title, fontsize=9)
+        if data:
+            top.legend(fontsize=8, loc="best")
+        top.set_ylabel("delivered msgs/s")
+        bottom.set_ylabel("backlog (queued msgs)")
+        bottom.set_xlabel("seconds since the first injection")
+        for ax in (top, bottom):
+            ax.grid(True, alpha=0.3)
+            ax.set_xlim(left=0)
+            ax.set_ylim(bottom=0)
+            ax.tick_params(labelsize=8)
+    started = result.get("started", "")
+    fig.suptitle(f"{result.get('title') or 'harness'}, {started}\nthroughput and backlog over time "
+                 "(dotted line: release of a held queue)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def med(vals):
@@ -1188,36 +1382,53 @@ def write_outputs(a, result):
             for t, s in wl["summary"].items():
                 w.writerow([wl["name"], t, "median" if not t.startswith("ratio") else "ratio", "", "", s.get("delivered")]
                            + [s.get(k) for k, _ in METRICS])
-    data = {}
-    for wl in result["workloads"]:
-        for t, v in chart_data(wl["runs"]).items():
-            data[t if len(result["workloads"]) == 1 else f"{wl['name']}:{t}"] = v
-    if result.get("restart"):
-        s = result["restart"].get("series", [])
-        data["restart"] = (throughput_series(s), [(x["t"], x["todo"] + x["queued"]) for x in s])
-    write_svg(pre + ".svg", data, "throughput and backlog over time")
-    write_png(pre + ".png", data)
-    return [pre + x for x in (".json", ".csv", ".svg", ".png")]
+    chart = write_chart(pre + ".png", result)
+    return [pre + ".json", pre + ".csv"] + ([chart] if chart else [])
 
 
 # ----------------------------------------------------------------------------
 # main
 
 def workloads_for(a):
+    """[(name, settings)]: each workload's settings override the command line's for its runs."""
+    base = dict(rcpts=1, remote_share=0.0, local_perm=0.0, local_temp=0.0, remote_perm=0.0, remote_temp=0.0,
+                burst=False)
     if a.suite == "standard":
-        base = dict(rcpts=1, remote_share=0.0, local_perm=0.0, local_temp=0.0, remote_perm=0.0, remote_temp=0.0)
         return [("local", dict(base)),
                 ("remote", dict(base, remote_share=1.0)),
                 ("mixed-failures", dict(base, rcpts=2, remote_share=0.5, local_perm=0.05, local_temp=0.05,
                                         remote_perm=0.05, remote_temp=0.05))]
-    return [("custom", {})]
+    if a.suite == "aims":
+        return [("local", dict(base)),
+                ("remote", dict(base, remote_share=1.0)),
+                ("local-drain", dict(base, burst=True)),
+                ("remote-drain", dict(base, remote_share=1.0, burst=True))]
+    return [("custom", {"burst": a.scenario == "burst"})]
+
+
+def machine_info(folder):
+    """nproc, CPU model, memory, kernel, the run folder's file system and the load, for the results."""
+    mp, fstype, source, opts = mount_of(folder)
+    info = describe_machine(os.cpu_count(), {
+        "run_folder": folder,
+        "file_system": f"{fstype} on {source} at {mp} ({opts})"
+                       + (f", journal: {ext4_journal(source)}" if fstype == "ext4" else ""),
+    })
+    info["load"] = os.getloadavg()
+    return info
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--suite", choices=["standard"], help="local, remote and mixed-with-failures workloads, ours vs postfix")
+    ap.add_argument("--suite", choices=["standard", "aims"],
+                    help="standard: local, remote and mixed-with-failures workloads; aims: local and remote end to "
+                         "end, then local and remote drain (burst); ours vs postfix unless --targets")
     ap.add_argument("--scenario", choices=["restart", "burst"], help="scale scenarios (ours; burst also postfix)")
-    ap.add_argument("--targets", default=None, help="comma list: ours, postfix, qmail-compat (default ours; suite: ours,postfix)")
+    ap.add_argument("--targets", default=None,
+                    help="comma list: ours, postfix, classic, qmail-compat (default ours; suite: ours,postfix)")
+    ap.add_argument("--classic", metavar="PREFIX",
+                    help="classic: a classic qmail installation prefix (its conf-qmail, e.g. /var/qmail-classic), "
+                         "built from notqmail; the harness sets up its control, users and a fresh queue, starts and stops it")
     ap.add_argument("--engine", default="qmail-send", choices=["qmail-send", "qmta-send", "slowq-send"],
                     help="our engine front end")
     ap.add_argument("--messages", type=int, default=None, help="messages per run (default 1000; suite 10000)")
@@ -1269,13 +1480,20 @@ def main(argv=None):
         a.targets = "ours,postfix" if a.suite else "ours"
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     for t in targets:
-        if t not in ("ours", "postfix", "qmail-compat"):
+        if t not in ("ours", "postfix", "classic", "qmail-compat"):
             print(f"harness: unknown target {t}", file=sys.stderr)
             return 2
+    if "classic" in targets and not a.classic:
+        print("harness: target classic needs --classic PREFIX", file=sys.stderr)
+        return 2
     if a.out is None:
         a.out = os.path.join(a.base, time.strftime("harness-%Y%m%d-%H%M%S"))
     if "postfix" in targets and not a.scenario == "restart":
         install_postfix(log)
+    try:
+        ensure_matplotlib(log)      # for the chart; installed now rather than after the measurements
+    except Exception as e:  # noqa: BLE001
+        log(f"note: matplotlib could not be installed ({e}); there will be no chart")
 
     interrupt_on_term()
 
@@ -1283,7 +1501,8 @@ def main(argv=None):
     run = Run(a)
     pw = ensure_user(USER, run.tmp + "/home", "/bin/sh", HarnessError, quiet=True)
     result = {"command": " ".join([sys.executable] + sys.argv), "args": vars(a), "run_dir": run.tmp,
-              "machine": {"nproc": os.cpu_count(), "kernel": os.uname().release, "load": os.getloadavg()},
+              "title": f"{a.suite or a.scenario or 'custom'}: {', '.join(targets)}",
+              "machine": machine_info(run.tmp),
               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "workloads": [], "restart": None}
     status = 0
     # hard bound on the whole run
@@ -1304,20 +1523,22 @@ def main(argv=None):
                 for k, v in over.items():
                     setattr(a, k, v)
                 msgs = make_workload(a)
+                burst = bool(getattr(a, "burst", False))
                 wl = {"name": wname, "workload": {k: getattr(a, k) for k in (
                     "messages", "sizes", "rcpts", "remote_share", "local_perm", "local_temp", "remote_perm",
-                    "remote_temp", "parallel")}, "runs": []}
+                    "remote_temp", "parallel", "burst")}, "runs": []}
                 result["workloads"].append(wl)
                 for rnd in range(1, a.rounds + 1):
                     order = targets if rnd % 2 == 1 else list(reversed(targets))
                     for t in order:
                         mk = {"ours": lambda: OursTarget(run, a, pw, a.engine),
                               "postfix": lambda: PostfixTarget(run, a, pw),
+                              "classic": lambda: ClassicTarget(run, a, pw),
                               "qmail-compat": lambda: QmailCompatTarget(run, a, pw)}[t]
                         log(f"{wname}: round {rnd}, {t}, {a.messages} messages, {a.parallel} injectors"
-                            + (", held during injection" if a.scenario == "burst" else ""))
+                            + (", held during injection" if burst else ""))
                         try:
-                            r = run_one(run, a, mk, pw, msgs, rnd, hold=(a.scenario == "burst"))
+                            r = run_one(run, a, mk, pw, msgs, rnd, hold=burst)
                         except HarnessError as e:
                             r = {"target": t, "round": rnd, "ok": False, "error": str(e)}
                         if not r.get("ok"):

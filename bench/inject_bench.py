@@ -58,8 +58,9 @@ from common import (cpu_breakdown, cpu_jiffies, describe_machine, ext4_journal, 
                     interrupt_on_term, kill_child, kill_workers, mount_of, new_process_group, pad_message, pdeathsig,
                     percentile, read_text, report_error, report_result, write_all)
 
-DEFAULT_BIN = "/work/main/.build/release"
-DEFAULT_BASE = "/work/main/.build/bench-tmp"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_BIN = os.path.join(REPO, ".build/release")
+DEFAULT_BASE = os.path.join(REPO, ".build/bench-tmp")
 ENVELOPE = b"Fsender@example.org\0Trcpt@example.net\0\0"
 HARD_GRACE = 30.0  # seconds a phase may overrun before its workers are killed
 
