@@ -3,7 +3,7 @@
 # make install PREFIX=/usr/local   installs every program into $(PREFIX)/bin
 # make test       the whole test suite (same as scripts/test)
 PREFIX ?= /var/qmail
-PROGRAMS = qmail-queue qmail-nullqueue queue-fix qmail-inject sendmail qmail-send qmta-send slowq-send drate qmail-local qmail-lspawn qmail-remote qmail-rspawn rrt maildirserial
+PROGRAMS = qmail-queue qmail-nullqueue queue-fix qmail-inject sendmail qmail-send qmta-send slowq-send drate qmail-local qmail-lspawn qmail-remote qmail-rspawn rrt maildirserial qmail-smtpd qmail-newmrh
 
 all:
 	swift build -c release

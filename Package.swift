@@ -62,6 +62,8 @@ let package = Package(
         .executable(name: "qmail-rspawn", targets: ["qmail-rspawn"]),
         .executable(name: "rrt", targets: ["rrt"]),
         .executable(name: "maildirserial", targets: ["maildirserial"]),
+        .executable(name: "qmail-smtpd", targets: ["qmail-smtpd"]),
+        .executable(name: "qmail-newmrh", targets: ["qmail-newmrh"]),
         .library(name: "QueueFormat", targets: ["QueueFormat"]),
         .library(name: "QueueClient", targets: ["QueueClient"]),
         .library(name: "LMDB", targets: ["LMDB"]),
@@ -73,6 +75,8 @@ let package = Package(
         .target(name: "CNet", cSettings: [.define("_GNU_SOURCE")],
                 linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+        // cdb files through Debian's tinycdb (libcdb-dev), behind two small wrappers.
+        .target(name: "CCDB", linkerSettings: [.linkedLibrary("cdb")]),
         // Thin typed wrapper over LMDB.
         .target(name: "LMDB", dependencies: ["CLMDB"]),
         // Pure formats: envelope records, file naming, dates, exit codes. No I/O.
@@ -105,6 +109,11 @@ let package = Package(
         // Return receipts (rrt) and maildirserial's bounces, client protocol and maildir scan.
         .target(name: "Receipts", dependencies: ["QueueFormat", "ControlFiles", "SystemIO", "Bounce"]),
 
+        // The network receivers: qmail-smtpd (tcpserver and daemon modes), its protocol,
+        // DATA reader, Received line, rcpthosts/morercpthosts.cdb, STARTTLS and AUTH.
+        .target(name: "Receivers", dependencies: ["CNet", "CShims", "CCDB", "SystemIO", "ControlFiles", "QueueFormat",
+                                                  "QueueClient", "RemoteDelivery"]),
+
         // Shared helpers for the test targets (temporary folders, running the built programs).
         .target(name: "TestSupport", dependencies: ["SystemIO"]),
 
@@ -123,6 +132,8 @@ let package = Package(
         .executableTarget(name: "qmail-rspawn", dependencies: ["Engine", "RemoteDelivery", "SystemIO", "ControlFiles", "Scheduler"]),
         .executableTarget(name: "qmail-local", dependencies: ["LocalDelivery"], linkerSettings: staticExe),
         .executableTarget(name: "rrt", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "qmail-smtpd", dependencies: ["Receivers"]),
+        .executableTarget(name: "qmail-newmrh", dependencies: ["Receivers"]),
         .executableTarget(name: "maildirserial", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"]),
 
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport", "CShims",
@@ -137,5 +148,6 @@ let package = Package(
         .testTarget(name: "QueueClientTests", dependencies: ["QueueClient", "QueueFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "InjectTests", dependencies: ["Inject", "QueueFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "ReceiptsTests", dependencies: ["Receipts", "QueueFormat", "SystemIO", "TestSupport"]),
+        .testTarget(name: "ReceiversTests", dependencies: ["Receivers", "QueueFormat", "SystemIO", "TestSupport"]),
     ]
 )

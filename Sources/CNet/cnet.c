@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <openssl/ssl.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
 int qs_connect(const unsigned char *addr, int addrlen, int port, int timeout_ms)
@@ -202,4 +203,161 @@ int qs_connect_udp(int fd, const unsigned char *addr, int addrlen, int port)
         s6->sin6_family = AF_INET6; s6->sin6_port = htons(port); memcpy(&s6->sin6_addr, addr, 16); sl = sizeof *s6;
     }
     return connect(fd, (struct sockaddr *)&ss, sl) == -1 ? -errno : 0;
+}
+
+/* ---- Server side: TLS accept and listening sockets (qmail-smtpd) ---- */
+
+/* One server context per certificate file, rebuilt when the file's name or
+ * modification time changes (a renewed certificate takes effect for new
+ * sessions without a restart). */
+static pthread_mutex_t srv_lock = PTHREAD_MUTEX_INITIALIZER;
+static SSL_CTX *srv_ctx = 0;
+static char srv_pem[4096];
+static struct timespec srv_mtime;
+
+static SSL_CTX *server_context(const char *pem, char *err, size_t errlen)
+{
+    struct stat st;
+    SSL_CTX *c;
+    if (stat(pem, &st) == -1) { snprintf(err, errlen, "unable to stat %s", pem); return 0; }
+    pthread_mutex_lock(&srv_lock);
+    c = srv_ctx;
+    if (c && (strcmp(srv_pem, pem) != 0 || st.st_mtim.tv_sec != srv_mtime.tv_sec || st.st_mtim.tv_nsec != srv_mtime.tv_nsec)) {
+        SSL_CTX_free(c);
+        srv_ctx = c = 0;
+    }
+    if (!c) {
+        c = SSL_CTX_new(TLS_server_method());
+        if (!c) { pthread_mutex_unlock(&srv_lock); snprintf(err, errlen, "unable to create TLS context"); return 0; }
+        SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+        if (SSL_CTX_use_certificate_chain_file(c, pem) != 1 || SSL_CTX_use_PrivateKey_file(c, pem, SSL_FILETYPE_PEM) != 1
+            || SSL_CTX_check_private_key(c) != 1) {
+            unsigned long e = ERR_get_error();
+            if (e) ERR_error_string_n(e, err, errlen); else snprintf(err, errlen, "unable to load %s", pem);
+            ERR_clear_error();
+            SSL_CTX_free(c);
+            pthread_mutex_unlock(&srv_lock);
+            return 0;
+        }
+        srv_ctx = c;
+        snprintf(srv_pem, sizeof srv_pem, "%s", pem);
+        srv_mtime = st.st_mtim;
+    }
+    SSL_CTX_up_ref(c);
+    pthread_mutex_unlock(&srv_lock);
+    return c;
+}
+
+void *qs_tls_accept(int rfd, int wfd, const char *pemfile, char *err, size_t errlen)
+{
+    SSL *ssl;
+    SSL_CTX *ctx = server_context(pemfile, err, errlen);
+    if (!ctx) return 0;
+    ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx);
+    if (!ssl) { snprintf(err, errlen, "unable to create TLS session"); return 0; }
+    SSL_set_rfd(ssl, rfd);
+    SSL_set_wfd(ssl, wfd);
+    if (SSL_accept(ssl) != 1) {
+        unsigned long e = ERR_get_error();
+        if (e) ERR_error_string_n(e, err, errlen); else snprintf(err, errlen, "TLS handshake failed");
+        SSL_free(ssl);
+        ERR_clear_error();
+        return 0;
+    }
+    return ssl;
+}
+
+int qs_tls_pending(void *tls)
+{
+    return SSL_pending((SSL *)tls);
+}
+
+/* A listening TCP socket on addr:port (len 4 or 16), close-on-exec, with
+   SO_REUSEADDR (and IPV6_V6ONLY for IPv6, so [::] and 0.0.0.0 can both be
+   given). Returns the socket or -errno. */
+int qs_listen(const unsigned char *addr, int addrlen, int port, int backlog)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int fd, one = 1;
+    memset(&ss, 0, sizeof ss);
+    if (addrlen == 4) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+        s4->sin_family = AF_INET; s4->sin_port = htons(port); memcpy(&s4->sin_addr, addr, 4); sl = sizeof *s4;
+    } else if (addrlen == 16) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+        s6->sin6_family = AF_INET6; s6->sin6_port = htons(port); memcpy(&s6->sin6_addr, addr, 16); sl = sizeof *s6;
+    } else return -EINVAL;
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1) return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (addrlen == 16) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sl) == -1 || listen(fd, backlog) == -1) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+/* The port a socket is bound to (after binding port 0). */
+int qs_local_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == -1) return -1;
+    if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+/* accept4 with close-on-exec and TCP_NODELAY; the peer and local addresses
+   as text (IPv4-mapped IPv6 addresses are given as IPv4). -errno on failure. */
+static void addr_text(struct sockaddr_storage *ss, char *buf, size_t len, int *port)
+{
+    if (ss->ss_family == AF_INET) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &s4->sin_addr, buf, len); *port = ntohs(s4->sin_port);
+    } else {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) inet_ntop(AF_INET, (unsigned char *)&s6->sin6_addr + 12, buf, len);
+        else inet_ntop(AF_INET6, &s6->sin6_addr, buf, len);
+        *port = ntohs(s6->sin6_port);
+    }
+}
+
+int qs_accept(int lfd, char *remote, size_t rlen, int *rport, char *local, size_t llen, int *lport)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    int one = 1;
+    int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+    if (fd == -1) return -errno;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    addr_text(&ss, remote, rlen, rport);
+    sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) addr_text(&ss, local, llen, lport);
+    else { snprintf(local, llen, "unknown"); *lport = 0; }
+    return fd;
+}
+
+/* Base64 (RFC 4648) through OpenSSL's EVP_DecodeBlock. Returns the decoded
+   length, or -1 for input that is not base64. out needs 3 * (len / 4) + 3 bytes. */
+int qs_base64_decode(const unsigned char *in, int len, unsigned char *out)
+{
+    int n, pad = 0;
+    while (len > 0 && (in[len - 1] == '\r' || in[len - 1] == '\n' || in[len - 1] == ' ')) len--;
+    if (len == 0) return 0;
+    if (len % 4 != 0) return -1;
+    if (in[len - 1] == '=') pad++;
+    if (len > 1 && in[len - 2] == '=') pad++;
+    n = EVP_DecodeBlock(out, in, len);
+    if (n < 0) return -1;
+    return n - pad;
+}
+
+/* Base64 of len bytes into out (4 * ((len + 2) / 3) + 1 bytes); the text length. */
+int qs_base64_encode(const unsigned char *in, int len, unsigned char *out)
+{
+    return EVP_EncodeBlock(out, in, len);
 }

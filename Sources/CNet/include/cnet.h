@@ -26,6 +26,20 @@ ssize_t qs_tls_write(void *tls, const void *buf, size_t len);
 void qs_tls_close(void *tls);
 /* The negotiated protocol and cipher, e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384". */
 int qs_tls_description(void *tls, char *buf, size_t len);
+/* TLS server side over rfd/wfd (the same socket, or tcpserver's 0 and 1),
+   certificate chain and key from one PEM file. NULL with a reason in err. */
+void *qs_tls_accept(int rfd, int wfd, const char *pemfile, char *err, size_t errlen);
+/* Bytes OpenSSL holds already decrypted. */
+int qs_tls_pending(void *tls);
+/* A listening socket on addr:port (addrlen 4 or 16); the socket or -errno. */
+int qs_listen(const unsigned char *addr, int addrlen, int port, int backlog);
+/* The local port of a bound socket, or -1. */
+int qs_local_port(int fd);
+/* accept4 (close-on-exec, TCP_NODELAY) with both addresses as text; the socket or -errno. */
+int qs_accept(int lfd, char *remote, size_t rlen, int *rport, char *local, size_t llen, int *lport);
+/* Base64 through OpenSSL: decoded length or -1; encoded text length. */
+int qs_base64_decode(const unsigned char *in, int len, unsigned char *out);
+int qs_base64_encode(const unsigned char *in, int len, unsigned char *out);
 /* connect() a datagram socket to addr:port; 0 or -errno. */
 int qs_connect_udp(int fd, const unsigned char *addr, int addrlen, int port);
 #endif

@@ -1,0 +1,176 @@
+import XCTest
+import Receivers
+import SystemIO
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon: many connections in one process, its limits, the user it
+/// serves as, real tcpserver for the classic mode, and a crash test.
+final class SMTPDDaemonTests: XCTestCase {
+    var h: SMTPDHarness!
+    override func setUp() { h = SMTPDHarness() }
+    override func tearDown() { h.cleanup() }
+
+    func testServesAsTheNamedUserAndQueuesThroughQmailQueue() throws {
+        let port = try h.startDaemon()
+        let pid = h.daemonPIDs[0]
+        let status = String(decoding: TestEnv.read("/proc/\(pid)/status"), as: UTF8.self)
+        let uidLine = status.split(separator: "\n").first { $0.hasPrefix("Uid:") }!
+        XCTAssertEqual(uidLine.split(whereSeparator: { $0 == "\t" || $0 == " " }).dropFirst().map(String.init), ["65534", "65534", "65534", "65534"])
+        let (c, greeting) = try h.connect(port)
+        defer { c.close() }
+        XCTAssertEqual(greeting, ["220 domain ESMTP"])
+        XCTAssertEqual(c.command("MAIL FROM:<a@x.example>"), "250 ok")
+        XCTAssertEqual(c.command("RCPT TO:<b@domain>"), "250 ok")
+        XCTAssertEqual(c.command("DATA"), "354 go ahead")
+        XCTAssertTrue(c.command("Subject: d\r\n\r\nvia the daemon\r\n.").hasPrefix("250 ok"))
+        XCTAssertEqual(c.command("QUIT"), "221 domain closing connection")
+        let q = try h.queued()
+        XCTAssertEqual(q.count, 1)
+        XCTAssertTrue(q[0].message.contains("(127.0.0.1)\n  by 127.0.0.1 with ESMTP; "), q[0].message)
+        XCTAssertTrue(h.daemonLog.contains("MAIL from <a@x.example> RCPT <b@domain>"), h.daemonLog)
+    }
+
+    func testRefusesToServeAsRootWithoutAUser() throws {
+        let out = try TestEnv.run(TestEnv.program("qmail-smtpd"), ["--daemon", "--listen", "127.0.0.1:0", "--user", "no-such-user-here"],
+                                  environment: h.environment)
+        XCTAssertEqual(out.exitCode, 111)
+        XCTAssertTrue(out.stderrText.contains("refusing to serve clients as root"), out.stderrText)
+    }
+
+    /// 1,000 connections at once, all greeted and served; the per-address bound
+    /// turns the one past it away with 421.
+    func testAThousandConcurrentConnectionsAndTheLimits() throws {
+        var lim = rlimit()
+        getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim)
+        lim.rlim_cur = max(lim.rlim_cur, min(lim.rlim_max, 4096))
+        setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &lim)
+        let port = try h.startDaemon(["--max-connections", "1000", "--max-per-ip", "1000"])
+        var clients: [SMTPDHarness.Client] = []
+        for _ in 0..<1000 {
+            let (c, g) = try h.connect(port)
+            XCTAssertEqual(g, ["220 domain ESMTP"])
+            clients.append(c)
+        }
+        // One more is over the limit.
+        let (extra, g) = try h.connect(port)
+        XCTAssertEqual(g, ["421 too many connections, try again later (#4.3.2)"])
+        extra.close()
+        for (i, c) in clients.enumerated() where i % 100 == 0 { XCTAssertEqual(c.command("NOOP"), "250 ok") }
+        for c in clients { c.send("QUIT\r\n"); c.close() }
+        // The slots come back.
+        var ok = false
+        for _ in 0..<100 {
+            let (c, g) = try h.connect(port)
+            c.close()
+            if g == ["220 domain ESMTP"] { ok = true; break }
+            usleep(50_000)
+        }
+        XCTAssertTrue(ok)
+        // Per client address.
+        h.cleanupDaemons()
+        let p2 = try h.startDaemon(["--max-per-ip", "2"])
+        let (a, _) = try h.connect(p2), (b, _) = try h.connect(p2)
+        let (c3, g3) = try h.connect(p2)
+        XCTAssertEqual(g3, ["421 too many connections, try again later (#4.3.2)"])
+        a.close(); b.close(); c3.close()
+    }
+
+    /// Real tcpserver (ucspi-tcp) running qmail-smtpd per connection, as qmail sites do.
+    func testUnderTcpserver() throws {
+        guard Sys.isExecutable("/usr/bin/tcpserver") else { XCTFail("tcpserver is not installed (scripts/ensure-deps installs ucspi-tcp)"); return }
+        var port = 0
+        var pid: pid_t = 0
+        let null = open("/dev/null", O_RDWR)
+        defer { close(null) }
+        for _ in 0..<20 {
+            let p = Int.random(in: 20000...40000)
+            pid = try Spawn.start("/usr/bin/tcpserver", arguments: ["tcpserver", "-R", "-H", "-l", "domain", "-c", "10", "127.0.0.1", "\(p)",
+                                                                     TestEnv.program("qmail-smtpd")],
+                                  environment: h.environment, fds: [.init(null, at: 0), .init(null, at: 1), .init(null, at: 2)], keepStandard: false)
+            usleep(300_000)
+            var st: Int32 = 0
+            if waitpid(pid, &st, WNOHANG) == 0 { port = p; break }
+        }
+        XCTAssertNotEqual(port, 0)
+        h.daemonPIDs.append(pid)
+        let (c, g) = try h.connect(port)
+        defer { c.close() }
+        XCTAssertEqual(g, ["220 domain ESMTP"])
+        XCTAssertEqual(c.command("MAIL FROM:<a@x.example>"), "250 ok")
+        XCTAssertEqual(c.command("RCPT TO:<b@domain>"), "250 ok")
+        XCTAssertEqual(c.command("DATA"), "354 go ahead")
+        XCTAssertTrue(c.command("Subject: t\r\n\r\nvia tcpserver\r\n.").hasPrefix("250 ok"))
+        let q = try h.queued()
+        XCTAssertEqual(q.count, 1)
+        // tcpserver's environment: TCPREMOTEIP 127.0.0.1, TCPLOCALHOST from -l.
+        XCTAssertTrue(q[0].message.contains("(127.0.0.1)\n  by domain with ESMTP; "), q[0].message)
+    }
+
+    /// SIGKILL the daemon at random moments while 8 clients send 2,000 messages:
+    /// every message that got 250 is in the queue afterwards, complete, and no
+    /// message is there twice unless its client saw no 250 for a first try.
+    func testKillingTheDaemonLosesNoAcknowledgedMessage() throws {
+        var generator = SeededGenerator(for: "testKillingTheDaemonLosesNoAcknowledgedMessage")
+        let total = 2000
+        let acked = h.dir + "/acked"
+        mkdir(acked, 0o777)
+        // Each client sends its share; a refused or broken session is retried on a new
+        // connection; each message the server acknowledged is recorded by its number.
+        let script = """
+        import smtplib, socket, sys, time, os
+        port_file, me, total, acked = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+        deadline = time.time() + 240
+        i = me
+        while i < total and time.time() < deadline:
+            try:
+                port = int(open(port_file).read())
+                s = smtplib.SMTP("127.0.0.1", port, timeout=10)
+                while i < total:
+                    s.sendmail("c%d@x.example" % me, ["r%d@domain" % i], ("Subject: %d\\r\\nX-N: %d\\r\\n\\r\\n" % (i, i)) + "x" * 1500 + "\\r\\n")
+                    open(os.path.join(acked, str(i)), "w").close()
+                    i += 8
+                s.quit()
+            except Exception:
+                time.sleep(0.05)
+        """
+        TestEnv.write(h.dir + "/client.py", script)
+        let portFile = h.dir + "/port"
+        TestEnv.write(portFile, "\(try h.startDaemon())")
+        let clients = try (0..<8).map { n in
+            try Spawn.start("/usr/bin/env", arguments: ["env", "python3", h.dir + "/client.py", portFile, "\(n)", "\(total)", acked],
+                            fds: [], keepStandard: true)
+        }
+        var kills = 0
+        while ((try? Sys.listDirectory(acked))?.count ?? 0) < total && kills < 12 {
+            usleep(UInt32.random(in: 200_000...700_000, using: &generator))
+            h.cleanupDaemons()
+            kills += 1
+            TestEnv.write(portFile, "\(try h.startDaemon())")
+        }
+        for p in clients { _ = try Spawn.wait(p) }
+        let ackedNumbers = Set(((try? Sys.listDirectory(acked)) ?? []).compactMap { Int($0) })
+        XCTAssertEqual(ackedNumbers.count, total, "every message was acknowledged in the end")
+        var found: [Int: Int] = [:]
+        for m in try h.queued() {
+            guard let line = m.message.split(separator: "\n").first(where: { $0.hasPrefix("X-N: ") }), let n = Int(line.dropFirst(5)) else {
+                XCTFail("a queued message without its number: \(m.message.prefix(300))"); continue
+            }
+            XCTAssertTrue(m.message.hasSuffix(String(repeating: "x", count: 1500) + "\n"), "message \(n) is complete")
+            XCTAssertEqual(m.recipients, ["r\(n)@domain"])
+            found[n, default: 0] += 1
+        }
+        for n in ackedNumbers { XCTAssertNotNil(found[n], "acknowledged message \(n) is in the queue") }
+        XCTAssertEqual(TestEnv.files(under: h.queue + "/pid").count, 0, "nothing half-written in pid/")
+        print("smtpd crash test: \(total) messages, \(kills) kills, \(found.values.filter { $0 > 1 }.count) queued twice")
+    }
+}
+
+extension SMTPDHarness {
+    func cleanupDaemons() {
+        for p in daemonPIDs { kill(p, SIGKILL); _ = try? Spawn.wait(p) }
+        daemonPIDs = []
+    }
+}
