@@ -135,23 +135,26 @@ public struct AddressRewriter: Sendable {
     public init(controls: EngineControls) { self.controls = controls }
 
     public func route(_ recipient: String) -> Route {
-        var addr = recipient
-        if !addr.contains("@") { addr += "@" + controls.envNoAtHost }
+        // On bytes, as qmail does: "@" or "-" followed by a combining mark is one
+        // Swift Character, which a Character search would not find.
+        func text(_ b: [UInt8]) -> String { String(decoding: b, as: UTF8.self) }
+        var addr = Array(recipient.utf8)
+        if !addr.contains(UInt8(ascii: "@")) { addr += [UInt8(ascii: "@")] + Array(controls.envNoAtHost.utf8) }
         // percenthack
         while true {
-            guard let at = addr.lastIndex(of: "@") else { break }
-            let domain = addr[addr.index(after: at)...].lowercased()
+            guard let at = addr.lastIndex(of: UInt8(ascii: "@")) else { break }
+            let domain = text(Array(addr[(at + 1)...])).lowercased()
             guard controls.percentHack.contains(domain) else { break }
-            let localPart = addr[..<at]
-            guard let pct = localPart.lastIndex(of: "%") else { break }
-            addr = String(localPart[..<pct]) + "@" + String(localPart[localPart.index(after: pct)...])
+            guard let pct = addr[..<at].lastIndex(of: UInt8(ascii: "%")) else { break }
+            addr = Array(addr[..<pct]) + [UInt8(ascii: "@")] + Array(addr[(pct + 1)..<at])
         }
-        guard let at = addr.lastIndex(of: "@") else { return .remote(addr) }
-        let domain = addr[addr.index(after: at)...].lowercased()
-        if controls.locals.contains(domain) { return .local(addr) }
-        let prepend = controls.virtualDomains[addr.lowercased()] ?? domainPrepend(domain)
-        if let p = prepend, !p.isEmpty { return .local(p + "-" + addr) }
-        return .remote(addr)
+        let whole = text(addr)
+        guard let at = addr.lastIndex(of: UInt8(ascii: "@")) else { return .remote(whole) }
+        let domain = text(Array(addr[(at + 1)...])).lowercased()
+        if controls.locals.contains(domain) { return .local(whole) }
+        let prepend = controls.virtualDomains[whole.lowercased()] ?? domainPrepend(domain)
+        if let p = prepend, !p.isEmpty { return .local(p + "-" + whole) }
+        return .remote(whole)
     }
 
     /// The virtualdomains entry of a (lower-cased) domain.
@@ -162,10 +165,13 @@ public struct AddressRewriter: Sendable {
     /// `.suffix` longest first, then the catch-all; address keys are not used) is
     /// removed when the address starts with exactly `prepend-`.
     public func stripPrepend(_ address: String) -> String {
-        guard let at = address.lastIndex(of: "@") else { return address }
-        guard let p = domainPrepend(address[address.index(after: at)...].lowercased()), !p.isEmpty,
-              address.hasPrefix(p + "-") else { return address }
-        return String(address.dropFirst(p.count + 1))
+        let a = Array(address.utf8)
+        guard let at = a.lastIndex(of: UInt8(ascii: "@")) else { return address }
+        let domain = String(decoding: a[(at + 1)...], as: UTF8.self).lowercased()
+        guard let p = domainPrepend(domain), !p.isEmpty else { return address }
+        let prefix = Array((p + "-").utf8)
+        guard a.starts(with: prefix) else { return address }
+        return String(decoding: a[prefix.count...], as: UTF8.self)
     }
 }
 

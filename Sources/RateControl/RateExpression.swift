@@ -68,6 +68,13 @@ public struct RateExpression: Sendable, Equatable {
         mutating func skip() { while i < chars.count && (chars[i] == 32 || chars[i] == 9 || chars[i] == 10 || chars[i] == 13) { i += 1 } }
         func fail(_ m: String) -> Failure { Failure(message: m, position: i) }
 
+        /// A value as the integer the bit operators work on; one that has none
+        /// (infinite, NaN, beyond Int64) is an error, not a trap.
+        func int(_ v: Double, _ op: String) throws(Failure) -> Int64 {
+            guard v.isFinite, abs(v) < 9.0e18 else { throw fail("\(op) of a number out of range") }
+            return Int64(v)
+        }
+
         mutating func peek(_ s: String) -> Bool {
             skip()
             let b = Array(s.utf8)
@@ -125,17 +132,17 @@ public struct RateExpression: Sendable, Equatable {
         }
         mutating func bitOr() throws(Failure) -> Double {
             var v = try bitXor()
-            while !peek("||") && eat("|") { let r = try bitXor(); v = Double(Int64(v) | Int64(r)) }
+            while !peek("||") && eat("|") { let r = try bitXor(); v = Double(try int(v, "|") | int(r, "|")) }
             return v
         }
         mutating func bitXor() throws(Failure) -> Double {
             var v = try bitAnd()
-            while eat("^") { let r = try bitAnd(); v = Double(Int64(v) ^ Int64(r)) }
+            while eat("^") { let r = try bitAnd(); v = Double(try int(v, "^") ^ int(r, "^")) }
             return v
         }
         mutating func bitAnd() throws(Failure) -> Double {
             var v = try comparison()
-            while !peek("&&") && eat("&") { let r = try comparison(); v = Double(Int64(v) & Int64(r)) }
+            while !peek("&&") && eat("&") { let r = try comparison(); v = Double(try int(v, "&") & int(r, "&")) }
             return v
         }
         mutating func comparison() throws(Failure) -> Double {
@@ -153,8 +160,8 @@ public struct RateExpression: Sendable, Equatable {
         mutating func shift() throws(Failure) -> Double {
             var v = try additive()
             while true {
-                if eat("<<") { v = Double(Int64(v) << Int64(try additive())) }
-                else if eat(">>") { v = Double(Int64(v) >> Int64(try additive())) }
+                if eat("<<") { let r = try additive(); v = Double(try int(v, "<<") << int(r, "<<")) }
+                else if eat(">>") { let r = try additive(); v = Double(try int(v, ">>") >> int(r, ">>")) }
                 else { return v }
             }
         }
@@ -200,7 +207,7 @@ public struct RateExpression: Sendable, Equatable {
             if eat("-") { return -(try unary()) }
             if eat("+") { return try unary() }
             if eat("!") { return (try unary()) == 0 ? 1 : 0 }
-            if eat("~") { return Double(~Int64(try unary())) }
+            if eat("~") { let r = try unary(); return Double(~(try int(r, "~"))) }
             return try primary()
         }
         mutating func primary() throws(Failure) -> Double {

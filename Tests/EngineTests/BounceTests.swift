@@ -109,6 +109,15 @@ final class BounceTests: XCTestCase {
         XCTAssertEqual(r.stripPrepend("subs-a@b.sub.example"), "a@b.sub.example")
         XCTAssertEqual(r.stripPrepend("other-a@b.sub.example"), "other-a@b.sub.example")
         XCTAssertEqual(r.stripPrepend("j-joe@x.example"), "j-joe@x.example", "address keys are not used")
+        // Found by fuzzing (fuzz/regressions/virtualdomains): an address starting with a
+        // combining mark, whose "-" before it is one Swift Character with the mark.
+        let mark = "\u{05DA}\u{0301}x@my-co.example"
+        guard case .local(let routed) = r.route(mark) else { return XCTFail("not local") }
+        XCTAssertEqual(Array(routed.utf8), Array("my-co.example-".utf8) + Array(mark.utf8))
+        XCTAssertEqual(r.stripPrepend(routed), mark)
+        let combining = "\u{0301}a@my-co.example"
+        guard case .local(let r2) = r.route(combining) else { return XCTFail("not local") }
+        XCTAssertEqual(Array(r.stripPrepend(r2).utf8), Array(combining.utf8))
     }
 
     /// bouncemaxbytes in the DSN layout as in QSBMF: a message of exactly that size is

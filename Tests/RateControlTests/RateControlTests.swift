@@ -49,6 +49,12 @@ final class RateExpressionTests: XCTestCase {
         XCTAssertThrowsError(try value("10 / hour")) { XCTAssertEqual("\($0)", "unknown variable hour at position 6") }
         XCTAssertThrowsError(try value("frob(2)")) { XCTAssertEqual("\($0)", "unknown function frob at position 1") }
         XCTAssertThrowsError(try value("(1+2")) { XCTAssertEqual("\($0)", "missing ) at position 5") }
+        // Found by fuzzing (fuzz/regressions/rate-expr): a bit operator on a number with no
+        // Int64 value trapped; it is an error naming the operator.
+        XCTAssertThrowsError(try value("~5e30")) { XCTAssertTrue("\($0)".hasPrefix("~ of a number out of range"), "\($0)") }
+        XCTAssertThrowsError(try value("1e300 | 1")) { XCTAssertTrue("\($0)".hasPrefix("| of a number out of range"), "\($0)") }
+        XCTAssertThrowsError(try value("1 << (1/0.0)"))
+        XCTAssertEqual(try value("~5"), -6)
     }
 }
 
