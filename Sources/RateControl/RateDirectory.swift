@@ -121,9 +121,43 @@ public struct RateDirectory: Sendable {
         return nil
     }
 
+    /// At most 1,024 bytes, and no repetition operator (`*` `+` `?` `{n}`)
+    /// straight after another.
+    public static func reasonableRegex(_ pattern: String) -> Bool {
+        let b = Array(pattern.utf8)
+        if b.count > 1024 { return false }
+        var prevRepeat = false
+        var i = 0
+        while i < b.count {
+            let c = b[i]
+            if c == UInt8(ascii: "\\") { i += 2; prevRepeat = false; continue }
+            if c == UInt8(ascii: "[") {
+                // A bracket expression is one atom: its `*`, `+` … are literal ("[]…]" and "[^]…]" too).
+                var j = i + 1
+                if j < b.count && b[j] == UInt8(ascii: "^") { j += 1 }
+                if j < b.count && b[j] == UInt8(ascii: "]") { j += 1 }
+                while j < b.count && b[j] != UInt8(ascii: "]") { j += 1 }
+                i = j + 1
+                prevRepeat = false
+                continue
+            }
+            // A repetition starts with * + ? or {, and ends with * + ? or the bound's }.
+            let starts = c == UInt8(ascii: "*") || c == UInt8(ascii: "+") || c == UInt8(ascii: "?") || c == UInt8(ascii: "{")
+            if starts && prevRepeat { return false }
+            prevRepeat = c == UInt8(ascii: "*") || c == UInt8(ascii: "+") || c == UInt8(ascii: "?") || c == UInt8(ascii: "}")
+            i += 1
+        }
+        return true
+    }
+
     func matches(pattern: String, _ domain: String) -> Bool {
         if pattern == domain { return true }
         if useRegex {
+            // glibc's regcomp copies the pattern's tree for each stacked repetition
+            // (`a++++…`), so a short hostile line could take gigabytes (found by
+            // fuzzing): such a pattern, or one over 1 KB, matches nothing, as an
+            // invalid one does.
+            guard RateDirectory.reasonableRegex(pattern) else { return false }
             var re = regex_t()
             guard regcomp(&re, pattern, REG_EXTENDED | REG_ICASE | REG_NOSUB) == 0 else { return false }
             defer { regfree(&re) }

@@ -56,6 +56,22 @@ final class RateExpressionTests: XCTestCase {
         XCTAssertThrowsError(try value("1 << (1/0.0)"))
         XCTAssertEqual(try value("~5"), -6)
     }
+
+    /// Found by fuzzing (fuzz/regressions/ratedefs): a QREGEX ratecontrol pattern of stacked
+    /// repetitions made glibc's regcomp take gigabytes; such a pattern now matches nothing.
+    func testStackedRepetitionsInARegexPatternMatchNothing() throws {
+        XCTAssertTrue(RateDirectory.reasonableRegex("^[a-z]+\\.example\\.(com|net)$"))
+        XCTAssertTrue(RateDirectory.reasonableRegex("[*+?]x{2,3}"))
+        XCTAssertFalse(RateDirectory.reasonableRegex("[a-z]*." + String(repeating: "+", count: 90) + "net"))
+        XCTAssertFalse(RateDirectory.reasonableRegex("a{2}{3}"))
+        XCTAssertFalse(RateDirectory.reasonableRegex(String(repeating: "a", count: 1025)))
+        let dir = TestEnv.temporaryDirectory("rate")
+        defer { TestEnv.remove(dir) }
+        TestEnv.write(dir + "/ratecontrol", "[a-z]*." + String(repeating: "+", count: 90) + "net:1/0\nslow\\.example:5/60\n")
+        let r = RateDirectory(path: dir, useRegex: true)
+        XCTAssertNil(try r.policy(for: "x.net"))
+        XCTAssertNotNil(try r.policy(for: "slow.example"))
+    }
 }
 
 final class RateLimiterTests: XCTestCase {
