@@ -18,6 +18,23 @@
 #include <openssl/evp.h>
 #include <openssl/x509v3.h>
 
+/* addr (4 or 16 bytes) and port as a socket address; 0 for another length. */
+static int socket_address(const unsigned char *addr, int addrlen, int port, struct sockaddr_storage *ss, socklen_t *sl)
+{
+    memset(ss, 0, sizeof *ss);
+    if (addrlen == 4) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+        s4->sin_family = AF_INET; s4->sin_port = htons(port); memcpy(&s4->sin_addr, addr, 4); *sl = sizeof *s4;
+        return 1;
+    }
+    if (addrlen == 16) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        s6->sin6_family = AF_INET6; s6->sin6_port = htons(port); memcpy(&s6->sin6_addr, addr, 16); *sl = sizeof *s6;
+        return 1;
+    }
+    return 0;
+}
+
 int qs_connect(const unsigned char *addr, int addrlen, int port, int timeout_ms)
 {
     struct sockaddr_storage ss;
@@ -25,14 +42,7 @@ int qs_connect(const unsigned char *addr, int addrlen, int port, int timeout_ms)
     int fd, flags, rc, err = 0;
     socklen_t el = sizeof err;
     struct pollfd p;
-    memset(&ss, 0, sizeof ss);
-    if (addrlen == 4) {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-        s4->sin_family = AF_INET; s4->sin_port = htons(port); memcpy(&s4->sin_addr, addr, 4); sl = sizeof *s4;
-    } else if (addrlen == 16) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-        s6->sin6_family = AF_INET6; s6->sin6_port = htons(port); memcpy(&s6->sin6_addr, addr, 16); sl = sizeof *s6;
-    } else return -EINVAL;
+    if (!socket_address(addr, addrlen, port, &ss, &sl)) return -EINVAL;
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd == -1) return -errno;
     rc = connect(fd, (struct sockaddr *)&ss, sl);
@@ -194,14 +204,7 @@ int qs_connect_udp(int fd, const unsigned char *addr, int addrlen, int port)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
-    memset(&ss, 0, sizeof ss);
-    if (addrlen == 4) {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-        s4->sin_family = AF_INET; s4->sin_port = htons(port); memcpy(&s4->sin_addr, addr, 4); sl = sizeof *s4;
-    } else {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-        s6->sin6_family = AF_INET6; s6->sin6_port = htons(port); memcpy(&s6->sin6_addr, addr, 16); sl = sizeof *s6;
-    }
+    if (!socket_address(addr, addrlen, port, &ss, &sl)) return -EINVAL;
     return connect(fd, (struct sockaddr *)&ss, sl) == -1 ? -errno : 0;
 }
 
@@ -281,14 +284,7 @@ int qs_listen(const unsigned char *addr, int addrlen, int port, int backlog)
     struct sockaddr_storage ss;
     socklen_t sl;
     int fd, one = 1;
-    memset(&ss, 0, sizeof ss);
-    if (addrlen == 4) {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-        s4->sin_family = AF_INET; s4->sin_port = htons(port); memcpy(&s4->sin_addr, addr, 4); sl = sizeof *s4;
-    } else if (addrlen == 16) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-        s6->sin6_family = AF_INET6; s6->sin6_port = htons(port); memcpy(&s6->sin6_addr, addr, 16); sl = sizeof *s6;
-    } else return -EINVAL;
+    if (!socket_address(addr, addrlen, port, &ss, &sl)) return -EINVAL;
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1) return -errno;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
