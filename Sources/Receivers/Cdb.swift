@@ -3,10 +3,14 @@ import Glibc
 #endif
 import CCDB
 import SystemIO
+import Synchronization
 
-/// A cdb file opened for lookups (Debian's tinycdb, `libcdb-dev`).
+/// A cdb file opened for lookups (Debian's tinycdb, `libcdb-dev`). tinycdb
+/// keeps the position of the last value found in its handle, so lookups from
+/// the daemon's threads take turns.
 public final class CdbReader: @unchecked Sendable {
     let handle: UnsafeMutableRawPointer
+    let turn = Mutex(())
 
     /// Nil when the file does not exist; an error when it exists but cannot be used.
     public static func open(_ path: String) throws(SystemError) -> CdbReader? {
@@ -22,13 +26,17 @@ public final class CdbReader: @unchecked Sendable {
 
     /// Whether `key` is present; a read error counts as "not found" and is reported.
     public func contains(_ key: [UInt8]) throws(SystemError) -> Bool {
-        let r = key.withUnsafeBytes { qs_cdb_find(handle, $0.baseAddress, UInt32($0.count), nil, 0, nil) }
+        let r = turn.withLock { _ in key.withUnsafeBytes { qs_cdb_find(handle, $0.baseAddress, UInt32($0.count), nil, 0, nil) } }
         if r < 0 { throw SystemError("read", path: "cdb") }
         return r == 1
     }
 
     /// The value stored under `key`, nil when absent.
     public func value(_ key: [UInt8]) throws(SystemError) -> [UInt8]? {
+        try turn.withLock { _ throws(SystemError) in try valueLocked(key) }
+    }
+
+    func valueLocked(_ key: [UInt8]) throws(SystemError) -> [UInt8]? {
         var len: UInt32 = 0
         let r = key.withUnsafeBytes { qs_cdb_find(handle, $0.baseAddress, UInt32($0.count), nil, 0, &len) }
         if r < 0 { throw SystemError("read", path: "cdb") }
