@@ -85,9 +85,10 @@ let package = Package(
         .target(name: "SystemIO", dependencies: ["CShims"]),
         // Control files ($CONTROLDIR) and program/path discovery.
         .target(name: "ControlFiles", dependencies: ["SystemIO"]),
-        // The on-disk queue: layout, queue-fix, the sync policy shared with qmail-queue, and
-        // the engine's state transitions. (The injection protocol itself, pid -> mess -> intd
-        // -> todo, is in Sources/qmail-queue/Injection.swift, the Embedded Swift program.)
+        // The on-disk queue: layout, queue-fix, the sync policy, the injection protocol
+        // (Injection.swift, pid -> mess -> intd -> todo, compiled into qmail-queue too through
+        // a symbolic link), the daemon's group-commit writer (QueueWriter), and the engine's
+        // state transitions.
         .target(name: "QueueStore", dependencies: ["CShims", "QueueFormat", "SystemIO", "ControlFiles"]),
         // The queue-client layer every injecting program goes through.
         .target(name: "QueueClient", dependencies: ["QueueFormat", "SystemIO", "ControlFiles"]),
@@ -112,7 +113,7 @@ let package = Package(
         // The network receivers: qmail-smtpd (tcpserver and daemon modes), its protocol,
         // DATA reader, Received line, rcpthosts/morercpthosts.cdb, STARTTLS and AUTH.
         .target(name: "Receivers", dependencies: ["CNet", "CShims", "CCDB", "SystemIO", "ControlFiles", "QueueFormat",
-                                                  "QueueClient", "RemoteDelivery"]),
+                                                  "QueueClient", "QueueStore", "RemoteDelivery"]),
 
         // Shared helpers for the test targets (temporary folders, running the built programs).
         .target(name: "TestSupport", dependencies: ["SystemIO"]),

@@ -311,3 +311,8 @@ uint32_t qs_random_below(uint32_t bound)
         r = (uint32_t)time(0) * 2654435761u ^ (uint32_t)getpid();
     return bound ? r % bound : 0;
 }
+
+int qs_syncfs(int fd)
+{
+    return syncfs(fd);
+}

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import QueueClient
 import QueueFormat
+import QueueStore
 
 /// Where a receiver hands a message: started before the message is read,
 /// given its bytes as they come, then the envelope; the result is qmail's
@@ -52,5 +53,36 @@ final class QueueClientTransaction: QueueTransaction {
         session.from(sender)
         for r in recipients { session.to(r) }
         return session.close().text
+    }
+}
+
+/// The daemon's own writer: messages go into the queue from this process with
+/// qmail-queue's files and order, sharing their flushes (QueueWriter).
+public final class InProcessQueue: MessageQueue, @unchecked Sendable {
+    public let writer: QueueWriter
+
+    public init(writer: QueueWriter) { self.writer = writer }
+
+    public func begin(environment: [String]) -> Result<QueueTransaction, QueueStartError> {
+        var ip: String? = nil
+        for e in environment where e.hasPrefix("TCPREMOTEIP=") { ip = String(e.dropFirst(12)) }
+        do throws(Injection.Failure) {
+            let t = try writer.begin(invoker: .uid(getuid(), network: true, ip: (ip?.isEmpty ?? true) ? nil : ip))
+            return .success(InProcessTransaction(t))
+        } catch {
+            return .failure(QueueStartError(text: Array(QueueClientText.text(forExitCode: error.code.rawValue).utf8)))
+        }
+    }
+}
+
+final class InProcessTransaction: QueueTransaction {
+    let t: QueueWriter.Transaction
+    init(_ t: QueueWriter.Transaction) { self.t = t }
+    var qp: Int32 { t.qp }
+    func put(_ bytes: ArraySlice<UInt8>) { t.put(bytes) }
+    func fail() { t.fail() }
+    func finish(sender: [UInt8], recipients: [[UInt8]]) -> [UInt8] {
+        guard let f = t.finish(sender: sender, recipients: recipients) else { return [] }
+        return Array(QueueClientText.text(forExitCode: f.code.rawValue).utf8)
     }
 }

@@ -4,6 +4,7 @@ import Glibc
 import SystemIO
 import ControlFiles
 import RemoteDelivery
+import QueueStore
 
 /// qmail-smtpd's command line: tcpserver's one connection on descriptors 0
 /// and 1, or `--daemon`.
@@ -105,6 +106,27 @@ public enum SMTPDMain {
         do {
             let ports = try d.bind()
             try d.dropPrivileges()
+            // With no queue program named, messages are written in-process (shared flushes)
+            // when the user served as can write the queue; else each goes through qmail-queue.
+            if Sys.environment("QMAILQUEUE") == nil && Sys.environment("NULLQUEUE") == nil {
+                let queueDir = QueueEnvironment.injectionQueue()
+                if QueueWriter.canWrite(queueDir) {
+                    var host: String? = nil
+                    if Sys.environment("HIDE_HOST") == nil {
+                        if let h = Sys.environment("HOSTNAME"), !h.isEmpty { host = h } else {
+                            var buf = [CChar](repeating: 0, count: 256)
+                            if gethostname(&buf, 255) == 0 { host = String(cString: buf) }
+                        }
+                    }
+                    let qqeh = Sys.environment("QQEH").flatMap { $0.isEmpty ? nil : Array($0.utf8) }
+                    let writer = try QueueWriter(queueDir: queueDir, names: QueueEnvironment.names(), sync: SyncPolicy.fromEnvironment(),
+                                                 host: host, qqeh: qqeh)
+                    d.queue = InProcessQueue(writer: writer)
+                    SMTPDaemon.say("qmail-smtpd: writing into \(queueDir) in-process")
+                } else {
+                    SMTPDaemon.say("qmail-smtpd: \(queueDir) is not writable as uid \(getuid()): each message goes through qmail-queue")
+                }
+            }
             SMTPDaemon.say("qmail-smtpd: listening on " + zip(settings.listen, ports).map { "\(ipText($0.0.address)):\($0.1)" }.joined(separator: " ")
                            + " as uid \(getuid())")
         } catch {

@@ -52,7 +52,8 @@ public final class SMTPDaemon: @unchecked Sendable {
 
     let settings: Settings
     let control: ControlDirectory
-    let queue: MessageQueue
+    /// Chosen after the privilege drop (in-process when the queue is writable).
+    var queue: MessageQueue
     var listeners: [Int32] = []
     let counts = Mutex<(total: Int, perIP: [String: Int])>((0, [:]))
     let controlsBox: Mutex<SMTPDControls>

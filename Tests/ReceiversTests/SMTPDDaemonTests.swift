@@ -33,6 +33,57 @@ final class SMTPDDaemonTests: XCTestCase {
         XCTAssertTrue(h.daemonLog.contains("MAIL from <a@x.example> RCPT <b@domain>"), h.daemonLog)
     }
 
+    /// The daemon writes the queue itself (its user can write it): the same files,
+    /// modes and bytes as qmail-queue writes for the same message under tcpserver's
+    /// per-connection mode, apart from the u and p records and the Received lines.
+    func testInProcessQueueIsByteCompatibleWithQmailQueue() throws {
+        func send(_ c: SMTPDHarness.Client) {
+            XCTAssertEqual(c.command("MAIL FROM:<a@x.example>"), "250 ok")
+            XCTAssertEqual(c.command("RCPT TO:<b@domain>"), "250 ok")
+            XCTAssertEqual(c.command("RCPT TO:<c@domain>"), "250 ok")
+            XCTAssertEqual(c.command("DATA"), "354 go ahead")
+            XCTAssertTrue(c.command("Subject: same\r\n\r\nthe same bytes\r\n..dot\r\n.").hasPrefix("250 ok"))
+        }
+        h.extraEnv["QQEH"] = "X-QQEH: both"
+        let (viaQueue, _) = try h.classic()
+        send(viaQueue)
+        viaQueue.close()
+        let port = try h.startDaemon()
+        XCTAssertTrue(h.daemonLog.contains("in-process"), h.daemonLog)
+        let (viaDaemon, _) = try h.connect(port)
+        send(viaDaemon)
+        viaDaemon.close()
+        let todo = TestEnv.files(under: h.queue + "/todo").sorted()
+        XCTAssertEqual(todo.count, 2)
+        func stripUP(_ b: [UInt8]) -> [UInt8] {
+            var i = 0, nul = 0
+            while i < b.count && nul < 2 { if b[i] == 0 { nul += 1 }; i += 1 }
+            return Array(b[i...])
+        }
+        func body(_ m: [UInt8]) -> [UInt8] {
+            // After the two Received lines (qmail-queue's of two lines, then ours of two).
+            var lines = 0, i = 0
+            while i < m.count && lines < 4 { if m[i] == 10 { lines += 1 }; i += 1 }
+            return Array(m[i...])
+        }
+        var envelopes: [[UInt8]] = [], bodies: [[UInt8]] = []
+        for t in todo {
+            let id = UInt64(t)!
+            envelopes.append(stripUP(TestEnv.read(h.queue + "/todo/" + t)))
+            let messPath = h.queue + "/mess/\(id % 23)/\(id)"
+            bodies.append(body(TestEnv.read(messPath)))
+            let st = try XCTUnwrap(try Sys.stat(messPath))
+            XCTAssertEqual(st.st_mode & 0o777, 0o644)
+            XCTAssertEqual(UInt64(st.st_ino), id)
+            XCTAssertEqual(try XCTUnwrap(try Sys.stat(h.queue + "/intd/" + t)).st_nlink, 2)
+        }
+        XCTAssertEqual(envelopes[0], envelopes[1])
+        XCTAssertEqual(envelopes[0], Array("Fa@x.example\0Tb@domain\0Tc@domain\0eX-QQEH: both\n\0".utf8))
+        XCTAssertEqual(bodies[0], bodies[1])
+        XCTAssertEqual(bodies[0], Array("Subject: same\n\nthe same bytes\n.dot\n".utf8))
+        XCTAssertEqual(TestEnv.files(under: h.queue + "/pid"), [])
+    }
+
     func testRefusesToServeAsRootWithoutAUser() throws {
         let out = try TestEnv.run(TestEnv.program("qmail-smtpd"), ["--daemon", "--listen", "127.0.0.1:0", "--user", "no-such-user-here"],
                                   environment: h.environment)

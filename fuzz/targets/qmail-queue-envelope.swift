@@ -1,8 +1,8 @@
 // Fuzz target: qmail-queue's reader of the client's envelope (descriptor 1:
 // `F`sender NUL, `T`recipient NUL …, NUL), Injection.writeEnvelope in
-// Sources/qmail-queue/Injection.swift. qmail-queue is an Embedded Swift
-// executable; fuzz/build compiles its files (without QmailQueue.swift, the
-// @main) into this target as ordinary Swift.
+// Sources/QueueStore/Injection.swift — the one implementation of the injection
+// protocol, compiled into the Embedded Swift qmail-queue through a symbolic link
+// and into QueueStore, whose build this target links.
 //
 // The input is the client's stream, read from a file in tmpfs; the queue
 // file is written to another. Oracle: a small reference model of the protocol as
@@ -15,6 +15,9 @@
 import Glibc
 #endif
 import CShims
+import QueueFormat
+import SystemIO
+@testable import QueueStore
 
 nonisolated(unsafe) var inFD: Int32 = -1
 nonisolated(unsafe) var outFD: Int32 = -1
@@ -89,11 +92,17 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
 
     let qqeh: [UInt8]? = size % 2 == 1 ? Array("X-Fuzz: qqeh".utf8) : nil
     let pid: Int32 = 4242
-    let injection = Injection(queueDir: "/nonexistent", names: QueueNames(), sync: SyncPolicy(files: .none, directories: false),
-                              received: .alias, host: nil, qqeh: qqeh, pullTrigger: false)
+    var injection = Injection(queueDir: "/nonexistent", names: QueueNames(), sync: SyncPolicy(files: .none, directories: false),
+                              received: .alias, host: nil, qqeh: qqeh)
+    injection.pullTrigger = false
+    var reader = BufferedReader(fd: inFD, path: "envelope")
     let got: Model
     do throws(Injection.Failure) {
-        try injection.writeEnvelope(from: inFD, to: outFD, path: "intd/fuzz", pid: pid)
+        try injection.writeEnvelope(next: { () throws(Injection.Failure) -> UInt8? in
+            do throws(SystemError) { return try reader.byte() } catch {
+                throw Injection.Failure(.readError, "reading the envelope: " + error.reason)
+            }
+        }, to: outFD, path: "intd/fuzz", pid: pid)
         got = .ok(readAll(outFD))
     } catch {
         got = .fail(error.code)

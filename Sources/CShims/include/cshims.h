@@ -84,4 +84,8 @@ char **qs_argv(void);
 uint32_t qs_random_below(uint32_t bound);
 /* The process environment (`environ`). */
 char **qs_environ(void);
+/* syncfs(2): every dirty page and inode of fd's file system to disk (the queue
+   writer's one flush for a batch of messages). 0 or -1 with errno. */
+int qs_syncfs(int fd);
+
 #endif

@@ -1,0 +1,173 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CShims
+import QueueFormat
+import SystemIO
+
+/// Puts messages into the queue from inside a long-running process (the
+/// qmail-smtpd daemon), with qmail-queue's files, bytes and crash-safe order
+/// (`Injection`, the same code), and one flush shared by every message that is
+/// ready at the same moment: each session writes its mess and intd files, then
+/// hands them to one committer thread, which makes the whole batch durable with
+/// one `syncfs` of the queue's file system, links each into `todo/`, makes the
+/// links durable with a second `syncfs`, and wakes the sessions. A session is
+/// told "queued" only after that. So throughput grows with the number of
+/// sessions instead of waiting on one fsync after another.
+public final class QueueWriter: @unchecked Sendable {
+    public let queueDir: String
+    let injection: Injection
+    let queueFD: Int32
+    let lock = ConditionLock()
+    var pending: [Pending] = []
+    var sequence = 0
+    /// Batches committed so far (each one or two flushes, however many messages).
+    public private(set) var batches = 0
+    public private(set) var messages = 0
+
+    final class Pending {
+        var staged: Injection.Staged
+        var done = false
+        var failure: Injection.Failure? = nil
+        init(_ s: Injection.Staged) { staged = s }
+    }
+
+    /// `queueDir` must exist and be writable by this process's user.
+    public init(queueDir: String, names: QueueNames, sync: SyncPolicy, host: String?, qqeh: [UInt8]?) throws(SystemError) {
+        self.queueDir = queueDir
+        injection = Injection(queueDir: queueDir, root: queueDir, names: names, sync: sync,
+                              received: .uid(getuid(), network: true, ip: nil), host: host, qqeh: qqeh)
+        queueFD = try Sys.open(queueDir, O_RDONLY | O_DIRECTORY)
+        var tid = pthread_t()
+        let box = Unmanaged.passRetained(self)
+        pthread_create(&tid, nil, { arg in
+            let w = Unmanaged<QueueWriter>.fromOpaque(arg!).takeRetainedValue()
+            w.commitLoop()
+            return nil
+        }, box.toOpaque())
+        pthread_detach(tid)
+    }
+
+    /// Whether this process can write `queueDir` as the injection needs.
+    public static func canWrite(_ queueDir: String) -> Bool {
+        ["pid", "mess", "intd", "todo"].allSatisfy { access(queueDir + "/" + $0, W_OK | X_OK) == 0 }
+    }
+
+    /// One message being written.
+    public final class Transaction {
+        let writer: QueueWriter
+        var staged: Injection.Staged
+        var output: BufferedWriter
+        var failure: Injection.Failure? = nil
+        public let qp: Int32
+
+        init(writer: QueueWriter, staged: Injection.Staged) {
+            self.writer = writer
+            self.staged = staged
+            output = BufferedWriter(fd: staged.messFD, path: "mess", capacity: 65536)
+            qp = getpid()
+        }
+
+        public func put(_ bytes: ArraySlice<UInt8>) {
+            if failure != nil { return }
+            do throws(SystemError) { try output.write(bytes) } catch { failure = Injection.Failure(.writeErrorOrDiskFull, error) }
+        }
+
+        /// Poisons the message: `finish` will queue nothing.
+        public func fail() { if failure == nil { failure = Injection.Failure(.readError, "the message was refused") } }
+
+        /// Writes the envelope and waits for the batch commit; nil when queued.
+        public func finish(sender: [UInt8], recipients: [[UInt8]]) -> Injection.Failure? {
+            let inj = writer.injection
+            if failure == nil {
+                do throws(SystemError) { try output.flush() } catch { failure = Injection.Failure(.writeErrorOrDiskFull, error) }
+            }
+            if let f = failure { inj.discard(staged); return f }
+            var env: [UInt8] = [UInt8(ascii: "F")] + sender.prefix { $0 != 0 } + [0]
+            for r in recipients { env.append(UInt8(ascii: "T")); env += r.prefix { $0 != 0 }; env.append(0) }
+            env.append(0)
+            var i = 0
+            do throws(Injection.Failure) {
+                try inj.writeIntd(&staged, pid: qp) { () throws(Injection.Failure) -> UInt8? in
+                    guard i < env.count else { return nil }
+                    i += 1
+                    return env[i - 1]
+                }
+            } catch {
+                inj.discard(staged)
+                return error
+            }
+            return writer.commit(staged)
+        }
+    }
+
+    /// Starts a message: its file in `mess/`, with qmail-queue's Received line.
+    public func begin(invoker: ReceivedLine.Invoker) throws(Injection.Failure) -> Transaction {
+        let seq = lock.withLock { () -> Int in sequence += 1; return sequence }
+        let s = try injection.createMessage(pid: getpid(), start: time(nil), sequence: seq, invoker: invoker)
+        return Transaction(writer: self, staged: s)
+    }
+
+    func commit(_ s: Injection.Staged) -> Injection.Failure? {
+        let p = Pending(s)
+        lock.lock()
+        pending.append(p)
+        lock.broadcast()
+        while !p.done { lock.wait() }
+        lock.unlock()
+        return p.failure
+    }
+
+    func flush() -> Int32 {
+        while true {
+            if qs_syncfs(queueFD) == 0 { return 0 }
+            if errno != EINTR { return errno }
+        }
+    }
+
+    func commitLoop() {
+        let syncing = injection.sync.files != .none || injection.sync.directories
+        while true {
+            lock.lock()
+            while pending.isEmpty { lock.wait() }
+            let batch = pending
+            pending = []
+            lock.unlock()
+            // S3 for all: the message and envelope files and the mess/ entries on disk.
+            let e = syncing ? flush() : 0
+            var linked: [Pending] = []
+            for p in batch {
+                if e != 0 {
+                    injection.discard(p.staged)
+                    p.failure = Injection.Failure(.syncMessage, SystemError("syncfs", path: queueDir, errno: e))
+                    continue
+                }
+                do throws(Injection.Failure) {
+                    try injection.link(p.staged)
+                    linked.append(p)
+                } catch {
+                    p.failure = error
+                }
+            }
+            // S4 for all: the todo/ links on disk.
+            if injection.sync.directories && !linked.isEmpty {
+                let e2 = flush()
+                if e2 != 0 {
+                    for p in linked {
+                        _ = unlink(injection.path(injection.names.path(.todo, p.staged.id)))
+                        for rel in p.staged.created.reversed() { let f = injection.path(rel); _ = truncate(f, 0); _ = unlink(f) }
+                        p.failure = Injection.Failure(.syncDirectory, SystemError("syncfs", path: queueDir, errno: e2))
+                    }
+                    linked = []
+                }
+            }
+            if !linked.isEmpty && injection.pullTrigger { Injection.pullTrigger(at: queueDir) }
+            lock.lock()
+            for p in batch { p.done = true }
+            batches += 1
+            messages += linked.count
+            lock.broadcast()
+            lock.unlock()
+        }
+    }
+}
