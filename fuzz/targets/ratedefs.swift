@@ -53,15 +53,7 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     put("ratecontrol", parts.count > 1 ? parts[1] : nil)
     put(".global", parts.count > 2 ? parts[2] : nil)
     put("example.com", parts.count > 3 ? parts[3] : nil)
-    var regex = mode & 1 != 0
-    // Known finding "regcomp-blowup" (docs/fuzzing.md): glibc's regcomp duplicates the
-    // tree of a repeated repetition ("x+++…", "x{1,999}") and can take gigabytes.
-    if regex, ignoringKnownBug("regcomp-blowup"), parts.count > 1 {
-        let p = parts[1]
-        let rep: Set<UInt8> = [UInt8(ascii: "+"), UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "}")]
-        if p.contains(UInt8(ascii: "{")) || zip(p, p.dropFirst()).contains(where: { rep.contains($0.0) && rep.contains($0.1) }) { regex = false }
-    }
-    let rd = RateDirectory(path: dir, useRegex: regex)
+    let rd = RateDirectory(path: dir, useRegex: mode & 1 != 0)
     let channel: String? = mode & 2 != 0 ? "remote" : mode & 4 != 0 ? "local" : nil
     var domains = ["example.com", "mail.example.com", "other.net"]
     if parts.count > 4 { domains.append(String(decoding: parts[4], as: UTF8.self)) }
