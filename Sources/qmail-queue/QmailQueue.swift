@@ -26,6 +26,12 @@ enum QmailQueue {
       QMAIL_QUEUE_CUSTOM_ERROR  report failures as text on ERROR_FD and exit 88
       ERROR_FD            descriptor for custom error text (default 2)
 
+    Installed setuid qmailq and run by another user, it writes only into the
+    queue installed beside it (PREFIX/queue for PREFIX/bin/qmail-queue) and
+    ignores QMAILHOME, CONFSPLIT, BIGTODO, USE_FSYNC, USE_FDATASYNC, USE_SYNCDIR
+    and HOSTNAME; QUEUEDIR and QUEUE_BASE must name that queue or a queue inside
+    it; TCPREMOTEIP counts only for qmaild (see qmail-queue(8)).
+
     """
 
     static func env(_ name: String) -> String? { Sys.environment(name) }
@@ -39,12 +45,29 @@ enum QmailQueue {
         umask(0o033)
         qs_ignore_sigpipe()
         qs_crash_exit(81)
+        if let code = Privilege.checkStandardDescriptors() { exit(code.rawValue) }
+        // Setuid and run by someone else: the caller's environment may not steer
+        // the queue, its layout or its durability (Privilege.swift has the table).
+        let restricted = Privilege.restricted
+        var queueDir = ""
+        var names = QueueNames(split: QueueNames.defaultSplit, bigTodo: false)
+        var sync = SyncPolicy.safe
+        if restricted {
+            guard let q = Privilege.restrictedQueue() else { exit(QueueExitCode.homeDirectory.rawValue) }
+            queueDir = q
+            names = Privilege.layout(of: q)
+        } else {
+            queueDir = QueueEnvironment.injectionQueue()
+            names = QueueEnvironment.names()
+            sync = SyncPolicy.fromEnvironment()
+        }
+        let errorFDAtStart: Int32? = env("ERROR_FD").flatMap { Int32($0) }.flatMap { Privilege.isOpen($0) ? $0 : nil }
         let death = env("DEATH").flatMap { UInt32($0) } ?? 86400
         qs_death_alarm(death, 52)
 
         var host: String? = nil
         if env("HIDE_HOST") == nil {
-            if let h = env("HOSTNAME"), !h.isEmpty { host = h } else {
+            if !restricted, let h = env("HOSTNAME"), !h.isEmpty { host = h } else {
                 var buf = [UInt8](repeating: 0, count: 256)
                 let r = buf.withUnsafeMutableBytes { gethostname($0.baseAddress!.assumingMemoryBound(to: CChar.self), 255) }
                 if r == 0 { host = String(decoding: buf.prefix(while: { $0 != 0 }), as: UTF8.self) }
@@ -52,23 +75,24 @@ enum QmailQueue {
         }
         let uid = getuid()
         var invoker = ReceivedLine.Invoker.uid(uid, network: false, ip: nil)
-        let special = UserDatabase.users(named: ["alias", "qmails"])
+        let special = UserDatabase.users(named: ["alias", "qmails", "qmaild"])
         if let a = special["alias"], a.uid == uid { invoker = .alias }
         else if let b = special["qmails"], b.uid == uid { invoker = .bounce }
-        else if let ip = env("TCPREMOTEIP") { invoker = .uid(uid, network: true, ip: ip.isEmpty ? nil : ip) }
+        else if let ip = env("TCPREMOTEIP"), !restricted || special["qmaild"]?.uid == uid {
+            invoker = .uid(uid, network: true, ip: ip.isEmpty ? nil : ip)
+        }
 
         var qqeh: [UInt8]? = nil
         if let q = env("QQEH"), !q.isEmpty { qqeh = Array(q.utf8) }
 
-        let injection = Injection(queueDir: QueueEnvironment.injectionQueue(), names: QueueEnvironment.names(),
-                                  sync: SyncPolicy.fromEnvironment(), received: invoker, host: host, qqeh: qqeh)
+        let injection = Injection(queueDir: queueDir, names: names, sync: sync, received: invoker, host: host, qqeh: qqeh)
         do throws(Injection.Failure) {
             try injection.run()
             exit(0)
         } catch {
             if env("QMAIL_QUEUE_CUSTOM_ERROR") != nil {
                 var fd: Int32 = 2
-                if let e = env("ERROR_FD"), let v = Int32(e) { fd = v }
+                if restricted { fd = errorFDAtStart ?? 2 } else if let e = env("ERROR_FD"), let v = Int32(e) { fd = v }
                 if fd >= 0 {
                     let text = "Zqmail-queue: " + summary(error.code) + ": " + error.cause + " (#4.3.0)"
                     if (try? Sys.write(fd, text)) == nil { exit(53) }
