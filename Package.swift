@@ -50,6 +50,7 @@ let package = Package(
         .executable(name: "qmail-queue", targets: ["qmail-queue"]),
         .executable(name: "qmail-nullqueue", targets: ["qmail-nullqueue"]),
         .executable(name: "queue-fix", targets: ["queue-fix"]),
+        .executable(name: "qmail-clean", targets: ["qmail-clean"]),
         .executable(name: "qmail-inject", targets: ["qmail-inject"]),
         .executable(name: "sendmail", targets: ["sendmail"]),
         .executable(name: "qmail-send", targets: ["qmail-send"]),
@@ -121,6 +122,7 @@ let package = Package(
         .executableTarget(name: "qmail-queue", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: staticExe),
         .executableTarget(name: "qmail-nullqueue", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: staticExe),
         .executableTarget(name: "queue-fix", dependencies: ["QueueStore"]),
+        .executableTarget(name: "qmail-clean", dependencies: ["QueueStore", "QueueFormat", "SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "qmail-inject", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: embeddedWithUnicode),
         .executableTarget(name: "sendmail", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: embeddedWithUnicode),
 

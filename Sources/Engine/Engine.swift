@@ -35,6 +35,9 @@ public struct EngineOptions: Sendable {
     /// External spawners (`qmta-send -l` / `-r`): program and arguments.
     public var localSpawner: [String]? = nil
     public var remoteSpawner: [String]? = nil
+    /// qmail's privilege split (started as root): helpers as their users, then
+    /// the engine as qmails. Nil: one process, as whoever started it.
+    public var privilegeSplit: PrivilegeSplit? = nil
     /// The time source (tests drive the engine with a fake clock).
     public var clock: @Sendable () -> Int64 = { Int64(Glibc.time(nil)) }
 
@@ -61,7 +64,7 @@ public struct EngineOptions: Sendable {
 /// and the LMDB schedule, injects bounces, and logs like qmail-send.
 public final class Engine {
     let options: EngineOptions
-    let files: QueueFiles
+    var files: QueueFiles
     let log: EngineLog
     var controls: EngineControls
     var rewriter: AddressRewriter
@@ -151,16 +154,32 @@ public final class Engine {
         if qs_flock_exclusive_nb(mutexFD) == -1 {
             throw StartError(message: "alert: cannot start: \(options.program) is already running on \(options.queueDir)")
         }
-        do { store = try ScheduleStore(path: options.queueDir + "/lock/engine.lmdb") } catch {
-            throw StartError(message: "alert: cannot start: unable to open the schedule \(options.queueDir)/lock/engine.lmdb: \(error)")
+        var localSpec = options.localSpawner, remoteSpec = options.remoteSpawner
+        if let split = options.privilegeSplit {
+            localSpec = [split.localSpawner, options.defaultDelivery]
+            remoteSpec = [split.remoteSpawner]
         }
-        for (i, spec) in [options.localSpawner, options.remoteSpawner].enumerated() {
+        for (i, spec) in [localSpec, remoteSpec].enumerated() {
             guard let spec, let program = spec.first else { continue }
             let sp: ExternalSpawner
-            do { sp = try ExternalSpawner(program: program, arguments: Array(spec.dropFirst()), queueDir: options.queueDir, names: options.names) } catch {
+            let credentials = i == Channel.remote.rawValue ? options.privilegeSplit?.remote : nil
+            do { sp = try ExternalSpawner(program: program, arguments: Array(spec.dropFirst()), queueDir: options.queueDir,
+                                          names: options.names, credentials: credentials) } catch {
                 throw StartError(message: "\(error)")
             }
             spawners[i] = sp
+        }
+        if let split = options.privilegeSplit {
+            do {
+                files.cleaner = try QueueCleaner(program: split.cleanerProgram, queueDir: options.queueDir, credentials: split.cleaner)
+                try split.prepareEngineFiles(queueDir: options.queueDir)
+                try split.dropToEngineUser()
+            } catch {
+                throw StartError(message: "alert: cannot start: unable to split by privilege: \(error)")
+            }
+        }
+        do { store = try ScheduleStore(path: options.queueDir + "/lock/engine.lmdb") } catch {
+            throw StartError(message: "alert: cannot start: unable to open the schedule \(options.queueDir)/lock/engine.lmdb: \(error)")
         }
         // The in-process SMTP client, unless remote deliveries go to QMAILREMOTE or an
         // external spawner (then nothing groups recipients: one delivery, one spawner slot).
@@ -321,6 +340,7 @@ public final class Engine {
             if exiting && scheduler.isIdle && deliveries.pending == 0 && chores.pending == 0 {
                 persistRetryTimes()
                 for sp in spawners.compactMap({ $0 }) { sp.finish() }
+                files.cleaner?.finish()
                 smtp?.client.pool.closeAll()
                 log.line("status: exiting")
                 log.flush()
@@ -330,6 +350,7 @@ public final class Engine {
                 let waiting = scheduler.waitingCount(after: clock()) + doneRetry.count
                 persistRetryTimes()
                 for sp in spawners.compactMap({ $0 }) { sp.finish() }
+                files.cleaner?.finish()
                 smtp?.client.pool.closeAll()
                 log.line("info: \(options.program): no pending deliveries; \(waiting) job\(waiting == 1 ? "" : "s") wait\(waiting == 1 ? "s" : "") for a later retry. quitting...")
                 log.flush()

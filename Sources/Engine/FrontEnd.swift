@@ -153,6 +153,23 @@ public enum FrontEnd {
         else if kind == .qmailSend, let d = Sys.environment("RATELIMIT_DIR"), !d.isEmpty { opts.rateDirectory = RateDirectory(path: d) }
         if externalLocal { opts.localSpawner = [sibling("QMAILLSPAWN", "qmail-lspawn"), delivery] }
         if externalRemote { opts.remoteSpawner = [sibling("QMAILRSPAWN", "qmail-rspawn")] }
+        // Started as root: qmail's privilege split, unless QMAIL_ONE_PROCESS asks for
+        // everything in one root process (tests, tiny hosts; docs/architecture.md).
+        if geteuid() == 0 {
+            if let one = Sys.environment("QMAIL_ONE_PROCESS"), !one.isEmpty, one != "0" {
+                printError("\(program): warning: QMAIL_ONE_PROCESS is set: running every part as root in one process")
+            } else {
+                do {
+                    opts.privilegeSplit = try PrivilegeSplit.lookup { name in
+                        sibling(name == "qmail-lspawn" ? "QMAILLSPAWN" : name == "qmail-rspawn" ? "QMAILRSPAWN" : "QMAILCLEAN", name)
+                    }
+                } catch {
+                    printOut("alert: cannot start: \(error) does not exist\n")
+                    printError("\(program): alert: cannot start as root: \(error) does not exist (make install creates qmail's users and groups; QMAIL_ONE_PROCESS=1 runs everything as root in one process)")
+                    return 111
+                }
+            }
+        }
         let engine: Engine
         do { engine = try Engine(options: opts) } catch {
             printOut("\(error)\n")

@@ -89,13 +89,14 @@ public final class ExternalSpawner: @unchecked Sendable {
     }
 
     /// Starts `program args…` with the queue's `mess/` as working directory.
-    public init(program: String, arguments: [String], queueDir: String, names: QueueNames) throws {
+    public init(program: String, arguments: [String], queueDir: String, names: QueueNames,
+                credentials: Spawn.Credentials? = nil) throws {
         self.names = names
         let cmd = try Spawn.pipe(), res = try Spawn.pipe()
         do {
             pid = try Spawn.start(program, arguments: [program] + arguments,
                                   fds: [.init(cmd.read, at: 0), .init(res.write, at: 1)], keepStandard: true,
-                                  directory: queueDir + "/mess")
+                                  directory: queueDir + "/mess", credentials: credentials)
         } catch {
             throw Failure(message: "alert: cannot start: unable to run \(program): \(error)")
         }

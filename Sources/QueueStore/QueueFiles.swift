@@ -11,6 +11,9 @@ public struct QueueFiles: Sendable {
     public let root: String
     public let names: QueueNames
     public let sync: SyncPolicy
+    /// When the engine runs as qmails: removals in mess/, intd/ and todo/ go
+    /// through qmail-clean, running as qmailq (nil: done here).
+    public var cleaner: QueueCleaner? = nil
 
     public init(root: String, names: QueueNames, sync: SyncPolicy) {
         self.root = root
@@ -126,8 +129,10 @@ public struct QueueFiles: Sendable {
             if !remote.isEmpty { _ = try writeNew(remotePath, remote); result.hasRemote = true }
             else { try Sys.unlinkIfPresent(remotePath) }
             // qmail-clean's `todo/<id>`: intd first, then todo.
-            try Sys.unlinkIfPresent(path(.intd, id))
-            try Sys.unlinkIfPresent(todoPath)
+            if let cleaner { try cleaner.removeTodo(id) } else {
+                try Sys.unlinkIfPresent(path(.intd, id))
+                try Sys.unlinkIfPresent(todoPath)
+            }
         } catch { throw .io(error.systemError) }
         return result
     }
@@ -263,7 +268,7 @@ public struct QueueFiles: Sendable {
     public func removeMessage(_ id: UInt64, preprocessedHere: Bool = false) throws {
         let infoPath = path(.info, id), messPath = path(.mess, id)
         if preprocessedHere {
-            try Sys.unlinkIfPresent(messPath)
+            if let cleaner { try cleaner.removeMessage(id) } else { try Sys.unlinkIfPresent(messPath) }
             try Sys.unlinkIfPresent(infoPath)
             return
         }
@@ -273,8 +278,10 @@ public struct QueueFiles: Sendable {
             try Sys.unlinkIfPresent(infoPath)
             return
         }
-        try Sys.unlinkIfPresent(path(.intd, id))
-        try Sys.unlinkIfPresent(messPath)
+        if let cleaner { try cleaner.removeMessage(id) } else {
+            try Sys.unlinkIfPresent(path(.intd, id))
+            try Sys.unlinkIfPresent(messPath)
+        }
         try Sys.unlinkIfPresent(infoPath)
     }
 
@@ -313,8 +320,10 @@ public struct QueueFiles: Sendable {
             guard let st = try? Sys.stat(path(.mess, id)) else { continue }
             if now <= Int64(st.st_atim.tv_sec) + ossified { continue }
             if Sys.exists(path(.info, id)) || Sys.exists(path(.todo, id)) { continue }
-            _ = try? Sys.unlinkIfPresent(path(.intd, id))
-            _ = try? Sys.unlinkIfPresent(path(.mess, id))
+            if let cleaner { if (try? cleaner.removeMessage(id)) == nil { continue } } else {
+                _ = try? Sys.unlinkIfPresent(path(.intd, id))
+                _ = try? Sys.unlinkIfPresent(path(.mess, id))
+            }
             removed.append(id)
         }
         return removed
@@ -322,6 +331,7 @@ public struct QueueFiles: Sendable {
 
     /// pid/ files of qmail-queue runs that died long ago.
     public func cleanupStalePidFiles(now: Int64, ossified: Int64 = 129600) {
+        if cleaner != nil { return }   // qmail-clean does it, as qmailq
         for n in (try? Sys.listDirectory(root + "/pid")) ?? [] {
             let p = root + "/pid/" + n
             if let st = try? Sys.stat(p), now > Int64(st.st_atim.tv_sec) + ossified { _ = try? Sys.unlinkIfPresent(p) }

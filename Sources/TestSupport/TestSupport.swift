@@ -75,6 +75,9 @@ public enum TestEnv {
             if let eq = s.firstIndex(of: "=") { env[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
             p += 1
         }
+        // The engines started as root by tests run in one process unless a test asks
+        // for qmail's privilege split (by setting QMAIL_ONE_PROCESS to nil).
+        env["QMAIL_ONE_PROCESS"] = "1"
         for (k, v) in changes { env[k] = v }
         return env.map { "\($0.key)=\($0.value)" }.sorted()
     }

@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+import CShims
+import QueueFormat
+import SystemIO
+
+/// The engine's side of qmail-clean: the removals in folders only `qmailq` may
+/// write (`mess/`, `intd/`, `todo/`), asked of a long-lived `qmail-clean`
+/// running as `qmailq` when the engine itself runs as `qmails`.
+///
+/// The protocol is classic qmail's: `todo/<id>\0` removes intd/<id> and
+/// todo/<id>; `foop/<id>\0` removes intd/<id> and mess/<split>/<id>. The answer
+/// is one byte: `+` done, `!` a removal failed, `x` a request it refused.
+public final class QueueCleaner: Sendable {
+    struct Pipes { var command: Int32; var answer: Int32; var pid: pid_t }
+    let pipes: Mutex<Pipes>
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+    }
+
+    /// Starts `program` in `queueDir` as the given user (nil: as we are).
+    public init(program: String, queueDir: String, environment: [String]? = nil,
+                credentials: Spawn.Credentials?) throws(SystemError) {
+        let cmd = try Spawn.pipe(), ans = try Spawn.pipe()
+        let pid: pid_t
+        do {
+            pid = try Spawn.start(program, arguments: ["qmail-clean"], environment: environment,
+                                  fds: [.init(cmd.read, at: 0), .init(ans.write, at: 1)], keepStandard: true,
+                                  directory: queueDir, credentials: credentials)
+        } catch {
+            Sys.close(cmd.read); Sys.close(cmd.write); Sys.close(ans.read); Sys.close(ans.write)
+            throw error
+        }
+        Sys.close(cmd.read); Sys.close(ans.write)
+        pipes = Mutex(Pipes(command: cmd.write, answer: ans.read, pid: pid))
+    }
+
+    /// Sends one request and waits for its answer.
+    func ask(_ request: String) throws(SystemError) {
+        let answer: UInt8 = try pipes.withLock { (p: inout Pipes) throws(SystemError) -> UInt8 in
+            try Sys.write(p.command, Array(request.utf8) + [0], path: "qmail-clean")
+            var b: UInt8 = 0
+            while true {
+                let n = read(p.answer, &b, 1)
+                if n == 1 { return b }
+                if n == -1 && qs_errno() == EINTR { continue }
+                throw SystemError("read", path: "qmail-clean", errno: n == 0 ? EPIPE : qs_errno())
+            }
+        }
+        switch answer {
+        case UInt8(ascii: "+"): return
+        case UInt8(ascii: "!"): throw SystemError("unlink", path: request + " (qmail-clean)", errno: EIO)
+        default: throw SystemError("qmail-clean refused", path: request, errno: EINVAL)
+        }
+    }
+
+    /// intd/<id>, then todo/<id>.
+    public func removeTodo(_ id: UInt64) throws(SystemError) { try ask("todo/\(id)") }
+    /// intd/<id>, then mess/<split>/<id>.
+    public func removeMessage(_ id: UInt64) throws(SystemError) { try ask("foop/\(id)") }
+
+    /// Closes the command pipe; qmail-clean exits.
+    public func finish() {
+        let pid = pipes.withLock { (p: inout Pipes) -> pid_t in
+            Sys.close(p.command); Sys.close(p.answer)
+            p.command = -1; p.answer = -1
+            return p.pid
+        }
+        _ = try? Spawn.wait(pid)
+    }
+}
