@@ -1,17 +1,21 @@
 # make            release build of every program (the per-message ones linked with musl
 #                 when musl-gcc is installed: scripts/musl-link)
-# make install PREFIX=/usr/local   installs every program into $(PREFIX)/bin
+# make install    installs a qmail host (scripts/install): qmail's users and groups,
+#                 the programs with qmail's owners and modes (qmail-queue setuid
+#                 qmailq), the queue, default control files, systemd units.
+#                 PREFIX (default /var/qmail), DESTDIR (packagers), UNITDIR
+#                 (default /etc/systemd/system). Run as root; running it twice
+#                 changes nothing.
 # make test       the whole test suite (same as scripts/test)
 PREFIX ?= /var/qmail
-PROGRAMS = qmail-queue qmail-nullqueue queue-fix qmail-inject sendmail qmail-send qmta-send slowq-send drate qmail-local qmail-lspawn qmail-remote qmail-rspawn rrt maildirserial qmail-smtpd qmail-newmrh
+UNITDIR ?= /etc/systemd/system
 
 all:
 	swift build -c release
 	scripts/musl-link release
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
-	for p in $(PROGRAMS); do install -m 0755 .build/release/$$p $(DESTDIR)$(PREFIX)/bin/$$p; done
+	scripts/install --prefix "$(PREFIX)" --unitdir "$(UNITDIR)" $(if $(DESTDIR),--destdir "$(DESTDIR)")
 
 test:
 	scripts/test
