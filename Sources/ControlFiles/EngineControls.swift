@@ -69,14 +69,7 @@ public struct EngineControls: Sendable, Equatable {
         if let l = try control.readLines("locals") { c.locals = Set(l.map { $0.lowercased() }) }
         if let p = try control.readLines("percenthack") { c.percentHack = Set(p.map { $0.lowercased() }) }
         if let v = try control.readLinesNumbered("virtualdomains") {
-            for (n, line) in v {
-                guard let colon = line.firstIndex(of: ":") else {
-                    throw ControlError(file: control.filePath("virtualdomains"), line: n,
-                                       message: "expected domain:prepend, found \"\(line)\"")
-                }
-                let key = String(line[..<colon]).lowercased()
-                if c.virtualDomains[key] == nil { c.virtualDomains[key] = String(line[line.index(after: colon)...]) }
-            }
+            c.virtualDomains = try virtualDomains(v, file: control.filePath("virtualdomains"))
         }
         c.envNoAtHost = try nonEmpty(control.readLine("envnoathost")) ?? me
         c.concurrencyLocal = try control.readInt("concurrencylocal", default: 10)
@@ -118,6 +111,21 @@ public struct EngineControls: Sendable, Equatable {
     }
 
     static func nonEmpty(_ s: String?) -> String? { (s?.isEmpty ?? true) ? nil : s }
+
+    /// `virtualdomains` lines (as `readLinesNumbered` gives them) as `load` reads
+    /// them: `domain:prepend`, the key lowercased, the first line for a key wins;
+    /// a line without a colon is an error naming `file` and the line.
+    public static func virtualDomains(_ lines: [(line: Int, text: String)], file: String) throws(ControlError) -> [String: String] {
+        var out: [String: String] = [:]
+        for (n, line) in lines {
+            guard let colon = line.firstIndex(of: ":") else {
+                throw ControlError(file: file, line: n, message: "expected domain:prepend, found \"\(line)\"")
+            }
+            let key = String(line[..<colon]).lowercased()
+            if out[key] == nil { out[key] = String(line[line.index(after: colon)...]) }
+        }
+        return out
+    }
 }
 
 /// Where a recipient goes after qmail's rewrite rules (todo processing).
