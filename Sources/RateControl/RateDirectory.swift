@@ -14,6 +14,11 @@ import ControlFiles
 public struct RateDirectory: Sendable {
     public let path: String
     public var useRegex: Bool
+    /// The folder's files held in memory, by name (`.options`, `ratecontrol`,
+    /// `.global`, a domain), instead of read from `path` (the fuzz target uses it):
+    /// nil (the default) reads the folder. In memory there are no aliases, and a
+    /// `ratecontrol` match creates no domain file.
+    public var memoryFiles: [String: [UInt8]]? = nil
 
     public init(path: String, useRegex: Bool = Sys.environment("QREGEX").map { !$0.isEmpty && $0 != "0" } ?? false) {
         self.path = path
@@ -32,10 +37,16 @@ public struct RateDirectory: Sendable {
         return RateDirectory(path: queueDir + "/ratelimit")
     }
 
+    /// A file of the folder, nil when missing or unreadable.
+    func read(_ name: String) -> [UInt8]? {
+        if let memoryFiles { return memoryFiles[name] }
+        return try? Sys.readFile(path + "/" + name)
+    }
+
     struct Options { var mode: LimiterMode = .smooth; var burst: Double = 1; var concurrency: Int? = nil }
 
     func options(for domain: String) throws -> Options {
-        guard let bytes = try? Sys.readFile(path + "/.options") else { return Options() }
+        guard let bytes = read(".options") else { return Options() }
         var star = Options(), exact: Options? = nil
         for (n, line) in ControlDirectory.splitLines(bytes) {
             let t = line.trimmingCharacters(" \t\r")
@@ -80,15 +91,15 @@ public struct RateDirectory: Sendable {
             return DomainPolicy(key: key, expression: def.expression, mode: o.mode, burst: o.burst, concurrency: o.concurrency, interval: interval)
         }
         let file = path + "/" + domain
-        if !domain.isEmpty, !domain.contains("/"), !domain.hasPrefix("."), let bytes = try? Sys.readFile(file) {
+        if !domain.isEmpty, !domain.contains("/"), !domain.hasPrefix("."), let bytes = read(domain) {
             let def: RateDefinition
             do { def = try RateDefinition.parse(bytes) } catch { throw Failure(file: file, message: "\(error)") }
             // An alias (symbolic link) shares its target's ledger.
             var buf = [CChar](repeating: 0, count: 4096)
-            let key = realpath(file, &buf) != nil ? String(String(cString: buf).split(separator: "/").last ?? Substring(domain)) : domain
+            let key = memoryFiles == nil && realpath(file, &buf) != nil ? String(String(cString: buf).split(separator: "/").last ?? Substring(domain)) : domain
             return try make(key, def, file: file)
         }
-        if let lines = try? Sys.readFile(path + "/ratecontrol") {
+        if let lines = read("ratecontrol") {
             for (n, raw) in ControlDirectory.splitLines(lines) {
                 let line = raw.trimmingCharacters(" \t\r")
                 if line.isEmpty || line.hasPrefix("#") { continue }
@@ -108,12 +119,12 @@ public struct RateDirectory: Sendable {
                     }
                     // As documented: a match creates the domain's definition.
                     let p = try make(domain, def, file: path + "/ratecontrol (line \(n))")
-                    try? Sys.writeFile(file, def.bytes(), mode: 0o640)
+                    if memoryFiles == nil { try? Sys.writeFile(file, def.bytes(), mode: 0o640) }
                     return p
                 }
             }
         }
-        if let bytes = try? Sys.readFile(path + "/.global") {
+        if let bytes = read(".global") {
             let def: RateDefinition
             do { def = try RateDefinition.parse(bytes) } catch { throw Failure(file: path + "/.global", message: "\(error)") }
             return try make(".global", def, file: path + "/.global")
