@@ -151,6 +151,7 @@ let package = Package(
         .testTarget(name: "QueueClientTests", dependencies: ["QueueClient", "QueueFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "InjectTests", dependencies: ["Inject", "QueueFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "ReceiptsTests", dependencies: ["Receipts", "QueueFormat", "SystemIO", "TestSupport"]),
+        .testTarget(name: "InstallTests", dependencies: ["SystemIO", "TestSupport"]),
         .testTarget(name: "ReceiversTests", dependencies: ["Receivers", "QueueStore", "QueueFormat", "SystemIO", "TestSupport"]),
     ]
 )

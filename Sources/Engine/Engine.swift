@@ -309,6 +309,12 @@ public final class Engine {
                     return 111
                 }
             }
+            if let cleaner = files.cleaner, !cleaner.alive {
+                log.line("alert: oh no! lost qmail-clean connection! dying...")
+                persistRetryTimes()
+                log.flush()
+                return 111
+            }
             if scheduler.rateGate != nil { scheduler.nowMS = clockMS() }
             if !exiting { execute(scheduler.step(now: clock()), now: clock()) }
             // Deliveries just started are logged before any slower housekeeping below.

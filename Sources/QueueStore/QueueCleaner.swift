@@ -14,7 +14,7 @@ import SystemIO
 /// todo/<id>; `foop/<id>\0` removes intd/<id> and mess/<split>/<id>. The answer
 /// is one byte: `+` done, `!` a removal failed, `x` a request it refused.
 public final class QueueCleaner: Sendable {
-    struct Pipes { var command: Int32; var answer: Int32; var pid: pid_t }
+    struct Pipes { var command: Int32; var answer: Int32; var pid: pid_t; var alive = true }
     let pipes: Mutex<Pipes>
 
     public struct Failure: Error, CustomStringConvertible {
@@ -42,12 +42,16 @@ public final class QueueCleaner: Sendable {
     /// Sends one request and waits for its answer.
     func ask(_ request: String) throws(SystemError) {
         let answer: UInt8 = try pipes.withLock { (p: inout Pipes) throws(SystemError) -> UInt8 in
-            try Sys.write(p.command, Array(request.utf8) + [0], path: "qmail-clean")
+            do throws(SystemError) { try Sys.write(p.command, Array(request.utf8) + [0], path: "qmail-clean") } catch {
+                p.alive = false
+                throw error
+            }
             var b: UInt8 = 0
             while true {
                 let n = read(p.answer, &b, 1)
                 if n == 1 { return b }
                 if n == -1 && qs_errno() == EINTR { continue }
+                p.alive = false
                 throw SystemError("read", path: "qmail-clean", errno: n == 0 ? EPIPE : qs_errno())
             }
         }
@@ -57,6 +61,9 @@ public final class QueueCleaner: Sendable {
         default: throw SystemError("qmail-clean refused", path: request, errno: EINVAL)
         }
     }
+
+    /// False once qmail-clean stopped answering (the engine then dies, as qmail-send does).
+    public var alive: Bool { pipes.withLock { $0.alive } }
 
     /// intd/<id>, then todo/<id>.
     public func removeTodo(_ id: UInt64) throws(SystemError) { try ask("todo/\(id)") }
