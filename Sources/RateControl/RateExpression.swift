@@ -77,8 +77,13 @@ public struct RateExpression: Sendable, Equatable {
 
         mutating func peek(_ s: String) -> Bool {
             skip()
-            let b = Array(s.utf8)
-            return i + b.count <= chars.count && Array(chars[i..<(i + b.count)]) == b
+            // Byte by byte: no array per call (the parser peeks at every operator).
+            var j = i
+            for b in s.utf8 {
+                guard j < chars.count, chars[j] == b else { return false }
+                j += 1
+            }
+            return true
         }
 
         mutating func eat(_ s: String) -> Bool {
