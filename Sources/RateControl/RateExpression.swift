@@ -62,8 +62,19 @@ public struct RateExpression: Sendable, Equatable {
         let chars: [UInt8]
         var i = 0
         var variables: [String: Double] = [:]
+        /// How deep the recursive descent is: `power` and `unary` count a level
+        /// each, so a parenthesis or a function's argument counts two, a unary
+        /// operator or a `**` one. Beyond `maxDepth` the expression is an error:
+        /// a few thousand `(` overflowed the stack (found by fuzzing).
+        var depth = 0
+        static let maxDepth = 500
 
         init(chars: [UInt8]) { self.chars = chars }
+
+        mutating func enter() throws(Failure) {
+            depth += 1
+            if depth > Parser.maxDepth { throw fail("expression nested too deeply") }
+        }
 
         mutating func skip() { while i < chars.count && (chars[i] == 32 || chars[i] == 9 || chars[i] == 10 || chars[i] == 13) { i += 1 } }
         func fail(_ m: String) -> Failure { Failure(message: m, position: i) }
@@ -204,11 +215,15 @@ public struct RateExpression: Sendable, Equatable {
             }
         }
         mutating func power() throws(Failure) -> Double {
+            try enter()
+            defer { depth -= 1 }
             let base = try unary()
             if eat("**") { return pow(base, try power()) }
             return base
         }
         mutating func unary() throws(Failure) -> Double {
+            try enter()
+            defer { depth -= 1 }
             if eat("-") { return -(try unary()) }
             if eat("+") { return try unary() }
             if eat("!") { return (try unary()) == 0 ? 1 : 0 }

@@ -57,6 +57,22 @@ final class RateExpressionTests: XCTestCase {
         XCTAssertEqual(try value("~5"), -6)
     }
 
+    /// Found by fuzzing (fuzz/regressions/rate-expr/crash-nested-parentheses-stack-overflow):
+    /// a few thousand nested parentheses overflowed the stack of the recursive-descent
+    /// parser. Nesting beyond about 250 parentheses (500 unary operators or ** chains) is an error.
+    func testDeepNestingIsAnErrorNotAStackOverflow() throws {
+        let deep = 100_000
+        for s in [String(repeating: "(", count: deep) + "1" + String(repeating: ")", count: deep),
+                  String(repeating: "-", count: deep) + "1",
+                  Array(repeating: "2", count: deep).joined(separator: "**"),
+                  String(repeating: "sqrt(", count: deep) + "4"] {
+            XCTAssertThrowsError(try value(s)) { XCTAssertTrue("\($0)".hasPrefix("expression nested too deeply"), "\($0)") }
+        }
+        XCTAssertEqual(try value(String(repeating: "(", count: 100) + "7" + String(repeating: ")", count: 100)), 7)
+        XCTAssertEqual(try value(String(repeating: "-", count: 400) + "7"), 7)
+        XCTAssertEqual(try value("sqrt(sqrt(sqrt(256)))"), 2)
+    }
+
     /// Found by fuzzing (fuzz/regressions/ratedefs): a QREGEX ratecontrol pattern of stacked
     /// repetitions made glibc's regcomp take gigabytes; such a pattern now matches nothing.
     func testStackedRepetitionsInARegexPatternMatchNothing() throws {
