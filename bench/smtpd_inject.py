@@ -12,7 +12,8 @@ the last reply, checking that every message is in todo/. Modes: `in-process`
 (the default when the queue is writable) and `qmail-queue` (QMAILQUEUE set to
 qmail-queue, so each message is a process and its own fsyncs). Runs as root;
 everything is bounded and removed at the end. Python 3 standard library only.
-Not yet: Postfix's smtpd beside it and delivery end to end (issue #17).
+Postfix's smtpd beside it, qmail-smtpd under tcpserver, delivery end to end,
+latency and the parallel fsync ceiling: bench/smtp_bench.py (issue #17).
 """
 
 import argparse
