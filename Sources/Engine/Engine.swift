@@ -673,11 +673,14 @@ public final class Engine {
                 logStatus()
                 let mess = files.path(.mess, d.key.id)
                 if let sp = spawners[d.key.channel.rawValue] {
-                    if !sp.send(d) {
-                        log.line("alert: oh no! lost spawn connection! deferring delivery \(d.number)")
+                    if !sp.send(d) && sp.alive {
+                        log.line("alert: no free spawner slot; deferring delivery \(d.number)")
                         // As a report: the slot is freed and the delivery line is logged.
-                        handle(.delivered(number: d.number, report: DeliveryReport(.deferral, "lost spawn connection")), now: now)
+                        handle(.delivered(number: d.number, report: DeliveryReport(.deferral, "no free spawner slot")), now: now)
                     }
+                    // A dead spawner: the delivery is not reported (its retry time stays as
+                    // it was); the loop dies at its next turn and a restart tries it at once.
+
                 } else if d.key.channel == .local {
                     let worker = local
                     deliveries.submit { .delivered(number: d.number, report: worker.deliver(d, messagePath: mess)) }
@@ -704,7 +707,8 @@ public final class Engine {
                     }
                 }
             case let .reschedule(key, at):
-                store.set(key, at)
+                // What a restart reads: a job parked for a domain's slot is due at once.
+                store.set(key, scheduler.isParked(key) ? min(at, now) : at)
             case .channelDone(let key):
                 preloaded[key] = nil
                 let marks = skippedMarks.removeValue(forKey: key) ?? []
@@ -842,7 +846,9 @@ public final class Engine {
     /// Writes each queued job's next attempt into its channel file's mtime, as
     /// classic qmail-send does at exit, so classic qmail can take the queue over.
     func persistRetryTimes() {
-        for (key, t) in scheduler.queuedJobs {
+        let now = clock()
+        for (key, queued) in scheduler.queuedJobs {
+            let t = scheduler.isParked(key) ? min(queued, now) : queued
             var times = [timespec(tv_sec: Int(t), tv_nsec: 0), timespec(tv_sec: Int(t), tv_nsec: 0)]
             _ = Glibc.utimensat(AT_FDCWD, files.channelPath(key.id, local: key.channel == .local), &times, 0)
         }

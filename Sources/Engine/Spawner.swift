@@ -116,7 +116,7 @@ public final class ExternalSpawner: @unchecked Sendable {
     }
 
     public var resultsFD: Int32 { alive ? resultFD : -1 }
-    /// False once the spawner's output reached end of file.
+    /// False once the spawner's output reached end of file, or a command could not be written.
     public private(set) var alive = true
     public var hasFreeSlot: Bool { !freeSlots.isEmpty }
 
@@ -126,7 +126,7 @@ public final class ExternalSpawner: @unchecked Sendable {
         let path = "\(d.key.id % UInt64(names.split))/\(d.key.id)"
         let bytes = SpawnProtocol.command(slot: slot, messagePath: path, sender: d.sender, qqeh: d.qqeh,
                                           envHeaders: d.envHeaders, recipient: d.recipient.address)
-        if (try? Sys.write(commandFD, bytes)) == nil { freeSlots.append(slot); return false }
+        if (try? Sys.write(commandFD, bytes)) == nil { freeSlots.append(slot); alive = false; return false }
         bySlot[slot] = d.number
         return true
     }

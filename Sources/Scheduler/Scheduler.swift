@@ -216,6 +216,9 @@ public struct Scheduler: Sendable {
     }
 
     public var queuedCount: Int { queuedAt.count }
+    /// The job waits for a slot of a busy destination domain (not for a retry): after
+    /// a restart every slot is free, so it is due at once.
+    public func isParked(_ key: JobKey) -> Bool { waitingOn[key] != nil }
     /// The job is queued, being loaded, or open.
     public func knows(_ key: JobKey) -> Bool {
         queuedAt[key] != nil || open[key] != nil || loading[key.channel] == key

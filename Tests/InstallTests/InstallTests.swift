@@ -73,7 +73,10 @@ final class InstallTests: XCTestCase {
     }
 
     func startEngine() throws -> pid_t {
-        let log = open(base + "/engine.log", O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        let logPath = base + "/engine.log"
+        func statusLines() -> Int { String(decoding: TestEnv.read(logPath), as: UTF8.self).components(separatedBy: "status: local").count - 1 }
+        let before = statusLines()
+        let log = open(logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         defer { close(log) }
         let null = open("/dev/null", O_RDONLY)
         defer { close(null) }
@@ -83,6 +86,8 @@ final class InstallTests: XCTestCase {
                                   fds: [.init(null, at: 0), .init(log, at: 1), .init(log, at: 2)], keepStandard: false,
                                   directory: prefix)
         engines.append(pid)
+        // Started: its first status line (signals are handled from then on).
+        _ = waitFor("the engine to start", seconds: 15) { statusLines() > before }
         return pid
     }
 
@@ -365,5 +370,92 @@ final class InstallTests: XCTestCase {
         XCTAssertEqual(bad.exitCode, 88)
         XCTAssertTrue(bad.stderrText.hasPrefix("Zqmail-queue: envelope format error"), bad.stderrText)
         XCTAssertEqual(TestEnv.files(under: queue + "/mess").count, accepted.count, "the failed message left nothing")
+    }
+
+    // MARK: crash test of the split engine
+
+    /// Processes of the installed engine still alive anywhere (a killed engine's
+    /// helpers finish their deliveries and exit by themselves).
+    func installedProcesses() -> [pid_t] {
+        ((try? Sys.listDirectory("/proc")) ?? []).compactMap { n -> pid_t? in
+            guard let p = pid_t(n) else { return nil }
+            var buf = [CChar](repeating: 0, count: 4096)
+            let len = readlink("/proc/\(p)/exe", &buf, 4095)
+            guard len > 0 else { return nil }
+            let exe = String(decoding: buf[0..<len].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return exe.hasPrefix(prefix + "/bin/") ? p : nil
+        }
+    }
+
+    /// SIGKILL of any one process of the split engine (qmail-send, qmail-lspawn,
+    /// qmail-rspawn, qmail-clean) at random moments while 400 messages are
+    /// delivered, half locally and half over SMTP: every message arrives (at least
+    /// once) and the queue ends empty.
+    func testKillingAnyProcessOfTheSplitEngineLosesNothing() throws {
+        var generator = SeededGenerator(for: "testKillingAnyProcessOfTheSplitEngineLosesNothing")
+        try installHost()
+        let port = try startSink()
+        TestEnv.write(prefix + "/control/smtproutes", "remote.example:127.0.0.1:\(port)\n")
+        let total = 400
+        let env = TestEnv.environment(["QMAILHOME": prefix, "QUEUEDIR": nil, "CONFSPLIT": nil, "BIGTODO": nil])
+        for i in 0..<total {
+            let rcpt = i % 2 == 0 ? "\(InstallTests.user)@host.test.example" : "r\(i)@remote.example"
+            let r = try TestEnv.run(prefix + "/bin/qmail-queue", input: Array("Subject: \(i)\nX-N: \(i)\n\nbody \(i)\n".utf8),
+                                    fd1Input: Array("Fs@host.test.example\0T\(rcpt)\0\0".utf8), environment: env)
+            XCTAssertEqual(r.exitCode, 0, r.stderrText)
+        }
+        func arrived() -> Set<Int> {
+            var seen = Set<Int>()
+            let newDir = home + "/Maildir/new"
+            for f in (try? Sys.listDirectory(newDir)) ?? [] { seen.formUnion(numbers(in: TestEnv.read(newDir + "/" + f))) }
+            for f in (try? Sys.listDirectory(base + "/sink")) ?? [] where f.hasSuffix(".eml") {
+                seen.formUnion(numbers(in: TestEnv.read(base + "/sink/" + f)))
+            }
+            return seen
+        }
+        func numbers(in bytes: [UInt8]) -> [Int] {
+            // The sink keeps SMTP's CRLF, one Character in Swift: split on any line end.
+            String(decoding: bytes, as: UTF8.self).split(whereSeparator: { $0.isNewline }).compactMap {
+                $0.hasPrefix("X-N: ") ? Int($0.dropFirst(5)) : nil
+            }
+        }
+        let victims = ["qmail-send", "qmail-lspawn", "qmail-rspawn", "qmail-clean"]
+        var kills: [String] = []
+        while kills.count < 8 && arrived().count < total {
+            let engine = try startEngine()
+            usleep(UInt32.random(in: 100_000...600_000, using: &generator))
+            let name = victims.randomElement(using: &generator)!
+            if let victim = processTree(engine).first(where: { $0.name == name }) {
+                kill(victim.pid, SIGKILL)
+                kills.append(name)
+            }
+            // The engine dies with its helper (as qmail-send does); a TERM ends it if it
+            // has nothing left to ask the dead one.
+            var exited = false
+            for _ in 0..<100 {
+                var st: Int32 = 0
+                if waitpid(engine, &st, WNOHANG) == engine { exited = true; break }
+                usleep(50_000)
+            }
+            if !exited { kill(engine, SIGTERM); _ = try Spawn.wait(engine) }
+            engines.removeAll { $0 == engine }
+            XCTAssertTrue(waitFor("the helpers of the killed engine to finish") { installedProcesses().isEmpty })
+        }
+        let engine = try startEngine()
+        if !waitFor("every message", seconds: 90, { arrived().count == total }) {
+            let missing = Set(0..<total).subtracting(arrived()).sorted()
+            let sink = ((try? Sys.listDirectory(base + "/sink")) ?? []).sorted()
+            XCTFail("\(missing.count) messages did not arrive: \(missing.prefix(20)); the sink holds \(sink.prefix(10))"
+                    + (sink.first(where: { $0.hasSuffix(".eml") }).map { ":\n" + String(decoding: TestEnv.read(base + "/sink/" + $0), as: UTF8.self) } ?? ""))
+        }
+        XCTAssertTrue(waitFor("an empty queue") {
+            ["mess", "todo", "intd", "info", "local", "remote", "bounce"].allSatisfy { TestEnv.files(under: queue + "/" + $0).isEmpty }
+        })
+        kill(engine, SIGTERM)
+        XCTAssertEqual(try Spawn.wait(engine), .exited(0))
+        engines.removeAll()
+        let log = String(decoding: TestEnv.read(base + "/engine.log"), as: UTF8.self)
+        XCTAssertFalse(log.contains("failure:"), "no delivery failed")
+        print("split engine crash test: \(total) messages, kills: \(kills.joined(separator: " "))")
     }
 }
