@@ -94,14 +94,19 @@ let package = Package(
         // The queue-client layer every injecting program goes through.
         .target(name: "QueueClient", dependencies: ["QueueFormat", "SystemIO", "ControlFiles"]),
         // The pure scheduling core: retry schedule, lifetimes, concurrency.
-        .target(name: "Scheduler", dependencies: ["RateControl"]),
+        .target(name: "Scheduler", dependencies: ["RateControl", "QueueFormat"]),
+        // What carries deliveries out, without the scheduler: the spawner protocol (both
+        // ends' bytes, the spawner's loop), the worker thread pool, local delivery
+        // (LocalWorker), the in-process SMTP client's worker and the external
+        // qmail-remote's. qmail-lspawn and qmail-rspawn link this, not the engine.
+        .target(name: "Workers", dependencies: ["CShims", "SystemIO", "QueueFormat", "LocalDelivery", "RemoteDelivery"]),
         // qmail-local's semantics: users, .qmail files, Maildir, mbox, programs, forwards.
         .target(name: "LocalDelivery", dependencies: ["CShims", "SystemIO", "ControlFiles", "QueueClient", "QueueFormat"]),
         // Bounce messages (QSBMF in indimail-mta's MIME layout) and DSNs.
         .target(name: "Bounce", dependencies: ["QueueFormat"]),
         // The delivery engine: inotify, todo processing, workers, LMDB schedule, logging, signals.
         .target(name: "Engine", dependencies: ["CShims", "SystemIO", "QueueFormat", "QueueStore", "QueueClient",
-                                               "ControlFiles", "Scheduler", "LocalDelivery", "Bounce", "LMDB", "RemoteDelivery", "RateControl"]),
+                                               "ControlFiles", "Scheduler", "LocalDelivery", "Bounce", "LMDB", "RemoteDelivery", "RateControl", "Workers"]),
         // Remote delivery: DNS, smtproutes, the SMTP client with STARTTLS and connection reuse.
         .target(name: "RemoteDelivery", dependencies: ["CNet", "SystemIO", "ControlFiles", "QueueFormat"]),
         // Per-domain delivery rate control: drate definitions, the expression language, limiters.
@@ -130,9 +135,9 @@ let package = Package(
         .executableTarget(name: "qmta-send", dependencies: ["Engine"]),
         .executableTarget(name: "slowq-send", dependencies: ["Engine"]),
         .executableTarget(name: "drate", dependencies: ["RateControl", "LMDB", "SystemIO", "ControlFiles"]),
-        .executableTarget(name: "qmail-lspawn", dependencies: ["Engine", "LocalDelivery", "SystemIO", "ControlFiles"]),
+        .executableTarget(name: "qmail-lspawn", dependencies: ["Workers", "LocalDelivery", "SystemIO", "ControlFiles"]),
         .executableTarget(name: "qmail-remote", dependencies: ["RemoteDelivery"], linkerSettings: staticExe),
-        .executableTarget(name: "qmail-rspawn", dependencies: ["Engine", "RemoteDelivery", "SystemIO", "ControlFiles", "Scheduler"]),
+        .executableTarget(name: "qmail-rspawn", dependencies: ["Workers", "RemoteDelivery", "SystemIO", "ControlFiles", "QueueFormat"]),
         .executableTarget(name: "qmail-local", dependencies: ["LocalDelivery"], linkerSettings: staticExe),
         .executableTarget(name: "rrt", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "qmail-smtpd", dependencies: ["Receivers"]),
@@ -141,7 +146,7 @@ let package = Package(
 
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport", "CShims",
                                                     "RemoteDelivery", "RateControl", "Inject"]),
-        .testTarget(name: "RemoteDeliveryTests", dependencies: ["RemoteDelivery", "Engine", "LMDB", "Scheduler", "SystemIO", "TestSupport"],
+        .testTarget(name: "RemoteDeliveryTests", dependencies: ["RemoteDelivery", "Engine", "Workers", "LMDB", "Scheduler", "SystemIO", "TestSupport"],
                     exclude: ["Support"]),   // the Python SMTP and DNS test servers, run by path
         .testTarget(name: "RateControlTests", dependencies: ["RateControl", "Scheduler", "SystemIO", "TestSupport"]),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "RateControl"]),

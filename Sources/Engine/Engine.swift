@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CShims
 import SystemIO
+import Workers
 import QueueFormat
 import QueueStore
 import QueueClient
@@ -75,8 +76,8 @@ public final class Engine {
     var smtp: SMTPWorker?
     var remoteBatch: [Delivery] = []
     var bounce: BounceWorker
-    let deliveries: WorkerPool
-    let chores: WorkerPool
+    let deliveries: WorkerPool<EngineEvent>
+    let chores: WorkerPool<EngineEvent>
     var watcher: TodoWatcher!
     var spawners: [ExternalSpawner?] = [nil, nil]
     var signalRead: Int32 = -1
@@ -646,7 +647,7 @@ public final class Engine {
             // At most 100 recipients per SMTP transaction.
             var rest = g.items[...]
             while !rest.isEmpty {
-                let batch = Array(rest.prefix(100))
+                let batch = rest.prefix(100).map(\.work)
                 rest = rest.dropFirst(100)
                 deliveries.submit { .deliveredBatch(smtp.deliver(batch, messagePath: mess)) }
             }
@@ -683,9 +684,9 @@ public final class Engine {
 
                 } else if d.key.channel == .local {
                     let worker = local
-                    deliveries.submit { .delivered(number: d.number, report: worker.deliver(d, messagePath: mess)) }
+                    deliveries.submit { .delivered(number: d.number, report: worker.deliver(d.work, messagePath: mess)) }
                 } else if let worker = remote {
-                    deliveries.submit { .delivered(number: d.number, report: worker.deliver(d, messagePath: mess)) }
+                    deliveries.submit { .delivered(number: d.number, report: worker.deliver(d.work, messagePath: mess)) }
                 } else {
                     remoteBatch.append(d)
                 }
@@ -863,3 +864,10 @@ public final class Engine {
     }
 }
 
+
+extension Delivery {
+    /// What the delivery helpers need of a scheduled delivery.
+    var work: WorkItem {
+        WorkItem(number: number, messageID: key.id, recipient: recipient.address, sender: sender, qqeh: qqeh, envHeaders: envHeaders)
+    }
+}

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import SystemIO
+import Workers
 import QueueFormat
 import QueueStore
 import ControlFiles

@@ -1,3 +1,7 @@
+// DeliveryReport lives in QueueFormat (the helpers share it without the scheduler);
+// everything that imports Scheduler sees it as before.
+@_exported import QueueFormat
+
 /// A message id: the inode number of its `mess` file.
 public typealias MessageID = UInt64
 /// Seconds since the epoch.
@@ -40,25 +44,6 @@ public enum RetrySchedule {
         let k = n + channel.skip
         return birth + k * k
     }
-}
-
-/// What a delivery attempt said: qmail's K (success), Z (deferral), D (failure)
-/// with the human text after the letter.
-public struct DeliveryReport: Equatable, Sendable {
-    public enum Kind: UInt8, Sendable { case success = 75, deferral = 90, failure = 68 }  // K Z D
-    public var kind: Kind
-    public var text: [UInt8]
-
-    public init(_ kind: Kind, _ text: [UInt8]) { self.kind = kind; self.text = text }
-    public init(_ kind: Kind, _ text: String) { self.init(kind, Array(text.utf8)) }
-
-    /// Parses spawner-style bytes: letter + text. Anything else is mangled (nil).
-    public init?(bytes: [UInt8]) {
-        guard let first = bytes.first, let k = Kind(rawValue: first) else { return nil }
-        self.init(k, Array(bytes.dropFirst()))
-    }
-
-    public var letter: Character { Character(UnicodeScalar(kind.rawValue)) }
 }
 
 /// The sentence qmail-send appends to a deferral of a message past its lifetime.

@@ -1,5 +1,5 @@
 import Glibc
-import Engine
+import Workers
 import LocalDelivery
 import SystemIO
 import ControlFiles

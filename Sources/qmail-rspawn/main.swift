@@ -1,9 +1,9 @@
 import Glibc
-import Engine
+import Workers
+import QueueFormat
 import RemoteDelivery
 import SystemIO
 import ControlFiles
-import Scheduler
 
 let help = """
 usage: qmail-rspawn

@@ -1,4 +1,5 @@
 import XCTest
+import Workers
 import RemoteDelivery
 @testable import Engine
 import SystemIO

@@ -1,4 +1,5 @@
 import XCTest
+import Workers
 import RemoteDelivery
 @testable import Engine
 import LMDB
@@ -274,7 +275,7 @@ final class SMTPClientTests: XCTestCase {
     func testUnreadableMessageIsADeferral() throws {
         let s = try server()
         let worker = SMTPWorker(client: try client(port: s.port))
-        let d = Delivery(number: 1, key: JobKey(1, .remote), recipient: .init(offset: 0, address: Array("u@dest.example".utf8)),
+        let d = WorkItem(number: 1, messageID: 1, recipient: Array("u@dest.example".utf8),
                          sender: Array("s@src.example".utf8), qqeh: [], envHeaders: [])
         let r = worker.deliver([d], messagePath: dir)   // a directory: open works, read fails
         XCTAssertEqual(r.first?.1, DeliveryReport(.deferral, "Unable to read message. (#4.3.0)\n"))

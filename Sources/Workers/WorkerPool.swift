@@ -7,8 +7,7 @@ import SystemIO
 /// A fixed set of threads running blocking jobs (deliveries, todo
 /// processing). Results come back through `drain()`; `wakeFD` becomes
 /// readable when there is something to drain, so the engine can poll it.
-public final class WorkerPool: @unchecked Sendable {
-    public typealias Result = EngineEvent
+public final class WorkerPool<Result>: @unchecked Sendable {
     private let lock = ConditionLock()
     private var jobs: [() -> Result] = []
     private var jobHead = 0
@@ -27,10 +26,10 @@ public final class WorkerPool: @unchecked Sendable {
 
     private func startThread() {
         var tid = pthread_t()
-        let box = Unmanaged.passRetained(self)
+        // A C thread entry cannot name the generic pool: it runs a non-generic box.
+        let box = Unmanaged.passRetained(ThreadBody { [self] in self.work() })
         pthread_create(&tid, nil, { arg in
-            let pool = Unmanaged<WorkerPool>.fromOpaque(arg!).takeRetainedValue()
-            pool.work()
+            Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue().run()
             return nil
         }, box.toOpaque())
         threads.append(tid)
@@ -95,4 +94,10 @@ public final class WorkerPool: @unchecked Sendable {
         defer { lock.unlock() }
         return busy + results.count
     }
+}
+
+/// What a pool thread runs.
+final class ThreadBody {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
 }
