@@ -77,6 +77,10 @@ Measured per run:
     counted in the throughput figures (they are waited for). Before
     smtp-source starts, `--idle-probes` probes one after another on the same
     pace give the latency of the unloaded system;
+  * the backlog once a second during end-to-end runs (files in mess/ for ours
+    and classic: each message stays there until it is delivered, whether or
+    not the engine keeps info/ files; maildrop+incoming+active+deferred for
+    Postfix), its largest value;
   * CPU ms per message of the target's process trees (front door + engine,
     utime+stime+cutime+cstime just before they are stopped), smtp-source's CPU,
     the machine's CPU split while injecting, the block device's flush requests
@@ -185,7 +189,7 @@ METRICS = [("injection_rate", "injected msgs/s"), ("throughput", "end to end msg
            ("inject_vs_ceiling", "injection / ceiling"),
            ("probe_ms.p50", "probe SMTP-in -> delivery p50 ms"), ("probe_ms.p90", "probe p90 ms"),
            ("probe_ms.p99", "probe p99 ms"), ("probe_smtp_ms.p50", "probe SMTP session (connect .. QUIT answered) p50 ms"),
-           ("probes", "probes delivered"), ("idle_probe_ms.p50", "unloaded probe p50 ms (before smtp-source)"), ("server_cpu_ms_per_msg", "front door + engine CPU ms/msg"),
+           ("max_backlog", "largest backlog (messages in the queue, sampled once a second)"), ("probes", "probes delivered"), ("idle_probe_ms.p50", "unloaded probe p50 ms (before smtp-source)"), ("server_cpu_ms_per_msg", "front door + engine CPU ms/msg"),
            ("client_cpu_ms_per_msg", "smtp-source CPU ms/msg"), ("cpu_idle_pct", "machine idle % (injecting)"),
            ("cpu_iowait_pct", "machine iowait % (injecting)"),
            ("device_flushes_per_msg", "device flushes/msg")]
@@ -455,6 +459,9 @@ class OursDoor:
     def queued(self):
         return count_files(self.t.queue + "/todo")
 
+    def backlog(self):
+        return (count_files(self.t.queue + "/mess"),)    # every message until it is delivered and cleaned
+
     def stop(self):
         H.stop_proc(self.proc)
         self.proc = None
@@ -507,6 +514,9 @@ class ClassicDoor:
 
     def queued(self):
         return count_files(self.t.queue + "/todo")
+
+    def backlog(self):
+        return (count_files(self.t.queue + "/mess"),)    # every message until it is delivered and cleaned
 
     def stop(self):
         try:
@@ -604,6 +614,8 @@ def run_one(run, a, pw, target, workload, sessions, rnd, msgfile):
         seen, deliveries = set(), []
         probes = None
         last_note = 0
+        last_sample = 0
+        backlog = []        # (seconds since the start, messages waiting: todo + queued) once a second
         while True:
             now = time.time()
             if deliver:
@@ -641,6 +653,12 @@ def run_one(run, a, pw, target, workload, sessions, rnd, msgfile):
                     max((t for _, t in deliveries), default=0) < now - a.stall:
                 res["error"] = f"stalled: nothing delivered for {a.stall} s"
                 break
+            if deliver and now - last_sample >= 1.0:
+                last_sample = now
+                try:
+                    backlog.append((round(now - t0, 2), sum(door.backlog())))
+                except OSError:
+                    pass
             if not a.quiet and now - last_note >= 5:
                 last_note = now
                 log(f"  {target} {workload} s{sessions}: {'injected' if 't' in mark else 'injecting'}, "
@@ -711,6 +729,8 @@ def run_one(run, a, pw, target, workload, sessions, rnd, msgfile):
         res["idle_probe_ms"] = {k: pct(ilat, q) for k, q in (("p50", 50), ("p90", 90), ("max", 100))}
         res["idle_probes"] = len(ilat)
         res["idle_probe_smtp_ms"] = {"p50": pct([(r[2] - r[1]) * 1000 for r in isent.values()], 50)}
+        res["backlog"] = backlog
+        res["max_backlog"] = max((b for _, b in backlog), default=None)
         res["delivered_bulk"] = sum(1 for bid, _ in deliveries if bid not in sent and bid not in isent)
         res["probes"] = len(lat)
         res["probes_sent"] = len(probes or [])
