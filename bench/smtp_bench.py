@@ -87,7 +87,9 @@ Measured per run:
     per message.
 
 Outputs: PREFIX.json (all runs), a Markdown table per workload and session
-count, ratios and the issue's aims (met / not met) on stdout. Everything runs on
+count, ratios and the issue's aims (met / not met) on stdout. `--chart PNG
+--chart-from A.json,B.json;A2.json,B2.json` draws the rates of earlier
+outputs as bars (the first run) and dots (the others), with matplotlib. Everything runs on
 127.0.0.1, in a run folder under --base that is removed at the end; every
 process is started in a process group of its own and killed at the end, the
 Postfix instances stopped, the classic installation's folders put back. Python 3
@@ -743,6 +745,45 @@ def run_one(run, a, pw, target, workload, sessions, rnd, msgfile):
 
 
 # ----------------------------------------------------------------------------
+# chart
+
+CHART_COLORS = {"ours-daemon": "#1f77b4", "ours-tcpserver": "#9ecae1", "postfix": "#d62728", "classic": "#2ca02c"}
+
+
+def write_chart(path, runs_by_invocation, title):
+    """A PNG of messages/s (injection alone; end to end local and remote), one group of bars per
+    workload and session count, one bar per target: the first set of runs as bars, the others as
+    black dots on them. `runs_by_invocation`: lists of runs (the "runs" of this script's JSON)."""
+    plt = H.ensure_matplotlib(log)
+    sums = [summarize(r) for r in runs_by_invocation]
+    keys = sorted({k for s in sums for k in s}, key=lambda k: (WORKLOADS.index(k[0]), k[1]))
+    names = [t for t in TARGETS if any(t in s.get(k, {}) for s in sums for k in keys)]
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(10, 4.6), dpi=80)
+    for j, t in enumerate(names):
+        for i, k in enumerate(keys):
+            metric = "injection_rate" if k[0] == "inject" else "throughput"
+            vals = [s.get(k, {}).get(t, {}).get(metric) for s in sums]
+            x = i + (j - (len(names) - 1) / 2) * width
+            if vals[0]:
+                ax.bar(x, vals[0], width, color=CHART_COLORS[t], label=t if i == 0 else None)
+            for v in vals[1:]:
+                if v:
+                    ax.plot(x, v, "k.", markersize=6)
+    labels = {"inject": "injection alone", "local": "local, end to end", "remote": "remote, end to end"}
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([f"{labels[w]}\n{n} sessions" for w, n in keys], fontsize=8)
+    ax.set_ylabel("messages/s")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------
 # main
 
 def main(argv=None):
@@ -774,7 +815,17 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="output prefix for .json (default <base>/smtp-bench-<time>)")
     ap.add_argument("--keep", action="store_true", help="keep the run folder")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--chart", metavar="PNG", help="only draw a chart from --chart-from's JSON outputs, and exit")
+    ap.add_argument("--chart-from", metavar="JSON[,JSON][;JSON...]",
+                    help="outputs of earlier invocations: ',' joins the parts of one run, ';' separates runs "
+                         "(the first run's figures are bars, the others dots)")
+    ap.add_argument("--chart-title", default="mail over SMTP: smtp-source, 10,000 messages of 2,048 bytes")
     a = ap.parse_args(argv)
+    if a.chart:
+        runs = [[r for f in group.split(",") for r in json.load(open(f))["runs"]]
+                for group in (a.chart_from or "").split(";") if group]
+        print(write_chart(a.chart, runs, a.chart_title))
+        return 0
     a.rcpts = 1                  # what the harness's targets read from the arguments
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     workloads = [w.strip() for w in a.workloads.split(",") if w.strip()]

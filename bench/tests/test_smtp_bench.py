@@ -108,3 +108,12 @@ def test_remove_tree(tmp_path):
             (tmp_path / "t" / f"d{d}" / "sub" / f"f{k}").write_bytes(b"x")
     S.remove_tree(str(tmp_path / "t"), threads=4)
     assert not os.path.exists(tmp_path / "t")
+
+
+def test_chart(tmp_path):
+    import pytest
+    pytest.importorskip("matplotlib")
+    runs = [run("ours-daemon", "inject", 4, injection_rate=900.0), run("postfix", "local", 4, throughput=500.0),
+            run("classic", "remote", 16, throughput=300.0)]
+    p = S.write_chart(str(tmp_path / "c.png"), [runs, runs], "t")
+    assert open(p, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
