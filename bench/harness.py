@@ -66,7 +66,7 @@ SMTP_SINK = "/usr/sbin/smtp-sink"
 CONCURRENCY_LOCAL = 10    # control/concurrencylocal for ours and classic (both programs' default);
 CONCURRENCY_REMOTE = 20   # control/concurrencyremote; Postfix: --postfix-local-concurrency, 20 remote
 OUR_PROGRAMS = ["qmail-send", "qmta-send", "slowq-send", "qmail-queue", "qmail-inject", "queue-fix",
-                "qmail-local", "qmail-lspawn", "qmail-remote", "qmail-rspawn"]
+                "qmail-local", "qmail-lspawn", "qmail-remote", "qmail-rspawn", "qmail-clean"]
 
 
 class HarnessError(Exception):
@@ -416,11 +416,14 @@ def assign_lines(a, pw, homes):
 class OursTarget:
     kind = "ours"
 
-    def __init__(self, run, a, pw, engine="qmail-send"):
-        self.name = "ours" if engine == "qmail-send" else f"ours-{engine}"
+    def __init__(self, run, a, pw, engine="qmail-send", name=None, bin=None, one_process=False):
+        # ours-1p: the same build in one root process (QMAIL_ONE_PROCESS=1) instead of
+        # qmail's privilege split; ours-prev: another build (--prev-bin), as it starts.
+        self.name = name or ("ours" if engine == "qmail-send" else f"ours-{engine}")
         self.engine = engine
         self.a = a
-        self.bin = run.bin
+        self.bin = bin or run.bin
+        self.one_process = one_process
         if not os.access(f"{self.bin}/{engine}", os.X_OK):
             raise HarnessError(f"{engine} not found in {a.bin}")
         self.dir = tempfile.mkdtemp(prefix=f"{self.name}.", dir=run.tmp)
@@ -444,6 +447,8 @@ class OursTarget:
             raise HarnessError(f"queue-fix: {r.stdout}{r.stderr}")
         self.env = {"PATH": "/usr/bin:/bin", "QMAILHOME": self.dir, "QUEUEDIR": self.queue,
                     "CONTROLDIR": c, "LANG": "C"}
+        if self.one_process:
+            self.env["QMAIL_ONE_PROCESS"] = "1"
         self.log = self.dir + "/send.log"
         self.proc = None
 
@@ -1425,7 +1430,7 @@ def main(argv=None):
                          "end, then local and remote drain (burst); ours vs postfix unless --targets")
     ap.add_argument("--scenario", choices=["restart", "burst"], help="scale scenarios (ours; burst also postfix)")
     ap.add_argument("--targets", default=None,
-                    help="comma list: ours, postfix, classic, qmail-compat (default ours; suite: ours,postfix)")
+                    help="comma list: ours, ours-1p, ours-prev, postfix, classic, qmail-compat (default ours; suite: ours,postfix)")
     ap.add_argument("--classic", metavar="PREFIX",
                     help="classic: a classic qmail installation prefix (its conf-qmail, e.g. /var/qmail-classic), "
                          "built from notqmail; the harness sets up its control, users and a fresh queue, starts and stops it")
@@ -1455,6 +1460,7 @@ def main(argv=None):
     ap.add_argument("--fsync-seconds", type=float, default=2.0, help="length of the raw fsync measurement")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--bin", default=DEFAULT_BIN)
+    ap.add_argument("--prev-bin", help="another build of ours (e.g. the one before a change), run as target ours-prev")
     ap.add_argument("--base", default=DEFAULT_BASE)
     ap.add_argument("--out", default=None, help="output prefix for .json .csv .svg .png (default <base>/harness-<time>)")
     ap.add_argument("--keep", action="store_true", help="keep the run folder (Maildirs, logs)")
@@ -1480,9 +1486,12 @@ def main(argv=None):
         a.targets = "ours,postfix" if a.suite else "ours"
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
     for t in targets:
-        if t not in ("ours", "postfix", "classic", "qmail-compat"):
+        if t not in ("ours", "ours-1p", "ours-prev", "postfix", "classic", "qmail-compat"):
             print(f"harness: unknown target {t}", file=sys.stderr)
             return 2
+    if "ours-prev" in targets and not a.prev_bin:
+        print("harness: target ours-prev needs --prev-bin DIR", file=sys.stderr)
+        return 2
     if "classic" in targets and not a.classic:
         print("harness: target classic needs --classic PREFIX", file=sys.stderr)
         return 2
@@ -1532,6 +1541,8 @@ def main(argv=None):
                     order = targets if rnd % 2 == 1 else list(reversed(targets))
                     for t in order:
                         mk = {"ours": lambda: OursTarget(run, a, pw, a.engine),
+                              "ours-1p": lambda: OursTarget(run, a, pw, a.engine, name="ours-1p", one_process=True),
+                              "ours-prev": lambda: OursTarget(run, a, pw, a.engine, name="ours-prev", bin=a.prev_bin),
                               "postfix": lambda: PostfixTarget(run, a, pw),
                               "classic": lambda: ClassicTarget(run, a, pw),
                               "qmail-compat": lambda: QmailCompatTarget(run, a, pw)}[t]

@@ -211,6 +211,22 @@ int qs_thread_identity(uid_t uid, gid_t gid)
     return 0;
 }
 
+/* In a child that failed before exec: say which step and why on descriptor 2
+   (async-signal-safe: write only), then exit with `code`. */
+static void spawn_child_fail(const char *step, const char *path, int code)
+{
+    int e = errno;
+    const char *why = strerror(e);
+    (void)!write(2, "spawn ", 6);
+    (void)!write(2, path, strlen(path));
+    (void)!write(2, ": ", 2);
+    (void)!write(2, step, strlen(step));
+    (void)!write(2, ": ", 2);
+    (void)!write(2, why, strlen(why));
+    (void)!write(2, "\n", 1);
+    _exit(code);
+}
+
 int qs_spawn_as(pid_t *pidp, const char *path, char *const argv[], char *const envp[],
                 const qs_fdmap *maps, int nmaps, const char *cwd, uid_t uid, gid_t gid)
 {
@@ -230,7 +246,7 @@ int qs_spawn_as(pid_t *pidp, const char *path, char *const argv[], char *const e
         for (s = 1; s < 32; ++s) signal(s, SIG_DFL);
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, 0);
-        for (i = 0; i < nmaps; ++i) if (dup2(moved[i], maps[i].target) == -1) _exit(126);
+        for (i = 0; i < nmaps; ++i) if (dup2(moved[i], maps[i].target) == -1) spawn_child_fail("dup2", path, 126);
         for (i = 3; i <= maxtarget; ++i) {
             int j, mapped = 0;
             for (j = 0; j < nmaps; ++j) if (maps[j].target == i) mapped = 1;
@@ -244,14 +260,14 @@ int qs_spawn_as(pid_t *pidp, const char *path, char *const argv[], char *const e
         if (uid != (uid_t)-1) {
             gid_t groups[1];
             groups[0] = gid;
-            if (setgroups(1, groups) == -1 && getuid() == 0) _exit(127);
-            if (setgid(gid) == -1) _exit(127);
-            if (setuid(uid) == -1) _exit(127);
-            if (getuid() != uid || geteuid() != uid) _exit(127);
+            if (setgroups(1, groups) == -1 && getuid() == 0) spawn_child_fail("setgroups", path, 127);
+            if (setgid(gid) == -1) spawn_child_fail("setgid", path, 127);
+            if (setuid(uid) == -1) spawn_child_fail("setuid", path, 127);
+            if (getuid() != uid || geteuid() != uid) { errno = EPERM; spawn_child_fail("setuid", path, 127); }
         }
-        if (cwd && chdir(cwd) == -1) _exit(122);
+        if (cwd && chdir(cwd) == -1) spawn_child_fail(cwd, path, 122);
         execve(path, argv, envp);
-        _exit(errno == ENOENT || errno == EACCES ? 126 : 127);
+        spawn_child_fail("execve", path, errno == ENOENT || errno == EACCES ? 126 : 127);
     }
     for (i = 0; i < nmaps; ++i) close(moved[i]);
     *pidp = pid;

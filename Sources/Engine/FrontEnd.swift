@@ -139,6 +139,12 @@ public enum FrontEnd {
         if kind != .qmailSend, Sys.environment("QUEUEDIR").map({ $0.isEmpty }) ?? true {
             queue = home + (kind == .qmtaSend ? "/queue/qmta" : "/queue/slowq")
         }
+        // An absolute path: the helpers of the privilege split start in the queue, not
+        // in the engine's working directory, and a relative QUEUEDIR must mean the same.
+        if !queue.hasPrefix("/"), let cwd = getcwd(nil, 0) {
+            queue = String(cString: cwd) + "/" + queue
+            free(cwd)
+        }
         // QMAILREMOTE names an external qmail-remote; otherwise the in-process SMTP client.
         let remote = Sys.environment("QMAILREMOTE").flatMap { $0.isEmpty ? nil : $0 }
         var ossified: Int64 = 129600
