@@ -140,7 +140,7 @@ let package = Package(
         .executableTarget(name: "qmail-rspawn", dependencies: ["Workers", "RemoteDelivery", "SystemIO", "ControlFiles", "QueueFormat"]),
         .executableTarget(name: "qmail-local", dependencies: ["LocalDelivery"], linkerSettings: staticExe),
         .executableTarget(name: "rrt", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"], linkerSettings: staticExe),
-        .executableTarget(name: "qmail-smtpd", dependencies: ["Receivers"]),
+        .executableTarget(name: "qmail-smtpd", dependencies: ["Receivers"], linkerSettings: staticExe),   // started per connection under tcpserver: no dynamic loader
         .executableTarget(name: "qmail-newmrh", dependencies: ["Receivers"]),
         .executableTarget(name: "maildirserial", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"]),
 
