@@ -339,6 +339,7 @@ public final class Engine {
                     nextCleanup = now + 76431
                 }
             }
+            flushFinishing(now: now)
             commitSchedule(force: exiting)
             // Ledgers drate changed under us (-R, --import) replace ours at once.
             for (k, l) in store.takeForeignLedgers() { scheduler.rateGate?.ledgers[k] = l }
@@ -788,15 +789,38 @@ public final class Engine {
         // Only a first attempt takes the short way: after a failed one, the mess
         // file's inode may already be free and in use by a new message.
         let own = fresh.remove(id) != nil
+        // Split by privilege, removals wait for the end of the loop turn and go to
+        // qmail-clean together: one exchange per turn instead of one per message.
+        if files.cleaner != nil { finishing.append((id, own)); return }
         do {
             try files.removeMessage(id, preprocessedHere: own)
-            doneRetry[id] = nil
-            if bounce.settings.delayWarning > 0 { store.clearWarned(id) }
-            log.line("end msg \(id)")
+            removed(id)
         } catch {
-            log.line("warning: unable to remove message \(id): \(error); will try again later")
-            doneRetry[id] = now + 123
+            notRemoved(id, error, now: now)
         }
+    }
+
+    /// Messages finished in this loop turn, waiting for `flushFinishing`.
+    var finishing: [(id: UInt64, preprocessedHere: Bool)] = []
+
+    func flushFinishing(now: Time) {
+        guard !finishing.isEmpty else { return }
+        let batch = finishing
+        finishing = []
+        for (m, error) in zip(batch, files.removeMessages(batch)) {
+            if let error { notRemoved(m.id, error, now: now) } else { removed(m.id) }
+        }
+    }
+
+    func removed(_ id: UInt64) {
+        doneRetry[id] = nil
+        if bounce.settings.delayWarning > 0 { store.clearWarned(id) }
+        log.line("end msg \(id)")
+    }
+
+    func notRemoved(_ id: UInt64, _ error: Error, now: Time) {
+        log.line("warning: unable to remove message \(id): \(error); will try again later")
+        doneRetry[id] = now + 123
     }
 
     func retryDone(now: Time) {

@@ -62,6 +62,42 @@ public final class QueueCleaner: Sendable {
         }
     }
 
+    /// Several requests in one exchange: written together, then their answers read
+    /// (at most 1,000 at a time, far below what the pipes hold). One answer byte each.
+    func askAll(_ requests: [String]) throws(SystemError) -> [UInt8] {
+        var answers: [UInt8] = []
+        var start = 0
+        while start < requests.count {
+            let chunk = requests[start..<min(start + 1000, requests.count)]
+            start += chunk.count
+            let got: [UInt8] = try pipes.withLock { (p: inout Pipes) throws(SystemError) -> [UInt8] in
+                var bytes: [UInt8] = []
+                for r in chunk { bytes += Array(r.utf8); bytes.append(0) }
+                do throws(SystemError) { try Sys.write(p.command, bytes, path: "qmail-clean") } catch {
+                    p.alive = false
+                    throw error
+                }
+                var out = [UInt8](repeating: 0, count: chunk.count)
+                var have = 0
+                while have < out.count {
+                    let n = out.withUnsafeMutableBytes { read(p.answer, $0.baseAddress! + have, $0.count - have) }
+                    if n > 0 { have += n; continue }
+                    if n == -1 && qs_errno() == EINTR { continue }
+                    p.alive = false
+                    throw SystemError("read", path: "qmail-clean", errno: n == 0 ? EPIPE : qs_errno())
+                }
+                return out
+            }
+            answers += got
+        }
+        return answers
+    }
+
+    /// `foop/<id>` for each id in one exchange: whether each removal was done.
+    public func removeMessages(_ ids: [UInt64]) throws(SystemError) -> [Bool] {
+        try askAll(ids.map { "foop/\($0)" }).map { $0 == UInt8(ascii: "+") }
+    }
+
     /// False once qmail-clean stopped answering (the engine then dies, as qmail-send does).
     public var alive: Bool { pipes.withLock { $0.alive } }
 

@@ -285,6 +285,43 @@ public struct QueueFiles: Sendable {
         try Sys.unlinkIfPresent(infoPath)
     }
 
+    /// `removeMessage` for several messages, with one exchange with qmail-clean for
+    /// all of them when there is one (the engine removes the messages finished in a
+    /// loop turn together). The error of each, nil when removed.
+    public func removeMessages(_ batch: [(id: UInt64, preprocessedHere: Bool)]) -> [Error?] {
+        guard let cleaner else {
+            return batch.map { m -> Error? in
+                do { try removeMessage(m.id, preprocessedHere: m.preprocessedHere); return nil } catch { return error }
+            }
+        }
+        var errors = [Error?](repeating: nil, count: batch.count)
+        var foop: [Int] = []          // indexes whose mess (and intd) qmail-clean removes
+        for (i, m) in batch.enumerated() {
+            if m.preprocessedHere { foop.append(i); continue }
+            do {
+                let infoPath = path(.info, m.id)
+                guard let info = try Sys.stat(infoPath) else { continue }
+                if let mess = try Sys.stat(path(.mess, m.id)),
+                   (mess.st_mtim.tv_sec, mess.st_mtim.tv_nsec) > (info.st_mtim.tv_sec, info.st_mtim.tv_nsec) {
+                    try Sys.unlinkIfPresent(infoPath)
+                    continue
+                }
+                foop.append(i)
+            } catch { errors[i] = error }
+        }
+        if foop.isEmpty { return errors }
+        let done: [Bool]
+        do { done = try cleaner.removeMessages(foop.map { batch[$0].id }) } catch {
+            for i in foop { errors[i] = error }
+            return errors
+        }
+        for (k, i) in foop.enumerated() {
+            if !done[k] { errors[i] = SystemError("unlink", path: "foop/\(batch[i].id) (qmail-clean)", errno: EIO); continue }
+            do { try Sys.unlinkIfPresent(path(.info, batch[i].id)) } catch { errors[i] = error }
+        }
+        return errors
+    }
+
     public func hasBounce(_ id: UInt64) -> Bool { Sys.exists(path(.bounce, id)) }
 
     // MARK: scanning and cleanup
