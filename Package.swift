@@ -144,6 +144,16 @@ let package = Package(
         .executableTarget(name: "qmail-newmrh", dependencies: ["Receivers"]),
         .executableTarget(name: "maildirserial", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"]),
 
+        // The .qmail toolbox (issue #19): small programs started once per message,
+        // linked statically, sharing the library module Toolbox.
+        .target(name: "Toolbox", dependencies: ["CShims", "SystemIO", "ControlFiles", "QueueClient", "Receipts"]),
+        .executableTarget(name: "forward", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "condredirect", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "bouncesaying", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "except", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "preline", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "filterto", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
+
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport", "CShims",
                                                     "RemoteDelivery", "RateControl", "Inject"]),
         .testTarget(name: "RemoteDeliveryTests", dependencies: ["RemoteDelivery", "Engine", "Workers", "LMDB", "Scheduler", "SystemIO", "TestSupport"],

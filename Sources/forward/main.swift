@@ -1,0 +1,39 @@
+// forward: in .qmail, `|forward address ...` — queue the message again for
+// other addresses (toolbox.md §1.1).
+#if canImport(Glibc)
+import Glibc
+#endif
+import SystemIO
+import Toolbox
+
+let tool = Tool("forward")
+let args = Array(Sys.arguments().dropFirst())
+tool.helpIfAsked(args, """
+usage: forward address ...
+
+In a .qmail file: |forward address ...
+Queues the message (descriptor 0) again for every address, from $NEWSENDER,
+with the Delivered-To line of this delivery ($DTLINE), an X-Forwarded-To:
+line per address, an X-Forwarded-For: line naming the sender, and $QQEH.
+Later lines of the .qmail file still run (exit 0).
+
+environment: NEWSENDER, DTLINE (required), QQEH; QMAILQUEUE, NULLQUEUE,
+  ERROR_FD (the queue-client layer); $HOME/.defaultqueue, control/defaultqueue
+exit codes: 0 queued; 100 NEWSENDER or DTLINE not set, or the queue refused
+  the message for good; 111 temporary trouble (message read, queue)
+""")
+
+guard let newSender = tool.env("NEWSENDER") else { tool.fatal(100, "NEWSENDER not set") }
+guard let dtline = tool.env("DTLINE") else { tool.fatal(100, "DTLINE not set") }
+tool.setEnvironment()
+let sender = newSender
+
+let out = Outgoing(tool)
+out.put(dtline)
+for a in args { out.put("X-Forwarded-To: " + a + "\n") }
+out.put("X-Forwarded-For: " + sender + "\n")
+if let qqeh = tool.env("QQEH") { out.put(qqeh) }
+out.copy(from: 0)
+let qp = out.finish(sender: sender, recipients: args)
+printError("forward: qp \(qp)")
+exit(0)

@@ -1,0 +1,251 @@
+import XCTest
+import SystemIO
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The .qmail toolbox (issue #19) end to end: every program runs from a user's
+/// .qmail file, delivered by the engine (qmta-send), and what it queues is
+/// delivered by the next pass. The user's programs run as uid 65534 and reach
+/// the queue through a qmail-queue installed as it is for real: setuid qmailq in
+/// `<prefix>/bin`, the queue at `<prefix>/queue`.
+final class ToolboxTests: XCTestCase {
+    var h: EngineHarness!
+    var scripts = 0
+    override func setUp() {
+        h = EngineHarness()
+        h.extraEnv["QMAILQUEUE"] = ToolboxTests.installQueueProgram(h)
+        mkdir(h.dir + "/bin", 0o755)
+    }
+    override func tearDown() { h.cleanup() }
+
+    /// qmail-queue as installed: `<prefix>/bin/qmail-queue`, mode 4711, owner
+    /// qmailq, with `<prefix>/queue` the harness queue. Without a qmailq user
+    /// (queue-fix then leaves the queue to root), the queue is given to the
+    /// delivery user instead and the program runs unprivileged.
+    static func installQueueProgram(_ h: EngineHarness) -> String {
+        let prefix = h.dir + "/prefix"
+        mkdir(prefix, 0o755)
+        mkdir(prefix + "/bin", 0o755)
+        let qq = prefix + "/bin/qmail-queue"
+        let bytes = TestEnv.read(TestEnv.program("qmail-queue"))
+        try! Sys.writeFile(qq, bytes, mode: 0o755)
+        symlink(h.queue, prefix + "/queue")
+        if let q = UserDatabase.user(named: "qmailq") {
+            chown(qq, q.uid, q.gid)
+            chmod(qq, 0o4711)
+        } else {
+            _ = try? TestEnv.run("/bin/chown", ["-R", "\(h.uid):\(h.gid)", h.queue])
+        }
+        return qq
+    }
+
+    func tool(_ name: String) -> String { TestEnv.program(name) }
+
+    /// A script in the harness's bin folder (readable and runnable by the users).
+    func script(_ name: String, _ body: String) -> String {
+        let p = h.dir + "/bin/" + name
+        TestEnv.write(p, "#!/bin/sh\n" + body + "\n", mode: 0o755)
+        return p
+    }
+
+    /// A queue program that reads the message and envelope, then fails.
+    func failingQueue(_ code: Int32, text: String = "") -> String {
+        scripts += 1
+        return script("qq\(code)-\(scripts)", "cat >/dev/null; cat <&1 >/dev/null 2>&1" + (text.isEmpty ? "" : "; printf '%s' '\(text)' >&2") + "; exit \(code)")
+    }
+
+    @discardableResult
+    func pass() throws -> String {
+        let out = try h.qmtaSend(["./Maildir/"])
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        return out.stdoutText
+    }
+
+    func deliver(_ message: String, _ args: [String]) throws -> String {
+        try h.inject(message, args)
+        return try pass()
+    }
+
+    func messages(_ user: String) -> [String] { h.maildirMessages(user) }
+
+    // MARK: forward
+
+    func testForwardQueuesWithForwardingHeadersAndDeliveryContinues() throws {
+        h.writeHomeFile("alice", ".qmail", "|\(tool("forward")) bob@example.test joe@example.test\n./Maildir/\n")
+        let log = try deliver("Subject: fwd\n\nhello\n", ["-f", "s@x.example", "alice@example.test"])
+        XCTAssertTrue(log.contains("success: forward:_qp_"), log)
+        XCTAssertTrue(log.contains("did_1+0+1/"), log)
+        XCTAssertEqual(messages("alice").count, 1, "exit 0: the next line runs")
+        let log2 = try pass()
+        for user in ["bob", "joe"] {
+            let m = messages(user)
+            XCTAssertEqual(m.count, 1, log2)
+            XCTAssertTrue(m.first?.hasPrefix("Return-Path: <s@x.example>\nDelivered-To: \(user)@example.test\n") ?? false, m.first ?? "")
+            XCTAssertTrue(m.first?.contains("\nDelivered-To: alice@example.test\nX-Forwarded-To: bob@example.test\nX-Forwarded-To: joe@example.test\nX-Forwarded-For: s@x.example\nReceived: ") ?? false, m.first ?? "")
+            XCTAssertTrue(m.first?.hasSuffix("\n\nhello\n") ?? false, m.first ?? "")
+        }
+        XCTAssertEqual(h.queueFiles(), [])
+    }
+
+    func testForwardWithoutItsVariablesOrHelp() throws {
+        var out = try TestEnv.run(tool("forward"), ["a@b"], input: [], environment: TestEnv.environment(["NEWSENDER": nil, "DTLINE": "x"]))
+        XCTAssertEqual(out.exitCode, 100)
+        XCTAssertEqual(out.stderrText, "forward: fatal: NEWSENDER not set\n")
+        out = try TestEnv.run(tool("forward"), ["a@b"], input: [], environment: TestEnv.environment(["NEWSENDER": "", "DTLINE": nil]))
+        XCTAssertEqual(out.stderrText, "forward: fatal: DTLINE not set\n")
+        for name in ["forward", "condredirect", "bouncesaying", "except", "preline", "filterto"] {
+            let o = try TestEnv.run(tool(name), ["--help"])
+            XCTAssertEqual(o.exitCode, 0, name)
+            XCTAssertTrue(o.stdoutText.hasPrefix("usage: \(name)"), o.stdoutText)
+        }
+    }
+
+    /// The queue program fails with 53, 71 or 88-with-text: the seed's text is the
+    /// delivery report; Z texts defer (the message stays queued), D texts bounce.
+    func testForwardQueueFailuresDeferOrBounceWithTheSeedsTexts() throws {
+        let q53 = failingQueue(53), q71 = failingQueue(71)
+        let q88 = failingQueue(88, text: "Dsorry, refused by policy (#5.7.1)")
+        let q88z = failingQueue(88, text: "Zcome back later (#4.3.0)")
+        h.writeHomeFile("alice", ".qmail-a", "|QMAILQUEUE=\(q53) \(tool("forward")) bob@example.test\n./Maildir/\n")
+        h.writeHomeFile("alice", ".qmail-b", "|QMAILQUEUE=\(q71) \(tool("forward")) bob@example.test\n")
+        h.writeHomeFile("alice", ".qmail-c", "|QMAILQUEUE=\(q88) \(tool("forward")) bob@example.test\n")
+        h.writeHomeFile("alice", ".qmail-d", "|QMAILQUEUE=\(q88z) \(tool("forward")) bob@example.test\n")
+        // The bounce goes out when the message has no recipient left: the permanent case gets its own.
+        try h.inject("Subject: qq\n\nx\n", ["-f", "joe@example.test", "alice-a@example.test", "alice-b@example.test", "alice-d@example.test"])
+        try h.inject("Subject: qq\n\nx\n", ["-f", "joe@example.test", "alice-c@example.test"])
+        let log = try pass()
+        XCTAssertTrue(log.contains("deferral: forward:_fatal:_qq_write_error_or_disk_full_(#4.3.0)/"), log)
+        XCTAssertTrue(log.contains("deferral: forward:_fatal:_qq_mail_server_temporarily_rejected_message_(#4.3.0)/"), log)
+        XCTAssertTrue(log.contains("failure: forward:_fatal:_sorry,_refused_by_policy_(#5.7.1)/"), log)
+        XCTAssertTrue(log.contains("deferral: forward:_fatal:_come_back_later_(#4.3.0)/"), log)
+        XCTAssertEqual(messages("alice").count, 0, "a failing line stops the delivery")
+        XCTAssertEqual(messages("bob").count, 0)
+        // Nothing lost: the deferred recipients wait in the queue; the bounce reaches the sender.
+        XCTAssertFalse(h.queueFiles().filter { $0.hasPrefix("local/") }.isEmpty, h.queueFiles().joined(separator: " "))
+        try pass()
+        let bounce = messages("joe").joined()
+        XCTAssertTrue(bounce.contains("<alice-c@example.test>:"), bounce)
+        XCTAssertTrue(bounce.contains("forward: fatal: sorry, refused by policy (#5.7.1)"), bounce)
+        XCTAssertFalse(bounce.contains("alice-a@"), bounce)
+    }
+
+    // MARK: condredirect
+
+    func testCondredirectForwardsWhenTheProgramSucceedsAndStops() throws {
+        h.writeHomeFile("bob", ".qmail", "|\(tool("condredirect")) joe@example.test grep redirect-me\n./Maildir/\n")
+        h.writeHomeFile("bob", ".qmail-rev", "|\(tool("condredirect")) -r joe@example.test grep keep-me\n./Maildir/\n")
+        h.writeHomeFile("bob", ".qmail-bad", "|\(tool("condredirect")) joe@example.test grep -q x\n")
+        h.writeHomeFile("bob", ".qmail-tmp", "|\(tool("condredirect")) joe@example.test \(script("exit111", "exit 111"))\n")
+        h.writeHomeFile("bob", ".qmail-perm", "|\(tool("condredirect")) joe@example.test \(script("exit100", "exit 100"))\n")
+        h.writeHomeFile("bob", ".qmail-none", "|\(tool("condredirect")) joe@example.test /nonexistent/program\n./Maildir/\n")
+        var log = try deliver("Subject: one\n\nredirect-me please\n", ["-f", "s@x.example", "bob@example.test"])
+        XCTAssertTrue(log.contains("success: redirect-me_please/condredirect:_qp_"), log)
+        XCTAssertEqual(messages("bob").count, 0, "exit 99: the Maildir line does not run")
+        log = try deliver("Subject: two\n\nordinary\n", ["-f", "s@x.example", "bob@example.test"])
+        XCTAssertEqual(messages("bob").count, 1, log)
+        log = try deliver("Subject: three\n\nkeep-me\n", ["-f", "s@x.example", "bob-rev@example.test"])
+        XCTAssertEqual(messages("bob").count, 2, "-r: program success continues")
+        log = try deliver("Subject: four\n\nanything\n", ["-f", "s@x.example", "bob-rev@example.test"])
+        XCTAssertEqual(messages("bob").count, 2, "-r: program failure forwards")
+        log = try deliver("Subject: five\n\nx\n", ["-f", "s@x.example", "bob-bad@example.test", "bob-tmp@example.test",
+                                                  "bob-perm@example.test", "bob-none@example.test"])
+        XCTAssertTrue(log.contains("failure: condredirect:_Invalid_option_-q/usage:_condredirect_[_-r_]_newaddress_program_[_arg_..._]/"), log)
+        XCTAssertTrue(log.contains("deferral: condredirect:_fatal:_temporary_child_error/"), log)
+        XCTAssertTrue(log.contains("failure: condredirect:_fatal:_permanent_child_error/"), log)
+        XCTAssertEqual(messages("bob").count, 3, "a program that is not there: delivery continues")
+        try pass()
+        let joe = messages("joe")
+        XCTAssertEqual(joe.count, 2)
+        let one = try XCTUnwrap(joe.first { $0.contains("Subject: one") })
+        XCTAssertTrue(one.hasPrefix("Return-Path: <s@x.example>\nDelivered-To: joe@example.test\nReceived: "), one)
+        XCTAssertTrue(one.contains("\nDelivered-To: bob@example.test\nReceived: "), one)
+        XCTAssertTrue(joe.contains { $0.contains("Subject: four") && $0.contains("Delivered-To: bob-rev@example.test\n") }, joe.joined())
+    }
+
+    func testCondredirectQueueFailure() throws {
+        let q88 = failingQueue(88, text: "Dno thanks (#5.7.1)")
+        h.writeHomeFile("bob", ".qmail", "|QMAILQUEUE=\(q88) \(tool("condredirect")) joe@example.test true\n./Maildir/\n")
+        h.writeHomeFile("bob", ".qmail-z", "|QMAILQUEUE=\(failingQueue(71)) \(tool("condredirect")) joe@example.test true\n./Maildir/\n")
+        let log = try deliver("Subject: c\n\nx\n", ["-f", "", "bob@example.test", "bob-z@example.test"])
+        XCTAssertTrue(log.contains("failure: condredirect:_fatal:_no_thanks_(#5.7.1)/"), log)
+        XCTAssertTrue(log.contains("deferral: condredirect:_fatal:_qq_mail_server_temporarily_rejected_message_(#4.3.0)/"), log)
+        XCTAssertEqual(messages("bob").count, 0)
+        XCTAssertFalse(h.queueFiles().isEmpty)
+    }
+
+    // MARK: bouncesaying, except
+
+    func testBouncesayingAndExcept() throws {
+        h.writeHomeFile("bob", ".qmail-closed", "|\(tool("bouncesaying")) 'This address is no longer in use. (#5.1.1)'\n./Maildir/\n")
+        h.writeHomeFile("bob", ".qmail-spam", "|\(tool("bouncesaying")) 'No spam, thanks.' grep -q SPAM\n./Maildir/\n")
+        h.writeHomeFile("bob", ".qmail-busy", "|\(tool("bouncesaying")) 'x' sh -c 'exit 111'\n")
+        h.writeHomeFile("bob", ".qmail-ex", "|\(tool("except")) grep -q secret\n./Maildir/\n")
+        h.writeHomeFile("bob", ".qmail-extmp", "|\(tool("except")) sh -c 'exit 111'\n")
+        var log = try deliver("Subject: a\n\nSPAM secret\n", ["-f", "joe@example.test", "bob-closed@example.test", "bob-spam@example.test",
+                                                                "bob-busy@example.test", "bob-ex@example.test", "bob-extmp@example.test"])
+        XCTAssertTrue(log.contains("failure: This_address_is_no_longer_in_use._(#5.1.1)/"), log)
+        XCTAssertTrue(log.contains("failure: No_spam,_thanks./"), log)
+        XCTAssertTrue(log.contains("deferral: bouncesaying:_fatal:_temporary_child_error/"), log)
+        XCTAssertTrue(log.contains("deferral: except:_fatal:_temporary_child_error/"), log)
+        XCTAssertTrue(log.contains("failure: Program_refused_the_message._(#5.2.0)/"), log)   // except: 100, no text
+        XCTAssertEqual(messages("bob").count, 0)
+        log = try deliver("Subject: b\n\nham\n", ["-f", "joe@example.test", "bob-spam@example.test", "bob-ex@example.test"])
+        XCTAssertEqual(messages("bob").count, 2, log)
+        var out = try TestEnv.run(tool("bouncesaying"), [])
+        XCTAssertEqual(out.exitCode, 100)
+        XCTAssertEqual(out.stderrText, "bouncesaying: usage: bouncesaying error [ program [ arg ... ] ]\n")
+        out = try TestEnv.run(tool("except"), [])
+        XCTAssertEqual(out.stderrText, "except: usage: except program [ arg ... ]\n")
+    }
+
+    // MARK: preline
+
+    func testPrelineGivesTheMailboxLines() throws {
+        h.writeHomeFile("bob", ".qmail-pl", "|\(tool("preline")) sh -c 'cat > pl.txt'\n")
+        h.writeHomeFile("bob", ".qmail-plf", "|\(tool("preline")) -fr -d sh -c 'cat > plf.txt'\n")
+        h.writeHomeFile("bob", ".qmail-stop", "|\(tool("preline")) sh -c 'cat >/dev/null; exit 99'\n./Maildir/\n")
+        h.writeHomeFile("bob", ".qmail-perm", "|\(tool("preline")) sh -c 'echo nope; exit 100'\n")
+        let log = try deliver("Subject: pl\n\nbody\n", ["-f", "s@x.example", "bob-pl@example.test", "bob-plf@example.test",
+                                                      "bob-stop@example.test", "bob-perm@example.test"])
+        let pl = String(decoding: TestEnv.read(h.home("bob") + "/pl.txt"), as: UTF8.self)
+        XCTAssertTrue(pl.hasPrefix("From s@x.example"), pl)
+        XCTAssertTrue(pl.contains("\nReturn-Path: <s@x.example>\nDelivered-To: bob-pl@example.test\nReceived: "), pl)
+        XCTAssertTrue(pl.hasSuffix("\n\nbody\n") && pl.contains("\nSubject: pl\n"), pl)
+        let plf = String(decoding: TestEnv.read(h.home("bob") + "/plf.txt"), as: UTF8.self)
+        XCTAssertTrue(plf.hasPrefix("Received: "), plf)
+        XCTAssertEqual(messages("bob").count, 0, "exit 99 passed through")
+        XCTAssertTrue(log.contains("failure: nope/"), log)
+        var out = try TestEnv.run(tool("preline"), ["cat"], input: Array("m\n".utf8),
+                                  environment: TestEnv.environment(["UFLINE": "U\n", "RPLINE": "R\n", "DTLINE": "D\n", "QQEH": nil]))
+        XCTAssertEqual(out.exitCode, 111)
+        XCTAssertEqual(out.stderrText, "preline: fatal: No QQEH environment variable\n")
+        out = try TestEnv.run(tool("preline"), ["-e", "cat"], input: Array("m\n".utf8),
+                              environment: TestEnv.environment(["UFLINE": "U\n", "RPLINE": "R\n", "DTLINE": "D\n"]))
+        XCTAssertEqual(out.stdoutText, "U\nR\nD\nm\n")
+        out = try TestEnv.run(tool("preline"), ["-x", "cat"])
+        XCTAssertEqual(out.exitCode, 100)
+        XCTAssertEqual(out.stderrText, "preline: usage: preline cmd [ arg ... ]\n")
+    }
+
+    // MARK: filterto
+
+    func testFiltertoQueuesTheProgramsOutput() throws {
+        h.writeHomeFile("bob", ".qmail-ft", "|\(tool("filterto")) joe@example.test sed s/hello/HELLO/\n./Maildir/\n")
+        h.writeHomeFile("bob", ".qmail-no", "|\(tool("filterto")) joe@example.test sh -c 'cat; exit 1'\n./Maildir/\n")
+        h.writeHomeFile("bob", ".qmail-tmp", "|\(tool("filterto")) joe@example.test sh -c 'cat; exit 111'\n")
+        h.writeHomeFile("bob", ".qmail-qq", "|QMAILQUEUE=\(failingQueue(88, text: "Dfiltered out (#5.7.1)")) \(tool("filterto")) joe@example.test cat\n")
+        let log = try deliver("Subject: ft\n\nhello world\n", ["-f", "s@x.example", "bob-ft@example.test", "bob-no@example.test",
+                                                             "bob-tmp@example.test", "bob-qq@example.test"])
+        XCTAssertTrue(log.contains("success: filterto:_qp_"), log)
+        XCTAssertTrue(log.contains("deferral: filterto:_fatal:_temporary_child_error/"), log)
+        XCTAssertTrue(log.contains("failure: filterto:_fatal:_filtered_out_(#5.7.1)/"), log)
+        XCTAssertEqual(messages("bob").count, 1, "exit 99 stops; a failed filter continues")
+        try pass()
+        let joe = messages("joe")
+        XCTAssertEqual(joe.count, 1, "only the successful filter's output is queued")
+        XCTAssertTrue(joe.first?.contains("\nDelivered-To: bob-ft@example.test\nReceived: ") ?? false, joe.first ?? "")
+        XCTAssertTrue(joe.first?.hasSuffix("\nHELLO world\n") ?? false, String(reflecting: joe.first))
+    }
+}
