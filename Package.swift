@@ -101,7 +101,7 @@ let package = Package(
         // qmail-remote's. qmail-lspawn and qmail-rspawn link this, not the engine.
         .target(name: "Workers", dependencies: ["CShims", "SystemIO", "QueueFormat", "LocalDelivery", "RemoteDelivery"]),
         // qmail-local's semantics: users, .qmail files, Maildir, mbox, programs, forwards.
-        .target(name: "LocalDelivery", dependencies: ["CShims", "SystemIO", "ControlFiles", "QueueClient", "QueueFormat"]),
+        .target(name: "LocalDelivery", dependencies: ["CShims", "CCDB", "SystemIO", "ControlFiles", "QueueClient", "QueueFormat"]),
         // Bounce messages (QSBMF in indimail-mta's MIME layout) and DSNs.
         .target(name: "Bounce", dependencies: ["QueueFormat"]),
         // The delivery engine: inotify, todo processing, workers, LMDB schedule, logging, signals.
@@ -146,13 +146,14 @@ let package = Package(
 
         // The .qmail toolbox (issue #19): small programs started once per message,
         // linked statically, sharing the library module Toolbox.
-        .target(name: "Toolbox", dependencies: ["CShims", "SystemIO", "ControlFiles", "QueueClient", "Receipts"]),
+        .target(name: "Toolbox", dependencies: ["CShims", "CCDB", "SystemIO", "ControlFiles", "QueueClient", "Receipts"]),
         .executableTarget(name: "forward", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "condredirect", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "bouncesaying", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "except", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "preline", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
         .executableTarget(name: "filterto", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "qmail-newu", dependencies: ["Toolbox", "SystemIO", "ControlFiles"]),
 
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport", "CShims",
                                                     "RemoteDelivery", "RateControl", "Inject"]),
