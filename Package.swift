@@ -146,7 +146,8 @@ let package = Package(
 
         // The .qmail toolbox (issue #19): small programs started once per message,
         // linked statically, sharing the library module Toolbox.
-        .target(name: "Toolbox", dependencies: ["CShims", "CCDB", "SystemIO", "ControlFiles", "QueueClient", "Receipts"]),
+        .target(name: "CHMAC", linkerSettings: [.linkedLibrary("crypto")]),   // HMAC-SHA1 for SRS, from OpenSSL
+        .target(name: "Toolbox", dependencies: ["CShims", "CCDB", "CHMAC", "SystemIO", "ControlFiles", "QueueClient", "Receipts"]),
         .executableTarget(name: "forward", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "condredirect", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "bouncesaying", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
@@ -154,6 +155,11 @@ let package = Package(
         .executableTarget(name: "preline", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
         .executableTarget(name: "filterto", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
         .executableTarget(name: "qmail-newu", dependencies: ["Toolbox", "SystemIO", "ControlFiles"]),
+        .executableTarget(name: "rrforward", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "srsfilter", dependencies: ["Toolbox", "SystemIO", "ControlFiles"], linkerSettings: staticExe),
+        .executableTarget(name: "fastforward", dependencies: ["Toolbox", "SystemIO", "ControlFiles", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "setforward", dependencies: ["Toolbox", "SystemIO"]),
+        .executableTarget(name: "printforward", dependencies: ["Toolbox", "SystemIO"]),
 
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport", "CShims",
                                                     "RemoteDelivery", "RateControl", "Inject"]),

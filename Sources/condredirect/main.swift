@@ -17,7 +17,8 @@ condredirect queues the message for newaddress (from $SENDER, with $DTLINE and
 $QQEH on top) and exits 99, so later .qmail lines do not run; any other exit
 (or a program that cannot be found) lets delivery continue (exit 0). With -r
 the sense is reversed: exit 0 continues, any other exit forwards. Exit 100 and
-111 of the program are passed on as permanent and temporary errors.
+111 of the program are passed on as permanent and temporary errors. The sender
+is rewritten with SRS when the SRS controls are set, as forward(1) does.
 
 environment: SENDER, DTLINE (required when forwarding), QQEH; QMAILQUEUE,
   NULLQUEUE, ERROR_FD; $HOME/.defaultqueue, control/defaultqueue
@@ -56,10 +57,11 @@ if lseek(0, 0, SEEK_SET) == -1 { tool.fatal(111, "unable to rewind: " + errorTex
 guard let sender = tool.env("SENDER") else { tool.fatal(100, "SENDER not set") }
 guard let dtline = tool.env("DTLINE") else { tool.fatal(100, "DTLINE not set") }
 tool.setEnvironment()
+let forwardSender = tool.srsSender(sender)
 let out = Outgoing(tool)
 out.put(dtline)
 if let qqeh = tool.env("QQEH") { out.put(qqeh) }
 out.copy(from: 0)
-let qp = out.finish(sender: sender, recipients: [newAddress])
+let qp = out.finish(sender: forwardSender, recipients: [newAddress])
 printError("condredirect: qp \(qp)")
 exit(99)

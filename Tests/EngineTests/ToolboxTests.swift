@@ -248,4 +248,44 @@ final class ToolboxTests: XCTestCase {
         XCTAssertTrue(joe.first?.contains("\nDelivered-To: bob-ft@example.test\nReceived: ") ?? false, joe.first ?? "")
         XCTAssertTrue(joe.first?.hasSuffix("\nHELLO world\n") ?? false, String(reflecting: joe.first))
     }
+
+    // MARK: rrforward
+
+    /// 30 messages delivered with local concurrency 10: each address gets 10, as the
+    /// sequence file is locked around its read and write.
+    func testRrforwardTakesTheAddressesInTurnUnderConcurrentDeliveries() throws {
+        let rr = tool("rrforward")
+        h.writeHomeFile("alice", ".qmail", "|\(rr) .qmailrr bob@example.test joe@example.test alice-box@example.test\n")
+        h.writeHomeFile("alice", ".qmail-box", "./Maildir/\n")
+        for i in 0..<30 { try h.inject("Subject: rr \(i)\n\nx\n", ["-f", "s@x.example", "alice@example.test"]) }
+        let log = try pass()
+        XCTAssertEqual(log.components(separatedBy: "success: rrforward:_qp_").count - 1, 30, log)
+        try pass()
+        XCTAssertEqual(h.maildir("bob").count, 10)
+        XCTAssertEqual(h.maildir("joe").count, 10)
+        XCTAssertEqual(h.maildir("alice").count, 10)
+        XCTAssertTrue(h.maildirMessages("bob")[0].contains("\nDelivered-To: alice@example.test\nReceived: "))
+        XCTAssertEqual(String(decoding: TestEnv.read(h.home("alice") + "/.qmailrr"), as: UTF8.self), "2\n")
+    }
+
+    func testRrforwardGarbageOtherExtensionsAndErrors() throws {
+        let rr = tool("rrforward")
+        h.writeHomeFile("alice", ".qmailrr", "garbage 12\n")
+        h.writeHomeFile("alice", ".qmail", "|\(rr) .qmailrr bob@example.test joe@example.test\n")
+        h.writeHomeFile("alice", ".qmail-other", "|\(rr) .qmailrr-elsewhere bob@example.test joe@example.test\n./Maildir/\n")
+        h.writeHomeFile("alice", ".qmail-few", "|\(rr) .qmailrr-few bob@example.test\n")
+        h.writeHomeFile("alice", ".qmail-name", "|\(rr) rr-file bob@example.test joe@example.test\n")
+        h.writeHomeFile("alice", ".qmail-qq", "|QMAILQUEUE=\(failingQueue(88, text: "Dgo away (#5.7.1)")) \(rr) .qmailrr-qq bob@example.test joe@example.test\n")
+        h.writeHomeFile("alice", ".qmailrr-qq", String(repeating: "9", count: 60))
+        let log = try deliver("Subject: g\n\nx\n", ["-f", "s@x.example", "alice@example.test", "alice-other@example.test",
+                                                     "alice-few@example.test", "alice-name@example.test", "alice-qq@example.test"])
+        XCTAssertTrue(log.contains("success: rrforward:_qp_"), log)
+        XCTAssertTrue(log.contains("_rr_0/"), "garbage starts again at the first address: \(log)")
+        XCTAssertTrue(log.contains("deferral: rrforward:_fatal:_too_few_args_(.qmailrr[-ext]_rr1@domain_rr2@domain_...)/"), log)
+        XCTAssertTrue(log.contains("deferral: rrforward:_fatal:_rr-file_doesn't_begin_with_.qmailrr/"), log)
+        XCTAssertTrue(log.contains("failure: rrforward:_fatal:_go_away_(#5.7.1)/"), log)
+        XCTAssertEqual(h.maildir("alice").count, 1, "another extension's file: nothing done, delivery continues")
+        XCTAssertEqual(String(decoding: TestEnv.read(h.home("alice") + "/.qmailrr").prefix(2), as: UTF8.self), "0\n")
+        XCTAssertEqual(String(decoding: TestEnv.read(h.home("alice") + "/.qmailrr-qq").prefix(2), as: UTF8.self), "0\n")
+    }
 }
