@@ -95,7 +95,8 @@ final class ToolboxTests: XCTestCase {
         XCTAssertEqual(out.stderrText, "forward: fatal: NEWSENDER not set\n")
         out = try TestEnv.run(tool("forward"), ["a@b"], input: [], environment: TestEnv.environment(["NEWSENDER": "", "DTLINE": nil]))
         XCTAssertEqual(out.stderrText, "forward: fatal: DTLINE not set\n")
-        for name in ["forward", "condredirect", "bouncesaying", "except", "preline", "filterto"] {
+        for name in ["forward", "condredirect", "bouncesaying", "except", "preline", "filterto", "fastforward", "setforward",
+                     "printforward", "rrforward", "srsfilter", "qmail-newu"] {
             let o = try TestEnv.run(tool(name), ["--help"])
             XCTAssertEqual(o.exitCode, 0, name)
             XCTAssertTrue(o.stdoutText.hasPrefix("usage: \(name)"), o.stdoutText)
