@@ -96,7 +96,7 @@ final class ToolboxTests: XCTestCase {
         out = try TestEnv.run(tool("forward"), ["a@b"], input: [], environment: TestEnv.environment(["NEWSENDER": "", "DTLINE": nil]))
         XCTAssertEqual(out.stderrText, "forward: fatal: DTLINE not set\n")
         for name in ["forward", "condredirect", "bouncesaying", "except", "preline", "filterto", "fastforward", "setforward",
-                     "printforward", "rrforward", "srsfilter", "qmail-newu"] {
+                     "printforward", "rrforward", "srsfilter", "qmail-newu", "qreceipt"] {
             let o = try TestEnv.run(tool(name), ["--help"])
             XCTAssertEqual(o.exitCode, 0, name)
             XCTAssertTrue(o.stdoutText.hasPrefix("usage: \(name)"), o.stdoutText)
@@ -288,5 +288,31 @@ final class ToolboxTests: XCTestCase {
         XCTAssertEqual(h.maildir("alice").count, 1, "another extension's file: nothing done, delivery continues")
         XCTAssertEqual(String(decoding: TestEnv.read(h.home("alice") + "/.qmailrr").prefix(2), as: UTF8.self), "0\n")
         XCTAssertEqual(String(decoding: TestEnv.read(h.home("alice") + "/.qmailrr-qq").prefix(2), as: UTF8.self), "0\n")
+    }
+
+    // MARK: qreceipt
+
+    func testQreceiptAnswersNoticeRequests() throws {
+        let qr = tool("qreceipt")
+        h.writeHomeFile("alice", ".qmail", "|\(qr) alice@example.test\n./Maildir/\n")
+        h.writeHomeFile("alice", ".qmail-bad", "|\(qr) alice-bad@example.test\n./Maildir/\n")
+        h.writeHomeFile("alice", ".qmail-qq", "|QMAILQUEUE=\(failingQueue(71)) \(qr) alice-qq@example.test\n")
+        try h.inject("Notice-Requested-Upon-Delivery-To: Alice <alice@example.test>, \"other\"@x.example\nMessage-ID: <m1@x>\nSubject: asks\n\nx\n",
+                     ["-f", "joe@example.test", "alice@example.test"])
+        try h.inject("Subject: does not ask\n\nx\n", ["-f", "joe@example.test", "alice@example.test"])
+        try h.inject("Notice-Requested-Upon-Delivery-To: \"alice@example.test\"\nSubject: bounce\n\nx\n", ["-f", "", "alice@example.test"])
+        try h.inject("Notice-Requested-Upon-Delivery-To: <alice-bad@example.test\nSubject: bad\n\nx\n", ["-f", "joe@example.test", "alice-bad@example.test"])
+        try h.inject("Notice-Requested-Upon-Delivery-To: alice-qq@example.test\nSubject: qq\n\nx\n", ["-f", "joe@example.test", "alice-qq@example.test"])
+        let log = try pass()
+        XCTAssertTrue(log.contains("failure: qreceipt:_fatal:_unable_to_parse_this:_Notice-Requested-Upon-Delivery-To:_<alice-bad@example.test/"), log)
+        XCTAssertTrue(log.contains("deferral: qreceipt:_fatal:_temporary_qmail-queue_error/"), log)
+        XCTAssertEqual(h.maildir("alice").count, 3, log)
+        try pass()
+        let notices = messages("joe").filter { $0.contains("Subject: success notice") }
+        XCTAssertEqual(notices.count, 1, messages("joe").joined())
+        let n = notices.first ?? ""
+        XCTAssertTrue(n.hasPrefix("Return-Path: <>\n"), n)
+        XCTAssertTrue(n.contains("From: DELIVERY NOTICE SYSTEM <joe@example.test>\nTo: <joe@example.test>\nSubject: success notice\n"), n)
+        XCTAssertTrue(n.hasSuffix("\n\nHi! This is the qreceipt program. Your message was delivered to the\nfollowing address: alice@example.test. Thanks for asking.\nYour Message-ID: <m1@x>\n"), n)
     }
 }
