@@ -96,7 +96,7 @@ final class ToolboxTests: XCTestCase {
         out = try TestEnv.run(tool("forward"), ["a@b"], input: [], environment: TestEnv.environment(["NEWSENDER": "", "DTLINE": nil]))
         XCTAssertEqual(out.stderrText, "forward: fatal: DTLINE not set\n")
         for name in ["forward", "condredirect", "bouncesaying", "except", "preline", "filterto", "fastforward", "setforward",
-                     "printforward", "rrforward", "srsfilter", "qmail-newu", "qreceipt"] {
+                     "printforward", "rrforward", "srsfilter", "qmail-newu", "qreceipt", "replier"] {
             let o = try TestEnv.run(tool(name), ["--help"])
             XCTAssertEqual(o.exitCode, 0, name)
             XCTAssertTrue(o.stdoutText.hasPrefix("usage: \(name)"), o.stdoutText)
@@ -314,5 +314,42 @@ final class ToolboxTests: XCTestCase {
         XCTAssertTrue(n.hasPrefix("Return-Path: <>\n"), n)
         XCTAssertTrue(n.contains("From: DELIVERY NOTICE SYSTEM <joe@example.test>\nTo: <joe@example.test>\nSubject: success notice\n"), n)
         XCTAssertTrue(n.hasSuffix("\n\nHi! This is the qreceipt program. Your message was delivered to the\nfollowing address: alice@example.test. Thanks for asking.\nYour Message-ID: <m1@x>\n"), n)
+    }
+
+    // MARK: replier
+
+    func testReplierSendsTheProgramsOutputAsAReply() throws {
+        let rdir = h.home("alice") + "/replier"
+        mkdir(rdir, 0o755)
+        for (f, t) in [("inlocal", "alice\n"), ("outhost", "example.test\n"), ("outlocal", "alice-\n"),
+                       ("mailinglist", "contact alice-help@example.test\n"), ("headerremove", "# not these\nreceived\nX-Drop\n"),
+                       ("headeradd", "Precedence: bulk\n\n")] {
+            TestEnv.write(rdir + "/" + f, t)
+        }
+        let program = script("reply", "printf 'Subject: about %s (%s)\\nX-Drop: x\\n  more\\n' \"$REQUEST\" \"$REQUEST2\"; cat")
+        h.writeHomeFile("alice", ".qmail-default", "|\(tool("replier")) replier \"$SENDER\" \(program)\n./Maildir/\n")
+        try h.inject("Subject: q\n\nquestion\n", ["-f", "joe@example.test", "alice-help-me@example.test"])
+        // Its own Delivered-To line in what the program prints: a loop.
+        try h.inject("Delivered-To: replier alice-help@example.test\nSubject: loop\n\nx\n", ["-f", "joe@example.test", "alice-help@example.test"])
+        try h.inject("Subject: bounce\n\nx\n", ["-f", "", "alice-help@example.test"])
+        try h.inject("Mailing-List: other\nSubject: list\n\nx\n", ["-f", "joe@example.test", "alice-list@example.test"])
+        let log = try pass()
+        XCTAssertTrue(log.contains("success: replier:_qp_"), log)
+        XCTAssertTrue(log.contains("failure: replier:_fatal:_this_message_is_looping:_it_already_has_my_Delivered-To_line_(#5.4.6)/"), log)
+        XCTAssertTrue(log.contains("failure: replier:_fatal:_I_don't_reply_to_bounce_messages_(#5.7.2)/"), log)
+        XCTAssertTrue(log.contains("failure: replier:_fatal:_message_already_has_Mailing-List_(#5.7.2)/"), log)
+        XCTAssertEqual(h.maildir("alice").count, 0, "99: the Maildir line does not run")
+        try pass()
+        let replies = messages("joe").filter { $0.contains("Delivered-To: replier alice-help-me@example.test") }
+        XCTAssertEqual(replies.count, 1, messages("joe").joined())
+        let r = replies.first ?? ""
+        XCTAssertTrue(r.hasPrefix("Return-Path: <alice-return-@example.test>\nDelivered-To: joe@example.test\n"), r)
+        XCTAssertTrue(r.contains("\nMailing-List: contact alice-help@example.test\nPrecedence: bulk\nDelivered-To: replier alice-help-me@example.test\nSubject: about help-me (me)\nSubject: q\n"), r)
+        XCTAssertFalse(r.contains("X-Drop") || r.contains("  more"), r)
+        XCTAssertTrue(r.hasSuffix("\n\nquestion\n"), r)
+        // A file missing from the folder is a permanent error naming it.
+        unlink(rdir + "/headeradd")
+        let log2 = try { try h.inject("Subject: q\n\nx\n", ["-f", "joe@example.test", "alice-help@example.test"]); return try pass() }()
+        XCTAssertTrue(log2.contains("failure: replier:_fatal:_replier/headeradd_does_not_exist/"), log2)
     }
 }
