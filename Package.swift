@@ -159,6 +159,7 @@ let package = Package(
         .executableTarget(name: "srsfilter", dependencies: ["Toolbox", "SystemIO", "ControlFiles"], linkerSettings: staticExe),
         .executableTarget(name: "qreceipt", dependencies: ["Toolbox", "SystemIO", "QueueFormat"], linkerSettings: staticExe),
         .executableTarget(name: "replier", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "dot-forward", dependencies: ["Toolbox", "SystemIO", "ControlFiles", "CShims"], linkerSettings: staticExe),
         .executableTarget(name: "fastforward", dependencies: ["Toolbox", "SystemIO", "ControlFiles", "CShims"], linkerSettings: staticExe),
         .executableTarget(name: "setforward", dependencies: ["Toolbox", "SystemIO"]),
         .executableTarget(name: "printforward", dependencies: ["Toolbox", "SystemIO"]),

@@ -86,10 +86,6 @@ public enum HeaderScan {
         }
         if depth > 0 || quoted || inAngle != nil { throw ParseError() }
         finish()
-        // A display name before no <> is not an address: keep the last word.
-        return out.map { a in
-            guard a.contains(32) else { return a }
-            return Array(a.split(separator: 32).last ?? [])
-        }
+        return out
     }
 }

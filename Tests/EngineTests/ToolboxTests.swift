@@ -96,7 +96,7 @@ final class ToolboxTests: XCTestCase {
         out = try TestEnv.run(tool("forward"), ["a@b"], input: [], environment: TestEnv.environment(["NEWSENDER": "", "DTLINE": nil]))
         XCTAssertEqual(out.stderrText, "forward: fatal: DTLINE not set\n")
         for name in ["forward", "condredirect", "bouncesaying", "except", "preline", "filterto", "fastforward", "setforward",
-                     "printforward", "rrforward", "srsfilter", "qmail-newu", "qreceipt", "replier"] {
+                     "printforward", "rrforward", "srsfilter", "qmail-newu", "qreceipt", "replier", "dot-forward"] {
             let o = try TestEnv.run(tool(name), ["--help"])
             XCTAssertEqual(o.exitCode, 0, name)
             XCTAssertTrue(o.stdoutText.hasPrefix("usage: \(name)"), o.stdoutText)
@@ -351,5 +351,43 @@ final class ToolboxTests: XCTestCase {
         unlink(rdir + "/headeradd")
         let log2 = try { try h.inject("Subject: q\n\nx\n", ["-f", "joe@example.test", "alice-help@example.test"]); return try pass() }()
         XCTAssertTrue(log2.contains("failure: replier:_fatal:_replier/headeradd_does_not_exist/"), log2)
+    }
+
+    // MARK: dot-forward
+
+    func testDotForwardFollowsDotForwardFiles() throws {
+        let df = tool("dot-forward")
+        h.writeHomeFile("joe", ".qmail", "|\(df) .forward\n./Maildir/\n")
+        h.writeHomeFile("joe", ".forward", "# joe is away\nbob@example.test, \"|cat > prog.txt\"\nalice\n")
+        h.writeHomeFile("alice", ".qmail", "|\(df) .forward-none .forward\n./Maildir/\n")
+        h.writeHomeFile("alice", ".forward", "\\alice, Bob <bob@example.test>\n")
+        h.writeHomeFile("bob", ".qmail-file", "|\(df) .forward-file\n")
+        h.writeHomeFile("bob", ".forward-file", "/var/mail/bob\n")
+        h.writeHomeFile("bob", ".qmail-parse", "|\(df) .forward-parse\n")
+        h.writeHomeFile("bob", ".forward-parse", "<unclosed@example.test\n")
+        h.writeHomeFile("bob", ".qmail-qq", "|QMAILQUEUE=\(failingQueue(88, text: "Dnot from here (#5.7.1)")) \(df) .forward-qq\n")
+        h.writeHomeFile("bob", ".forward-qq", "joe@example.test\n")
+        h.writeHomeFile("bob", ".qmail-empty", "|\(df) .forward-empty\n./Maildir/\n")
+        h.writeHomeFile("bob", ".forward-empty", "# nothing\n\n")
+        let log = try deliver("Subject: df\n\nx\n", ["-f", "s@x.example", "joe@example.test", "alice@example.test", "bob-file@example.test",
+                                                      "bob-parse@example.test", "bob-qq@example.test", "bob-empty@example.test"])
+        XCTAssertTrue(log.contains("dot-forward:_info:_qp_"), log)
+        XCTAssertTrue(log.contains("deferral: dot-forward:_fatal:_file_delivery_/var/mail/bob_not_supported/"), log)
+        XCTAssertTrue(log.contains("deferral: dot-forward:_fatal:_unable_to_parse_this_line:_<unclosed@example.test/"), log)
+        XCTAssertTrue(log.contains("failure: dot-forward:_fatal:_unable_to_forward_message:_not_from_here_(#5.7.1)/"), log)
+        XCTAssertEqual(h.maildir("joe").count, 0, "99: handled")
+        // One pass delivers the forwarded copies too: alice's own copy and the one
+        // through joe's .forward (\\alice: delivered here too, exit 0); bob's from his
+        // empty .forward (the next line delivers), from joe, from alice twice.
+        XCTAssertEqual(h.maildir("alice").count, 2, log)
+        XCTAssertEqual(h.maildir("bob").count, 4, log)
+        let prog = String(decoding: TestEnv.read(h.home("joe") + "/prog.txt"), as: UTF8.self)
+        XCTAssertTrue(prog.hasPrefix("From s@x.example"), prog)
+        XCTAssertTrue(prog.contains("\nReturn-Path: <s@x.example>\nDelivered-To: joe@example.test\nReceived: "), prog)
+        XCTAssertTrue(h.maildirMessages("bob").contains { $0.contains("\nDelivered-To: joe@example.test\nReceived: ") })
+        let n = try TestEnv.run(df, ["-n", h.home("joe") + "/.forward"], input: Array("\nx\n".utf8),
+                                environment: TestEnv.environment(["USER": "joe", "HOST": "example.test", "CONTROLDIR": h.control]))
+        XCTAssertEqual(n.exitCode, 99, n.stderrText)
+        XCTAssertEqual(n.stderrText, "forward bob@example.test\npipe through cat > prog.txt\nforward alice@example.test\n")
     }
 }
