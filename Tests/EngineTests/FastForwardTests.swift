@@ -142,4 +142,36 @@ final class FastForwardTests: XCTestCase {
         XCTAssertEqual(pcut.exitCode, 100)
         XCTAssertEqual(pcut.stderrText, "printmaillist: fatal: bad database format\n")
     }
+
+    /// newaliases: sendmail's aliases file into the database fastforward reads.
+    func testNewaliasesAliasesDeliveredByFastforward() throws {
+        let aliases = h.dir + "/aliases"
+        TestEnv.write(aliases, "# site aliases\nstaff: alice, bob@example.test,\n  joe@example.test\nowner-staff: joe\n\nprog@example.test: \"|cat > nprog.txt\"\nlist: :include:members\n")
+        var out = try TestEnv.run(TestEnv.program("newaliases"), [aliases], environment: h.environment)
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        XCTAssertFalse(Sys.exists(aliases + ".tmp"))
+        let printed = try TestEnv.run("/bin/sh", ["-c", "\(TestEnv.program("printforward")) < \(aliases).cdb"])
+        XCTAssertEqual(printed.stdoutText, "staff@:\n, &alice@example.test\n, &bob@example.test\n, &joe@example.test\n;\nowner-staff@:\n, &joe@example.test\n;\n"
+                       + "staff@: ?owner-staff@example.test;\nprog@example.test:\n, !cat\\ >\\ nprog.txt\n;\nlist@:\n, ./members.bin\n;\n")
+        try Sys.writeFile(h.home("alias") + "/members.bin", Array("&joe@example.test\0".utf8), mode: 0o644)
+        h.writeHomeFile("alias", ".qmail-default", "|\(TestEnv.program("fastforward")) -d \(aliases).cdb\n")
+        try h.inject("Subject: na\n\nx\n", ["-f", "s@x.example", "staff@example.test", "prog@example.test", "list@example.test"])
+        let log = try pass()
+        XCTAssertTrue(log.contains("success: fastforward:_qp_"), log)
+        XCTAssertEqual(h.maildir("alice").count, 1, log)
+        XCTAssertEqual(h.maildir("bob").count, 1)
+        XCTAssertEqual(h.maildir("joe").count, 2)
+        XCTAssertTrue(h.maildirMessages("alice")[0].hasPrefix("Return-Path: <owner-staff@example.test>\n"), h.maildirMessages("alice")[0])
+        XCTAssertTrue(String(decoding: TestEnv.read(h.home("alias") + "/nprog.txt"), as: UTF8.self).hasPrefix("From s@x.example"))
+        for (bad, text, code) in [("x: /var/mail/x\n", "file delivery /var/mail/x not supported", 111),
+                                  ("x: :include:\n", "empty :include: filenames not permitted", 111),
+                                  ("x y: z\n", "unable to parse this line: x y: z", 111),
+                                  ("no colon here\n", "unable to parse this line: no colon here", 111),
+                                  ("x: " + String(repeating: "a", count: 801) + "@b\n", "addresses over 800 bytes are not permitted", 100)] {
+            TestEnv.write(aliases, bad)
+            out = try TestEnv.run(TestEnv.program("newaliases"), [aliases], environment: h.environment)
+            XCTAssertEqual(out.exitCode, Int32(code), bad)
+            XCTAssertEqual(out.stderrText, "newaliases: fatal: \(text)\n", bad)
+        }
+    }
 }

@@ -96,7 +96,7 @@ final class ToolboxTests: XCTestCase {
         out = try TestEnv.run(tool("forward"), ["a@b"], input: [], environment: TestEnv.environment(["NEWSENDER": "", "DTLINE": nil]))
         XCTAssertEqual(out.stderrText, "forward: fatal: DTLINE not set\n")
         for name in ["forward", "condredirect", "bouncesaying", "except", "preline", "filterto", "fastforward", "setforward",
-                     "printforward", "rrforward", "srsfilter", "qmail-newu", "qreceipt", "replier", "dot-forward"] {
+                     "printforward", "rrforward", "srsfilter", "qmail-newu", "qreceipt", "replier", "dot-forward", "newaliases"] {
             let o = try TestEnv.run(tool(name), ["--help"])
             XCTAssertEqual(o.exitCode, 0, name)
             XCTAssertTrue(o.stdoutText.hasPrefix("usage: \(name)"), o.stdoutText)
