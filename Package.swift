@@ -161,6 +161,7 @@ let package = Package(
         .executableTarget(name: "replier", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
         .executableTarget(name: "dot-forward", dependencies: ["Toolbox", "SystemIO", "ControlFiles", "CShims"], linkerSettings: staticExe),
         .executableTarget(name: "newaliases", dependencies: ["Toolbox", "SystemIO", "ControlFiles"]),
+        .executableTarget(name: "qnotify", dependencies: ["Toolbox", "SystemIO", "QueueFormat"], linkerSettings: staticExe),
         .executableTarget(name: "fastforward", dependencies: ["Toolbox", "SystemIO", "ControlFiles", "CShims"], linkerSettings: staticExe),
         .executableTarget(name: "setforward", dependencies: ["Toolbox", "SystemIO"]),
         .executableTarget(name: "printforward", dependencies: ["Toolbox", "SystemIO"]),

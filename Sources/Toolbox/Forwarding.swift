@@ -15,12 +15,12 @@ public struct Outgoing {
     public let session: QueueSession
 
     /// Starts the queue program; failure → 111 `<prog>: fatal: <openFailure><error>`.
-    public init(_ tool: Tool, openFailure: String = "unable to fork: ") {
+    public init(_ tool: Tool, openFailure: String = "unable to fork: ", openFailureCode: Int32 = 111) {
         self.tool = tool
         do throws(QueueSession.StartFailure) {
             session = try QueueSession(program: QueueSession.chooseProgram())
         } catch {
-            tool.fatal(111, openFailure + errorText(error.cause.errno))
+            tool.fatal(openFailureCode, openFailure + errorText(error.cause.errno))
         }
     }
 

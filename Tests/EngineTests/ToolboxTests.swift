@@ -96,7 +96,7 @@ final class ToolboxTests: XCTestCase {
         out = try TestEnv.run(tool("forward"), ["a@b"], input: [], environment: TestEnv.environment(["NEWSENDER": "", "DTLINE": nil]))
         XCTAssertEqual(out.stderrText, "forward: fatal: DTLINE not set\n")
         for name in ["forward", "condredirect", "bouncesaying", "except", "preline", "filterto", "fastforward", "setforward",
-                     "printforward", "rrforward", "srsfilter", "qmail-newu", "qreceipt", "replier", "dot-forward", "newaliases"] {
+                     "printforward", "rrforward", "srsfilter", "qmail-newu", "qreceipt", "replier", "dot-forward", "newaliases", "qnotify"] {
             let o = try TestEnv.run(tool(name), ["--help"])
             XCTAssertEqual(o.exitCode, 0, name)
             XCTAssertTrue(o.stdoutText.hasPrefix("usage: \(name)"), o.stdoutText)
@@ -389,5 +389,37 @@ final class ToolboxTests: XCTestCase {
                                 environment: TestEnv.environment(["USER": "joe", "HOST": "example.test", "CONTROLDIR": h.control]))
         XCTAssertEqual(n.exitCode, 99, n.stderrText)
         XCTAssertEqual(n.stderrText, "forward bob@example.test\npipe through cat > prog.txt\nforward alice@example.test\n")
+    }
+
+    // MARK: qnotify
+
+    func testQnotifySendsTheMDNTheSenderAskedFor() throws {
+        let qn = tool("qnotify")
+        h.writeHomeFile("alice", ".qmail", "|\(qn)\n./Maildir/\n")
+        h.writeHomeFile("alice", ".qmail-h", "|\(qn) -h\n./Maildir/\n")
+        h.writeHomeFile("alice", ".qmail-qq", "|QMAILQUEUE=\(failingQueue(71)) \(qn)\n")
+        let ask = "Disposition-Notification-To: Joe <joe@EXAMPLE.test>\nSubject: hello\n\nthe body\n"
+        try h.inject(ask, ["-f", "joe@example.test", "alice@example.test"])
+        try h.inject(ask, ["-f", "joe@example.test", "alice-h@example.test"])
+        try h.inject("Disposition-Notification-To: other@example.test\nSubject: not the sender\n\nx\n", ["-f", "joe@example.test", "alice@example.test"])
+        try h.inject("Subject: no request\n\nx\n", ["-f", "joe@example.test", "alice@example.test"])
+        try h.inject(ask, ["-f", "joe@example.test", "alice-qq@example.test"])
+        let log = try pass()
+        XCTAssertTrue(log.contains("deferral: qnotify:_fatal:_temporary_qmail-queue_error/"), log)
+        XCTAssertEqual(h.maildir("alice").count, 4, log)
+        try pass()
+        let mdns = messages("joe").filter { $0.contains("Subject: Disposition Notification - hello\n") }
+        XCTAssertEqual(mdns.count, 2, messages("joe").joined())
+        guard let full = mdns.first(where: { $0.contains("message/rfc822") }), let head = mdns.first(where: { $0.contains("text/rfc822-headers") }) else {
+            return XCTFail(mdns.joined())
+        }
+        XCTAssertTrue(full.hasPrefix("Return-Path: <>\n"), full)
+        XCTAssertTrue(full.contains("From: <alice@example.test>\nDate: "), full)
+        XCTAssertTrue(full.contains("To: joe@EXAMPLE.test\nMIME-Version: 1.0\n\nContent-Type: multipart/report;  report-type=disposition-notification;\n boundary=\"_----------=_"), full)
+        XCTAssertTrue(full.contains("\nReporting-UA: joe@EXAMPLE.test; IndiMail MDA\nOriginal-Recipient: rfc822; alice@example.test\nFinal-Recipient: rfc822; alice@example.test\nDisposition: automatic-action/MDN-sent-automatically; displayed\n"), full)
+        XCTAssertTrue(full.contains("\nsubject hello\nhas been delivered at "), full)
+        XCTAssertTrue(full.contains("\n\nthe body\n--_----------=_"), full)
+        XCTAssertFalse(head.contains("the body"), head)
+        XCTAssertTrue(head.contains("\nSubject: hello\n") && head.contains(".qmail@example.test>\n--_----------=_"), head)
     }
 }
