@@ -115,4 +115,24 @@ final class SRSTests: XCTestCase {
         log = try pass()
         XCTAssertTrue(log.contains("success: srsfilter:_ignore:_SENDER_must_be_empty/did_1+0+1/"), log)
     }
+
+    /// Controls the delivering user cannot read: forward waits (111); SRS not
+    /// configured: srsfilter refuses, forward sends unchanged.
+    func testUnreadableOrMissingControls() throws {
+        h.writeHomeFile("alice", ".qmail", "|\(TestEnv.program("forward")) bob@example.test\n")
+        h.writeHomeFile("alice", ".qmail-srs-default", "|\(TestEnv.program("srsfilter"))\n")
+        chmod(h.control + "/srs_secrets", 0o600)      // root's; the programs run as the user
+        try h.inject("Subject: a\n\nx\n", ["-f", "user@example.com", "alice@example.test"])
+        var log = try pass()
+        XCTAssertTrue(log.contains("deferral: forward:_fatal:_unable_to_read_controls/"), log)
+        chmod(h.control + "/srs_secrets", 0o644)
+        unlink(h.control + "/srs_domain")
+        try h.inject("Subject: b\n\nx\n", ["-f", "user@example.com", "alice@example.test"])
+        try h.inject("Subject: c\n\nx\n", ["-f", "", "alice-srs-SRS0=96cm=IL=example.com=user@example.test"])
+        log = try pass()
+        XCTAssertTrue(log.contains("failure: srsfilter:_fatal:_unable_to_rewrite_envelope/"), log)
+        _ = try pass()
+        XCTAssertTrue(h.maildirMessages("bob").contains { $0.hasPrefix("Return-Path: <user@example.com>\n") && $0.contains("Subject: b\n") },
+                      h.maildirMessages("bob").joined())
+    }
 }
