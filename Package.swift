@@ -144,8 +144,9 @@ let package = Package(
         .executableTarget(name: "qmail-newmrh", dependencies: ["Receivers"]),
         .executableTarget(name: "maildirserial", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"]),
 
-        // The .qmail toolbox (issue #19): small programs started once per message,
-        // linked statically, sharing the library module Toolbox.
+        // The .qmail toolbox (issue #19), sharing the library module Toolbox: the programs
+        // a .qmail line starts once per message are linked statically; the ones run by
+        // hand (qmail-newu, newaliases, setforward, printforward) are not.
         .target(name: "CHMAC", linkerSettings: [.linkedLibrary("crypto")]),   // HMAC-SHA1 for SRS, from OpenSSL
         .target(name: "Toolbox", dependencies: ["CShims", "CCDB", "CHMAC", "SystemIO", "ControlFiles", "QueueClient", "Receipts"]),
         .executableTarget(name: "forward", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
