@@ -101,7 +101,7 @@ let package = Package(
         // qmail-remote's. qmail-lspawn and qmail-rspawn link this, not the engine.
         .target(name: "Workers", dependencies: ["CShims", "SystemIO", "QueueFormat", "LocalDelivery", "RemoteDelivery"]),
         // qmail-local's semantics: users, .qmail files, Maildir, mbox, programs, forwards.
-        .target(name: "LocalDelivery", dependencies: ["CShims", "SystemIO", "ControlFiles", "QueueClient", "QueueFormat"]),
+        .target(name: "LocalDelivery", dependencies: ["CShims", "CCDB", "SystemIO", "ControlFiles", "QueueClient", "QueueFormat"]),
         // Bounce messages (QSBMF in indimail-mta's MIME layout) and DSNs.
         .target(name: "Bounce", dependencies: ["QueueFormat"]),
         // The delivery engine: inotify, todo processing, workers, LMDB schedule, logging, signals.
@@ -143,6 +143,29 @@ let package = Package(
         .executableTarget(name: "qmail-smtpd", dependencies: ["Receivers"], linkerSettings: staticExe),   // started per connection under tcpserver: no dynamic loader
         .executableTarget(name: "qmail-newmrh", dependencies: ["Receivers"]),
         .executableTarget(name: "maildirserial", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"]),
+
+        // The .qmail toolbox (issue #19), sharing the library module Toolbox: the programs
+        // a .qmail line starts once per message are linked statically; the ones run by
+        // hand (qmail-newu, newaliases, setforward, printforward) are not.
+        .target(name: "CHMAC", linkerSettings: [.linkedLibrary("crypto")]),   // HMAC-SHA1 for SRS, from OpenSSL
+        .target(name: "Toolbox", dependencies: ["CShims", "CCDB", "CHMAC", "SystemIO", "ControlFiles", "QueueClient", "Receipts"]),
+        .executableTarget(name: "forward", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "condredirect", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "bouncesaying", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "except", dependencies: ["Toolbox", "SystemIO"], linkerSettings: staticExe),
+        .executableTarget(name: "preline", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "filterto", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "qmail-newu", dependencies: ["Toolbox", "SystemIO", "ControlFiles"]),
+        .executableTarget(name: "rrforward", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "srsfilter", dependencies: ["Toolbox", "SystemIO", "ControlFiles"], linkerSettings: staticExe),
+        .executableTarget(name: "qreceipt", dependencies: ["Toolbox", "SystemIO", "QueueFormat"], linkerSettings: staticExe),
+        .executableTarget(name: "replier", dependencies: ["Toolbox", "SystemIO", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "dot-forward", dependencies: ["Toolbox", "SystemIO", "ControlFiles", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "newaliases", dependencies: ["Toolbox", "SystemIO", "ControlFiles"]),
+        .executableTarget(name: "qnotify", dependencies: ["Toolbox", "SystemIO", "QueueFormat"], linkerSettings: staticExe),
+        .executableTarget(name: "fastforward", dependencies: ["Toolbox", "SystemIO", "ControlFiles", "CShims"], linkerSettings: staticExe),
+        .executableTarget(name: "setforward", dependencies: ["Toolbox", "SystemIO"]),
+        .executableTarget(name: "printforward", dependencies: ["Toolbox", "SystemIO"]),
 
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Scheduler", "QueueStore", "QueueFormat", "LocalDelivery", "Bounce", "ControlFiles", "SystemIO", "TestSupport", "CShims",
                                                     "RemoteDelivery", "RateControl", "Inject"]),

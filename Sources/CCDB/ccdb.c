@@ -18,6 +18,25 @@ void *qs_cdb_open(const char *path)
     return r;
 }
 
+void *qs_cdb_open_checked(const char *path)
+{
+    struct reader *r = qs_cdb_open(path);
+    const unsigned char *mem;
+    unsigned fsize, i;
+    if (!r) return 0;
+    mem = r->cdb.cdb_mem;
+    fsize = r->cdb.cdb_fsize;
+    for (i = 0; i < 256; ++i) {
+        unsigned pos = cdb_unpack(mem + 8 * i), slots = cdb_unpack(mem + 8 * i + 4);
+        if (pos < 2048 || pos > fsize || slots > (fsize - pos) / 8) {
+            qs_cdb_close(r);
+            errno = EPROTO;
+            return 0;
+        }
+    }
+    return r;
+}
+
 void qs_cdb_close(void *p)
 {
     struct reader *r = p;
@@ -39,6 +58,30 @@ int qs_cdb_find(void *p, const void *key, unsigned klen, void *data, unsigned ca
         if (cdb_read(&r->cdb, data, n, cdb_datapos(&r->cdb)) != 0) return -1;
     }
     return 1;
+}
+
+void qs_cdb_seqinit(void *p, unsigned *cpos)
+{
+    struct reader *r = p;
+    cdb_seqinit(cpos, &r->cdb);
+}
+
+int qs_cdb_seqnext(void *p, unsigned *cpos, unsigned *kpos, unsigned *klen, unsigned *dpos, unsigned *dlen)
+{
+    struct reader *r = p;
+    int rc = cdb_seqnext(cpos, &r->cdb);
+    if (rc <= 0) return rc < 0 ? -1 : 0;
+    *kpos = cdb_keypos(&r->cdb);
+    *klen = cdb_keylen(&r->cdb);
+    *dpos = cdb_datapos(&r->cdb);
+    *dlen = cdb_datalen(&r->cdb);
+    return 1;
+}
+
+int qs_cdb_read(void *p, void *buf, unsigned len, unsigned pos)
+{
+    struct reader *r = p;
+    return cdb_read(&r->cdb, buf, len, pos) == 0 ? 0 : -1;
 }
 
 void *qs_cdb_make_start(int fd)

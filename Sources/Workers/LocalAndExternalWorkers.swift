@@ -27,7 +27,12 @@ public struct LocalWorker: Sendable {
         }
         let local = String(rcpt[..<at]), domain = String(rcpt[rcpt.index(after: at)...])
         if local.isEmpty { return DeliveryReport(.success, "") }
-        guard let user = assign.lookup(local) ?? PasswordLookup.lookup(local, passwdFile: passwdFile) else {
+        let assigned: LocalUser?
+        switch assign.find(local) {
+        case .success(let u): assigned = u
+        case .failure: return DeliveryReport(.deferral, "Trouble reading users/cdb in qmail-lspawn.\n")
+        }
+        guard let user = assigned ?? PasswordLookup.lookup(local, passwdFile: passwdFile) else {
             return DeliveryReport(.deferral, "Unable to find alias user!\n")
         }
         let euid = geteuid()
