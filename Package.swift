@@ -68,6 +68,8 @@ let package = Package(
         .library(name: "QueueFormat", targets: ["QueueFormat"]),
         .library(name: "QueueClient", targets: ["QueueClient"]),
         .library(name: "LMDB", targets: ["LMDB"]),
+        // Queue front ends (#22).
+        .executable(name: "qmail-dkim", targets: ["qmail-dkim"]),
     ],
     targets: [
         // C shims: posix_spawn with exact fd control, wait-status macros, signal-safe alarms.
@@ -158,5 +160,16 @@ let package = Package(
         .testTarget(name: "ReceiptsTests", dependencies: ["Receipts", "QueueFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "InstallTests", dependencies: ["SystemIO", "TestSupport"]),
         .testTarget(name: "ReceiversTests", dependencies: ["Receivers", "QueueStore", "QueueFormat", "SystemIO", "TestSupport"]),
+
+        // Queue front ends (#22): qmail-dkim (OpenDKIM's library, Debian libopendkim-dev),
+        // qmail-spamfilter, qmail-multi. FrontEnds holds what they share: the option
+        // and header parsers (fuzzed), the hand-off to the next queue program.
+        .target(name: "CDKIM", linkerSettings: [.linkedLibrary("opendkim"), .linkedLibrary("ssl"), .linkedLibrary("crypto"),
+                                                .linkedLibrary("db"), .linkedLibrary("bsd"), .linkedLibrary("md"),
+                                                .linkedLibrary("resolv"), .linkedLibrary("pthread")]),
+        .target(name: "FrontEnds", dependencies: ["CShims", "SystemIO", "ControlFiles"]),
+        .executableTarget(name: "qmail-dkim", dependencies: ["CDKIM", "FrontEnds", "CShims", "SystemIO", "ControlFiles"],
+                          linkerSettings: staticExe),   // started once per message: no dynamic loader
+        .testTarget(name: "FrontEndsTests", dependencies: ["FrontEnds", "SystemIO", "TestSupport"], exclude: ["Support"]),
     ]
 )
