@@ -70,6 +70,7 @@ let package = Package(
         .library(name: "LMDB", targets: ["LMDB"]),
         // Queue front ends (#22).
         .executable(name: "qmail-dkim", targets: ["qmail-dkim"]),
+        .executable(name: "qmail-spamfilter", targets: ["qmail-spamfilter"]),
     ],
     targets: [
         // C shims: posix_spawn with exact fd control, wait-status macros, signal-safe alarms.
@@ -170,6 +171,8 @@ let package = Package(
         .target(name: "FrontEnds", dependencies: ["CShims", "SystemIO", "ControlFiles"]),
         .executableTarget(name: "qmail-dkim", dependencies: ["CDKIM", "FrontEnds", "CShims", "SystemIO", "ControlFiles"],
                           linkerSettings: staticExe),   // started once per message: no dynamic loader
+        .executableTarget(name: "qmail-spamfilter", dependencies: ["FrontEnds", "CShims", "SystemIO", "ControlFiles"],
+                          linkerSettings: staticExe),
         .testTarget(name: "FrontEndsTests", dependencies: ["FrontEnds", "SystemIO", "TestSupport"], exclude: ["Support"]),
     ]
 )
