@@ -71,6 +71,7 @@ let package = Package(
         // Queue front ends (#22).
         .executable(name: "qmail-dkim", targets: ["qmail-dkim"]),
         .executable(name: "qmail-spamfilter", targets: ["qmail-spamfilter"]),
+        .executable(name: "qmail-multi", targets: ["qmail-multi"]),
     ],
     targets: [
         // C shims: posix_spawn with exact fd control, wait-status macros, signal-safe alarms.
@@ -172,6 +173,8 @@ let package = Package(
         .executableTarget(name: "qmail-dkim", dependencies: ["CDKIM", "FrontEnds", "CShims", "SystemIO", "ControlFiles"],
                           linkerSettings: staticExe),   // started once per message: no dynamic loader
         .executableTarget(name: "qmail-spamfilter", dependencies: ["FrontEnds", "CShims", "SystemIO", "ControlFiles"],
+                          linkerSettings: staticExe),
+        .executableTarget(name: "qmail-multi", dependencies: ["FrontEnds", "CShims", "SystemIO", "ControlFiles"],
                           linkerSettings: staticExe),
         .testTarget(name: "FrontEndsTests", dependencies: ["FrontEnds", "SystemIO", "TestSupport"], exclude: ["Support"]),
     ]
