@@ -141,6 +141,22 @@ final class QmailMultiTests: XCTestCase {
         XCTAssertEqual(todo(4).count, 1)
     }
 
+    /// The template unit scripts/install puts beside qmail-send.service: one engine
+    /// per queue, qmail-send@N for <prefix>/queue/queueN; systemd accepts an instance.
+    func testTemplateUnitForOneEnginePerQueue() throws {
+        let prefix = dir + "/prefix"
+        try Sys.mkdir(prefix, mode: 0o755)
+        try Sys.mkdir(prefix + "/bin", mode: 0o755)
+        XCTAssertEqual(symlink(TestEnv.program("qmail-send"), prefix + "/bin/qmail-send"), 0)
+        let template = String(decoding: TestEnv.read(TestEnv.packageRoot + "/systemd/qmail-send@.service.in"), as: UTF8.self)
+        let unit = template.replacingOccurrences(of: "@PREFIX@", with: prefix)
+        XCTAssertTrue(unit.contains("Environment=QUEUEDIR=\(prefix)/queue/queue%i\n"))
+        XCTAssertTrue(unit.contains("ReadWritePaths=\(prefix)/queue/queue%i\n"))
+        TestEnv.write(dir + "/qmail-send@3.service", unit)
+        let verify = try TestEnv.run("/usr/bin/systemd-analyze", ["verify", dir + "/qmail-send@3.service"])
+        XCTAssertEqual(verify.exitCode, 0, verify.stderrText + verify.stdoutText)
+    }
+
     func testHelp() throws {
         let r = try TestEnv.run(TestEnv.program("qmail-multi"), ["--help"])
         XCTAssertEqual(r.exitCode, 0)
