@@ -334,7 +334,9 @@ enum Verifier {
         }
         let overall: Int
         if results.isEmpty {
-            overall = st == DKIM_STAT_NOSIG || st == DKIM_STAT_OK ? -13 : (st == DKIM_STAT_CANTVRFY ? -10 : -14)
+            // A DKIM-Signature: field too malformed to be a signature: H; none at all: S.
+            overall = st == DKIM_STAT_NOSIG || st == DKIM_STAT_OK ? -13
+                : st == DKIM_STAT_SYNTAX ? -2 : (st == DKIM_STAT_CANTVRFY ? -10 : -14)
         } else if results.contains(where: { $0.code >= 0 }) {
             overall = 0
         } else {
@@ -351,7 +353,8 @@ enum Verifier {
         var out = "DKIM-Status: \(verdict.text)\n"
         out += "Authentication-Results: \(authserv)"
         if results.isEmpty {
-            out += "; dkim=none"
+            out += overall == -13 ? "; dkim=none"
+                : "; dkim=\(DKIMPolicy.authenticationResult(code: overall)) (\(verdict.text))"
         } else {
             for r in results {
                 let word = DKIMPolicy.authenticationResult(code: r.code)

@@ -179,6 +179,8 @@ final class QmailDKIMTests: XCTestCase {
         // Unsigned: "no signatures"; a key the DNS does not have: permanent DNS failure.
         let (_, unsigned, _) = try dkim(["DKIMVERIFY": "", "DNS_SERVER": resolver, "AUTHSERV_ID": "mx"], input: message)
         XCTAssertTrue(unsigned.hasPrefix("DKIM-Status: no signatures\nAuthentication-Results: mx; dkim=none\n"), unsigned)
+        let (_, malformed, _) = try dkim(["DKIMVERIFY": "", "DNS_SERVER": resolver, "AUTHSERV_ID": "mx"], input: "DKIM-Signature: eeee\n" + message)
+        XCTAssertTrue(malformed.hasPrefix("DKIM-Status: signature error: DKIM-Signature could not parse or has bad tags/values\nAuthentication-Results: mx; dkim=neutral ("), malformed)
         let other = try signedBy("rsa1").replacingOccurrences(of: "s=rsa1;", with: "s=nokey;")
         let (_, nokey, _) = try dkim(["DKIMVERIFY": "", "DNS_SERVER": resolver, "AUTHSERV_ID": "mx"], input: other)
         XCTAssertTrue(nokey.hasPrefix("DKIM-Status: signature error: permanent dns failure requesting selector\n"), nokey)
