@@ -60,7 +60,8 @@ final class QmailMultiTests: XCTestCase {
         func logText(_ n: Int) -> String { String(decoding: TestEnv.read(engines[n].log), as: UTF8.self) }
         waitFor("the engines to start", seconds: 30) { (0..<5).allSatisfy { logText($0).contains("status: local 0/10") } }
 
-        // 10,000 injections through qmail-multi (it execs qmail-queue), two streams at once.
+        // 10,000 injections through qmail-multi (it execs qmail-queue), four streams at once
+        // (qmail-queue waits on fsync most of its time).
         let total = 10_000
         let script = """
         i=$1
@@ -71,17 +72,19 @@ final class QmailMultiTests: XCTestCase {
         """
         TestEnv.write(dir + "/inject.sh", script, mode: 0o755)
         let started = Date()
-        var outputs = [TestEnv.Output?](repeating: nil, count: 2)
-        let half = total / 2
-        let threads = (0..<2).map { k in
+        let streams = 4
+        final class Box: @unchecked Sendable { var output: TestEnv.Output? }
+        let boxes = (0..<streams).map { _ in Box() }
+        let share = total / streams
+        let threads = (0..<streams).map { k in
             Thread {
-                outputs[k] = try? TestEnv.run("/bin/sh", [self.dir + "/inject.sh", "\(k * half + 1)", "\((k + 1) * half)"],
+                boxes[k].output = try? TestEnv.run("/bin/sh", [self.dir + "/inject.sh", "\(k * share + 1)", "\((k + 1) * share)"],
                                               environment: self.env(["MULTI": TestEnv.program("qmail-multi"), "ENVELOPE": self.dir + "/envelope"]))
             }
         }
         for t in threads { t.join() }
         let injected = Date().timeIntervalSince(started)
-        for o in outputs {
+        for o in boxes.map({ $0.output }) {
             XCTAssertEqual(o?.exitCode, 0)
             XCTAssertEqual(o?.stdoutText, "", "failed injections")
         }
