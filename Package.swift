@@ -68,6 +68,10 @@ let package = Package(
         .library(name: "QueueFormat", targets: ["QueueFormat"]),
         .library(name: "QueueClient", targets: ["QueueClient"]),
         .library(name: "LMDB", targets: ["LMDB"]),
+        // Queue front ends (#22).
+        .executable(name: "qmail-dkim", targets: ["qmail-dkim"]),
+        .executable(name: "qmail-spamfilter", targets: ["qmail-spamfilter"]),
+        .executable(name: "qmail-multi", targets: ["qmail-multi"]),
     ],
     targets: [
         // C shims: posix_spawn with exact fd control, wait-status macros, signal-safe alarms.
@@ -181,5 +185,20 @@ let package = Package(
         .testTarget(name: "ReceiptsTests", dependencies: ["Receipts", "QueueFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "InstallTests", dependencies: ["SystemIO", "TestSupport"]),
         .testTarget(name: "ReceiversTests", dependencies: ["Receivers", "QueueStore", "QueueFormat", "SystemIO", "TestSupport"]),
+
+        // Queue front ends (#22): qmail-dkim (OpenDKIM's library, Debian libopendkim-dev),
+        // qmail-spamfilter, qmail-multi. FrontEnds holds what they share: the option
+        // and header parsers (fuzzed), the hand-off to the next queue program.
+        .target(name: "CDKIM", linkerSettings: [.linkedLibrary("opendkim"), .linkedLibrary("ssl"), .linkedLibrary("crypto"),
+                                                .linkedLibrary("db"), .linkedLibrary("bsd"), .linkedLibrary("md"),
+                                                .linkedLibrary("resolv"), .linkedLibrary("pthread")]),
+        .target(name: "FrontEnds", dependencies: ["CShims", "SystemIO", "ControlFiles"]),
+        .executableTarget(name: "qmail-dkim", dependencies: ["CDKIM", "FrontEnds", "CShims", "SystemIO", "ControlFiles"],
+                          linkerSettings: staticExe),   // started once per message: no dynamic loader
+        .executableTarget(name: "qmail-spamfilter", dependencies: ["FrontEnds", "CShims", "SystemIO", "ControlFiles"],
+                          linkerSettings: staticExe),
+        .executableTarget(name: "qmail-multi", dependencies: ["FrontEnds", "CShims", "SystemIO", "ControlFiles"],
+                          linkerSettings: staticExe),
+        .testTarget(name: "FrontEndsTests", dependencies: ["FrontEnds", "SystemIO", "TestSupport"], exclude: ["Support"]),
     ]
 )
