@@ -87,7 +87,8 @@ public final class QMQPSession {
         do throws(NetstringInput.Failure) {
             let outer = try input.length(limit: settings.maxPackage)
             input.budget = outer
-            let messageLength = try input.length(limit: outer)
+            // Bounded by the package's budget: a longer length is caught as a protocol error.
+            let messageLength = try input.length(limit: settings.maxPackage)
             switch queue.begin(environment: environment) {
             case .success(let t): txn = t
             case .failure(let e): startFailure = e.text

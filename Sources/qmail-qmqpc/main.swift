@@ -16,8 +16,8 @@ let usage = """
     on descriptor 0, the envelope (F<sender>\\0 T<recipient>\\0 ... \\0) on descriptor 1, and
     qmail-queue's exit codes. Servers (IPv4 or IPv6 addresses) are tried in the order of
     control/qmqpservers, or of the arguments, until one answers (docs/man/qmail-qmqpc.8.md).
-    environment: CONTROLDIR QMAILHOME PORT_QMQP OUTGOINGIP
-    control files: qmqpservers timeoutconnect timeoutremote outgoingip
+    environment: CONTROLDIR QMAILHOME PORT_QMQP
+    control files: qmqpservers timeoutconnect timeoutremote
     exit codes: 0 queued; 31 the server refused the message; 71 the server failed temporarily;
       72 connecting timed out; 73 connection refused; 74 the conversation failed;
       55 no usable server; 54 read error; 79 envelope format error
