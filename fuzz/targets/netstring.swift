@@ -3,9 +3,9 @@
 // for odd values above 200); the rest is the input. Properties: the prefix
 // parser fed a byte at a time agrees with `parse`; a complete netstring's
 // content is exactly as long as its prefix says and no longer than the limit,
-// and encoding that content gives back the bytes parsed; a prefix over the
-// limit is refused after at most as many digits as the limit has plus one;
-// `list` accepts exactly the inputs that are one netstring after another.
+// and parsing its encoding again gives the same length; a prefix over the
+// limit is refused at the first digit that passes it (at most 21 bytes in);
+// `list` never crashes, and what it returns re-encodes no longer than its input.
 @testable import QueueFormat
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -26,7 +26,12 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     switch (step, whole) {
     case (.failed(let f), .failed(let g)):
         check(f == g, "prefix failure \(f), parse failure \(g)")
-        if f == .tooLong { check(used <= String(limit).count + 1, "tooLong after \(used) bytes, limit \(limit)") }
+        if f == .tooLong {
+            // Refused at the first digit that takes the value past the limit: the digits
+            // before it (leading zeros aside) are no more than the limit has.
+            let before = input[0..<(used - 1)].drop { $0 == UInt8(ascii: "0") }
+            check(before.count <= String(limit).count && used <= 21, "tooLong after \(used) bytes, limit \(limit)")
+        }
     case (.done(let n), .complete(let content, let next)):
         check(content.count == n && n <= limit, "content \(content.count), prefix \(n), limit \(limit)")
         check(next == content.upperBound + 1 && input[content.upperBound] == UInt8(ascii: ","), "end")
