@@ -137,4 +137,73 @@ final class QMTPTests: XCTestCase {
         XCTAssertTrue(q.allSatisfy { $0.recipients == ["u@example.com"] })
         XCTAssertTrue(q[0].message.contains("(127.0.0.1)\n  by 127.0.0.1 with QMTP; "), q[0].message)
     }
+
+    /// QMTP out: qmail-remote (the same client the engine runs in process) sends to
+    /// the destinations qmtproutes names, here our qmail-qmtpd daemon.
+    func testQmailRemoteSpeaksQMTPToQmtproutes() throws {
+        let port = try h.startDaemon(program: "qmail-qmtpd")
+        h.writeControl("qmtproutes", "example.com:127.0.0.1:\(port)\n")
+        func remote(_ host: String, _ rcpts: [String]) throws -> [String] {
+            let out = try TestEnv.run(TestEnv.program("qmail-remote"), [host, "s@x.example", "", "0"] + rcpts,
+                                      input: Array("Subject: qmtp out\n\nbody\n".utf8), environment: h.environment)
+            XCTAssertEqual(out.exitCode, 0, out.stderrText)
+            return out.stdoutText.split(separator: "\0", omittingEmptySubsequences: false).dropLast().map(String.init)
+        }
+        let r = try remote("example.com", ["u@example.com", "v@other.org", "w@example.com"])
+        XCTAssertEqual(r.count, 4, "\(r)")
+        XCTAssertTrue(r[0].hasPrefix("rRemote host said: ok ") && r[0].hasSuffix("\n"), r[0])
+        XCTAssertEqual(r[1], "hRemote host said: sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\n")
+        XCTAssertEqual(r[2], r[0])
+        XCTAssertEqual(r[3], "K127.0.0.1 accepted message - Protocol QMTP\n")
+        let q = try h.queued()
+        XCTAssertEqual(q.count, 1)
+        XCTAssertEqual(q[0].sender, "s@x.example")
+        XCTAssertEqual(q[0].recipients, ["u@example.com", "w@example.com"])
+        XCTAssertTrue(q[0].message.contains("(127.0.0.1)\n  by 127.0.0.1 with QMTP; "), q[0].message)
+        XCTAssertTrue(q[0].message.hasSuffix("\nSubject: qmtp out\n\nbody\n"), q[0].message)
+        // Every recipient refused: the message report gives up.
+        let refused = try remote("example.com", ["v@other.org"])
+        XCTAssertEqual(refused.last, "DGiving up on 127.0.0.1 - Protocol QMTP\n")
+        // A server that does not speak QMTP (qmail-smtpd greets first).
+        h.writeControl("rcpthosts", "example.com\nother.example\n")   // read by this qmail-smtpd, not by the running qmail-qmtpd
+        let smtp = try h.startDaemon(program: "qmail-smtpd")
+        h.writeControl("qmtproutes", "example.com:127.0.0.1:\(smtp)\n")
+        XCTAssertEqual(try remote("example.com", ["u@example.com"]).last, "Zrecipient did not talk proper QMTP (#4.3.0)\n")
+        // Nothing listening.
+        h.writeControl("qmtproutes", "example.com:127.0.0.1:\(try freePort())\n")
+        XCTAssertEqual(try remote("example.com", ["u@example.com"]).last, "ZSorry, I wasn't able to establish a QMTP connection. (#4.4.1)\n")
+        // Not named in qmtproutes: SMTP as before (to qmail-smtpd through smtproutes).
+        h.writeControl("smtproutes", "other.example:127.0.0.1:\(smtp)\n")
+        let viaSMTP = try remote("other.example", ["z@other.example"])
+        XCTAssertTrue(viaSMTP.last?.contains("Protocol SMTP") == true, "\(viaSMTP)")
+        XCTAssertEqual(try h.queued().count, 2)
+    }
+
+    /// The engine's remote channel (in-process SMTP client) delivers over QMTP too:
+    /// qmail-send on one queue, qmtproutes to qmail-qmtpd writing another.
+    func testQmailSendDeliversOverQMTP() throws {
+        let port = try h.startDaemon(program: "qmail-qmtpd")
+        let sender = SMTPDHarness()
+        defer { sender.cleanup() }
+        sender.writeControl("qmtproutes", "example.com:127.0.0.1:\(port)\n")
+        let inject = try TestEnv.run(TestEnv.program("qmail-inject"), ["-fs@domain", "u@example.com", "v@example.com"],
+                                     input: Array("Subject: engine qmtp\n\nhello\n".utf8), environment: sender.environment)
+        XCTAssertEqual(inject.exitCode, 0, inject.stderrText)
+        let log = sender.dir + "/send.log"
+        let fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let pid = try Spawn.start(TestEnv.program("qmail-send"), arguments: ["qmail-send", "./Maildir/"], environment: sender.environment,
+                                  fds: [.init(null, at: 0), .init(fd, at: 1), .init(fd, at: 2)], keepStandard: false)
+        close(fd); close(null)
+        sender.daemonPIDs.append(pid)
+        let deadline = time(nil) + 30
+        while time(nil) < deadline && !String(decoding: TestEnv.read(log), as: UTF8.self).contains("Protocol_QMTP") { usleep(50_000) }
+        let text = String(decoding: TestEnv.read(log), as: UTF8.self)
+        XCTAssertTrue(text.contains("success: Remote_host_said:_ok_"), text)
+        XCTAssertTrue(text.contains("127.0.0.1_accepted_message_-_Protocol_QMTP"), text)
+        let q = try h.queued()
+        XCTAssertEqual(q.count, 1)
+        XCTAssertEqual(Set(q[0].recipients), ["u@example.com", "v@example.com"])
+        XCTAssertTrue(q[0].message.contains("Subject: engine qmtp"), q[0].message)
+    }
 }
