@@ -86,6 +86,16 @@ final class QMQPTests: XCTestCase {
     override func setUp() { h = SMTPDHarness() }
     override func tearDown() { h.cleanup() }
 
+    /// Each new program answers --help and has its manual page.
+    func testHelpAndManualPages() throws {
+        for p in ["qmail-qmtpd", "qmail-qmqpd", "qmail-qmqpc"] {
+            let out = try TestEnv.run(TestEnv.program(p), ["--help"], environment: h.environment)
+            XCTAssertEqual(out.exitCode, 0, p)
+            XCTAssertTrue(out.stdoutText.hasPrefix("usage: \(p)"), out.stdoutText)
+            XCTAssertTrue(Sys.exists(TestEnv.packageRoot + "/docs/man/\(p).8.md"), p)
+        }
+    }
+
     func testNetstringParser() {
         XCTAssertEqual(Netstring.encode(Array("hello world!".utf8)), Array("12:hello world!,".utf8))
         XCTAssertEqual(Netstring.encode([UInt8]()), Array("0:,".utf8))
