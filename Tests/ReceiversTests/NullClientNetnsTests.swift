@@ -10,7 +10,9 @@ import Glibc
 /// machine (veth pairs, private addresses, nothing leaves the machine): two
 /// null clients (qmail-inject with QMAILQUEUE=qmail-qmqpc, no queue), one
 /// central queue host (qmail-qmqpd as a daemon, writing in-process, and
-/// qmail-send with its own QUEUEDIR), and an SMTP sink (Postfix's smtp-sink).
+/// qmail-send with its own QUEUEDIR), and a fourth host with an SMTP sink
+/// (Postfix's smtp-sink) and a QMTP server (qmail-qmtpd writing a queue of its
+/// own, reached through the queue host's qmtproutes).
 /// The queue host's qmail-qmqpd is killed and started again while the clients
 /// inject. Every message either got success from qmail-inject and is
 /// delivered (to alice's Maildir on the queue host, or to the sink), or its
@@ -112,6 +114,7 @@ final class NullClientNetnsTests: XCTestCase {
         mkdir(qhome + "/users", 0o755)
         TestEnv.write(control + "/me", "queue.example\n")
         TestEnv.write(control + "/smtproutes", "remote.example:10.21.3.2:25\n")
+        TestEnv.write(control + "/qmtproutes", "qmtp.example:10.21.3.2\n")
         let alice = qhome + "/alice"
         for d in ["", "/Maildir", "/Maildir/new", "/Maildir/cur", "/Maildir/tmp"] { mkdir(alice + d, 0o700) }
         TestEnv.write(qhome + "/users/assign", "=alice:alice:\(uid):\(uid):\(alice):::\n.\n")
@@ -123,6 +126,20 @@ final class NullClientNetnsTests: XCTestCase {
         chmod(sinkDir, 0o777)
         _ = try start(sinkNS, ["/usr/sbin/smtp-sink", "-u", "nobody", "-d", sinkDir + "/%M.", "10.21.3.2:25", "100"], env: qenv,
                       log: dir + "/sink.log")
+        // The fourth host's QMTP server, with a queue of its own.
+        let qmtpHome = dir + "/qmtphost"
+        mkdir(qmtpHome, 0o755)
+        let qmtpQueue = qmtpHome + "/queue"
+        XCTAssertEqual(try TestEnv.run(TestEnv.program("queue-fix"), [qmtpQueue]).exitCode, 0)
+        _ = try TestEnv.run("/bin/chown", ["-R", "\(uid):\(uid)", qmtpQueue])
+        mkdir(qmtpHome + "/control", 0o755)
+        TestEnv.write(qmtpHome + "/control/me", "qmtp.example\n")
+        TestEnv.write(qmtpHome + "/control/rcpthosts", "qmtp.example\n")
+        let qmtpLog = dir + "/qmtpd.log"
+        _ = try start(sinkNS, [TestEnv.program("qmail-qmtpd"), "--daemon", "--listen", "10.21.3.2:209", "--user", "nobody"],
+                      env: TestEnv.environment(["QMAILHOME": qmtpHome, "QUEUEDIR": qmtpQueue, "CONTROLDIR": qmtpHome + "/control",
+                                                "QMAILQUEUE": nil, "NULLQUEUE": nil]), log: qmtpLog)
+        guard waitFor("qmail-qmtpd", seconds: 20, { text(qmtpLog).contains("listening on") }) else { return }
         let sendLog = dir + "/send.log"
         _ = try start(queueNS, [TestEnv.program("qmail-send"), "./Maildir/"], env: qenv, log: sendLog)
         guard waitFor("qmail-send", seconds: 20, { text(sendLog).contains("status: local 0/") }) else { return }
@@ -146,12 +163,12 @@ final class NullClientNetnsTests: XCTestCase {
             TestEnv.write(home + "/control/timeoutremote", "5\n")
             let cenv = TestEnv.environment(["QMAILHOME": home, "CONTROLDIR": home + "/control", "QUEUEDIR": home + "/noqueue",
                                             "QMAILQUEUE": TestEnv.program("qmail-qmqpc"), "NULLQUEUE": nil])
-            // Each message: to alice on the queue host (even numbers) or to the sink (odd);
-            // one line per message with its exit code, then its error text.
+            // Each message: to alice on the queue host, to the SMTP sink, or over QMTP to the
+            // fourth host, in turn; one line per message with its exit code, then its error text.
             let script = """
                 i=0
                 while [ $i -lt \(perClient) ]; do
-                  if [ $((i % 2)) -eq 0 ]; then to=alice@queue.example; else to=r$i@remote.example; fi
+                  case $((i % 3)) in 0) to=alice@queue.example;; 1) to=r$i@remote.example;; *) to=q$i@qmtp.example;; esac
                   err=$(printf 'Subject: m-\(n + 1)-%d\\n\\nbody %d\\n' $i $i | \(TestEnv.program("qmail-inject")) -fs@client\(n + 1).example "$to" 2>&1)
                   echo "$i $? $err" >> \(home)/results
                   i=$((i + 1))
@@ -196,6 +213,7 @@ final class NullClientNetnsTests: XCTestCase {
             var out: Set<String> = []
             let files = ((try? Sys.listDirectory(alice + "/Maildir/new")) ?? []).map { alice + "/Maildir/new/" + $0 }
                 + TestEnv.files(under: sinkDir).map { sinkDir + "/" + $0 }
+                + TestEnv.files(under: qmtpQueue + "/mess").map { qmtpQueue + "/mess/" + $0 }
             for f in files {
                 for line in text(f).split(separator: "\n") where line.hasPrefix("Subject: m-") { out.insert(String(line.dropFirst(9))) }
             }
@@ -205,9 +223,9 @@ final class NullClientNetnsTests: XCTestCase {
         let missing = succeeded.subtracting(delivered())
         print("null clients: \(succeeded.count) acknowledged, \(refused) refused while qmail-qmqpd was down (killed after \(downAt)), \(delivered().count) delivered")
         XCTAssertTrue(missing.isEmpty, "acknowledged and not delivered: \(missing.sorted().prefix(20))")
-        // Both ways out were used: alice's Maildir on the queue host and the sink beyond it.
-        XCTAssertTrue(delivered().contains { Int($0.split(separator: "-").last!)! % 2 == 0 })
-        XCTAssertTrue(delivered().contains { Int($0.split(separator: "-").last!)! % 2 == 1 })
+        // Every way out was used: alice's Maildir on the queue host, SMTP and QMTP to the fourth host.
+        for way in 0..<3 { XCTAssertTrue(delivered().contains { Int($0.split(separator: "-").last!).map { $0 % 3 == way } ?? false }, "\(way)") }
+        XCTAssertTrue(text(sendLog).contains("Protocol_QMTP"), "no QMTP delivery in the engine's log")
         // The restarted daemon serves again: one more message from a client.
         let home = dir + "/client1"
         let again = try TestEnv.run("/usr/sbin/ip", ["netns", "exec", c1, TestEnv.program("qmail-inject"), "-fs@client1.example", "alice@queue.example"],
