@@ -223,6 +223,11 @@ final class QMQPTests: XCTestCase {
         XCTAssertEqual(q[0].recipients, ["u@example.com", "v@other.example"])
         XCTAssertTrue(q[0].message.hasSuffix("\nSubject: via qmqpc\n\nhello\n"), q[0].message)
         XCTAssertTrue(q[0].message.contains("(127.0.0.1)\n  by 127.0.0.1 with QMQP; "), q[0].message)
+        // The sticky bit spreads clients (first try: server now % count), then every server in order.
+        chmod(h.control + "/qmqpservers", 0o1644)
+        XCTAssertEqual(try h.qmqpc("sticky\n", env: ["PORT_QMQP": "\(port)"]).0, 0)
+        XCTAssertEqual(try h.qmqpc("sticky\n", env: ["PORT_QMQP": "\(port)"]).0, 0)
+        chmod(h.control + "/qmqpservers", 0o644)
         // Servers given as arguments replace the file.
         let (code2, _) = try h.qmqpc("x\n", args: ["127.0.0.1"], env: ["PORT_QMQP": "\(port)"])
         XCTAssertEqual(code2, 0)
@@ -235,7 +240,7 @@ final class QMQPTests: XCTestCase {
         }
         for t in threads { t.join() }
         XCTAssertEqual((0..<8).map { codes[$0] }, Array(repeating: 0, count: 8))
-        XCTAssertEqual(try h.queued().count, 10)
+        XCTAssertEqual(try h.queued().count, 12)
     }
 
     func testDaemonRefusesAnUntrustedClient() throws {
