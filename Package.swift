@@ -65,6 +65,9 @@ let package = Package(
         .executable(name: "maildirserial", targets: ["maildirserial"]),
         .executable(name: "qmail-smtpd", targets: ["qmail-smtpd"]),
         .executable(name: "qmail-newmrh", targets: ["qmail-newmrh"]),
+        .executable(name: "qmail-qmtpd", targets: ["qmail-qmtpd"]),
+        .executable(name: "qmail-qmqpd", targets: ["qmail-qmqpd"]),
+        .executable(name: "qmail-qmqpc", targets: ["qmail-qmqpc"]),
         .library(name: "QueueFormat", targets: ["QueueFormat"]),
         .library(name: "QueueClient", targets: ["QueueClient"]),
         .library(name: "LMDB", targets: ["LMDB"]),
@@ -146,6 +149,11 @@ let package = Package(
         .executableTarget(name: "rrt", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "qmail-smtpd", dependencies: ["Receivers"], linkerSettings: staticExe),   // started per connection under tcpserver: no dynamic loader
         .executableTarget(name: "qmail-newmrh", dependencies: ["Receivers"]),
+        // QMTP and QMQP (#21): the servers start once per connection under tcpserver, the
+        // client once per message (it is the null client's qmail-queue): all static.
+        .executableTarget(name: "qmail-qmtpd", dependencies: ["Receivers"], linkerSettings: staticExe),
+        .executableTarget(name: "qmail-qmqpd", dependencies: ["Receivers"], linkerSettings: staticExe),
+        .executableTarget(name: "qmail-qmqpc", dependencies: ["CNet", "SystemIO", "ControlFiles", "QueueFormat"], linkerSettings: staticExe),
         .executableTarget(name: "maildirserial", dependencies: ["Receipts", "QueueClient", "QueueFormat", "ControlFiles", "SystemIO"]),
 
         // The .qmail toolbox (issue #19), sharing the library module Toolbox: the programs

@@ -108,25 +108,7 @@ public enum SMTPDMain {
             try d.dropPrivileges()
             // With no queue program named, messages are written in-process (shared flushes)
             // when the user served as can write the queue; else each goes through qmail-queue.
-            if Sys.environment("QMAILQUEUE") == nil && Sys.environment("NULLQUEUE") == nil {
-                let queueDir = QueueEnvironment.injectionQueue()
-                if QueueWriter.canWrite(queueDir) {
-                    var host: String? = nil
-                    if Sys.environment("HIDE_HOST") == nil {
-                        if let h = Sys.environment("HOSTNAME"), !h.isEmpty { host = h } else {
-                            var buf = [CChar](repeating: 0, count: 256)
-                            if gethostname(&buf, 255) == 0 { host = String(cString: buf) }
-                        }
-                    }
-                    let qqeh = Sys.environment("QQEH").flatMap { $0.isEmpty ? nil : Array($0.utf8) }
-                    let writer = try QueueWriter(queueDir: queueDir, names: QueueEnvironment.names(), sync: SyncPolicy.fromEnvironment(),
-                                                 host: host, qqeh: qqeh)
-                    d.queue = InProcessQueue(writer: writer)
-                    SMTPDaemon.say("qmail-smtpd: writing into \(queueDir) in-process")
-                } else {
-                    SMTPDaemon.say("qmail-smtpd: \(queueDir) is not writable as uid \(getuid()): each message goes through qmail-queue")
-                }
-            }
+            if let q = try inProcessQueue(name: "qmail-smtpd") { d.queue = q }
             SMTPDaemon.say("qmail-smtpd: listening on " + zip(settings.listen, ports).map { "\(ipText($0.0.address)):\($0.1)" }.joined(separator: " ")
                            + " as uid \(getuid())")
         } catch {
@@ -135,6 +117,31 @@ public enum SMTPDMain {
         }
         d.serve()
         return 0
+    }
+
+    /// The daemons' queue after the privilege drop: with no queue program named
+    /// (`QMAILQUEUE`, `NULLQUEUE`), messages are written in-process (shared
+    /// flushes) when the user served as can write the queue; else (nil) each goes
+    /// through qmail-queue.
+    static func inProcessQueue(name: String) throws -> InProcessQueue? {
+        guard Sys.environment("QMAILQUEUE") == nil && Sys.environment("NULLQUEUE") == nil else { return nil }
+        let queueDir = QueueEnvironment.injectionQueue()
+        guard QueueWriter.canWrite(queueDir) else {
+            SMTPDaemon.say("\(name): \(queueDir) is not writable as uid \(getuid()): each message goes through qmail-queue")
+            return nil
+        }
+        var host: String? = nil
+        if Sys.environment("HIDE_HOST") == nil {
+            if let h = Sys.environment("HOSTNAME"), !h.isEmpty { host = h } else {
+                var buf = [CChar](repeating: 0, count: 256)
+                if gethostname(&buf, 255) == 0 { host = String(cString: buf) }
+            }
+        }
+        let qqeh = Sys.environment("QQEH").flatMap { $0.isEmpty ? nil : Array($0.utf8) }
+        let writer = try QueueWriter(queueDir: queueDir, names: QueueEnvironment.names(), sync: SyncPolicy.fromEnvironment(),
+                                     host: host, qqeh: qqeh)
+        SMTPDaemon.say("\(name): writing into \(queueDir) in-process")
+        return InProcessQueue(writer: writer)
     }
 
     static func fail(_ why: String) -> Int32 {

@@ -58,6 +58,15 @@ public final class SMTPDaemon: @unchecked Sendable {
     let counts = Mutex<(total: Int, perIP: [String: Int])>((0, [:]))
     let controlsBox: Mutex<SMTPDControls>
     let baseEnvironment: [String]
+    /// The program's name in the log (the same daemon serves qmail-qmtpd and qmail-qmqpd).
+    public var name = "qmail-smtpd"
+    /// Written to a client turned away for too many connections.
+    public var busyReply = Array("421 too many connections, try again later (#4.3.2)\r\n".utf8)
+    /// How the control files are read at start and on SIGHUP.
+    public var loadControls: @Sendable (ControlDirectory) throws -> SMTPDControls = { try SMTPDControls.load($0) }
+    /// Serves one connection in place of an SMTP session (QMTP, QMQP): the
+    /// transport, the client, the queue program's environment, the controls.
+    public var serveConnection: (@Sendable (SMTPTransport, ConnectionInfo, [String], SMTPDControls) -> Void)? = nil
 
     public init(settings: Settings, control: ControlDirectory, controls: SMTPDControls, queue: MessageQueue) {
         self.settings = settings
@@ -123,11 +132,11 @@ public final class SMTPDaemon: @unchecked Sendable {
             if SMTPDaemon.reloadRequested != 0 {
                 SMTPDaemon.reloadRequested = 0
                 do {
-                    let c = try SMTPDControls.load(control)
+                    let c = try loadControls(control)
                     controlsBox.withLock { $0 = c }
-                    SMTPDaemon.say("qmail-smtpd: control files read again")
+                    SMTPDaemon.say("\(name): control files read again")
                 } catch {
-                    SMTPDaemon.say("qmail-smtpd: unable to read controls, keeping the old ones: \(error)")
+                    SMTPDaemon.say("\(name): unable to read controls, keeping the old ones: \(error)")
                 }
             }
             let r = poll(&fds, nfds_t(fds.count), 500)
@@ -152,8 +161,7 @@ public final class SMTPDaemon: @unchecked Sendable {
             return true
         }
         if !admitted {
-            let msg = Array("421 too many connections, try again later (#4.3.2)\r\n".utf8)
-            _ = msg.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            _ = busyReply.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
             close(fd)
             return
         }
@@ -207,6 +215,14 @@ public final class SMTPDaemon: @unchecked Sendable {
         func run() {
             let controls = daemon.controlsBox.withLock { $0 }
             let io = SMTPTransport(readFD: fd, writeFD: fd, timeout: controls.timeout)
+            if let serve = daemon.serveConnection {
+                serve(io, info, daemon.baseEnvironment + info.environment, controls)
+                io.flush()
+                shutdown(fd, Int32(SHUT_RDWR))
+                close(fd)
+                daemon.finished(info.remoteIP)
+                return
+            }
             let session = SMTPSession(transport: io, controls: controls, connection: info, options: daemon.settings.options,
                                       queue: daemon.queue, environment: daemon.baseEnvironment + info.environment,
                                       log: { SMTPDaemon.say($0) })

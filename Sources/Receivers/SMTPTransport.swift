@@ -49,6 +49,11 @@ public final class SMTPTransport: @unchecked Sendable {
         output += [13, 10]
     }
 
+    /// Queues bytes as they are (QMTP and QMQP responses).
+    public func send(_ bytes: [UInt8]) {
+        output += bytes
+    }
+
     /// Writes what is queued; false when the client is gone or too slow.
     @discardableResult
     public func flush() -> Bool {

@@ -19,7 +19,8 @@ public enum RemoteMain {
     STARTTLS when offered (required and verified for tlsdestinations), SIZE,
     8BITMIME, PIPELINING. Writes one report per recipient (r accepted, h refused,
     s refused for now) and one message report (K delivered, Z deferred, D failed),
-    each NUL-terminated, as qmail-remote does; exits 0.
+    each NUL-terminated, as qmail-remote does; exits 0. Destinations named in
+    qmtproutes (smtproutes' syntax, port 209 by default) get QMTP instead.
 
     hooks: ONSUCCESS_REMOTE, ONFAILURE_REMOTE, ONTEMPORARY_REMOTE name a program
       run after the delivery with qmail-remote's arguments, the message on
@@ -28,7 +29,7 @@ public enum RemoteMain {
     host memory: addresses with two connect timeouts are skipped for an hour;
       kept between runs in $QUEUEDIR/lock/tcpto (else $QMAILHOME/queue/lock/tcpto)
     environment: CONTROLDIR, QUEUEDIR, DNS_SERVER (ip[:port] of the resolver), TLS_CA_FILE
-    control files: me, helohost, smtproutes, timeoutconnect, timeoutremote,
+    control files: me, helohost, smtproutes, qmtproutes, timeoutconnect, timeoutremote,
       tlsdestinations, tlsca, notls, moreipme, notipme
     exit codes: 0 (the reports say what happened), 100 usage, 111 unable to read
       the message or the controls; with a hook, the hook's exit code

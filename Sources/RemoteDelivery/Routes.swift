@@ -13,7 +13,8 @@ public struct SMTPRoutes: Sendable, Equatable {
 
     public init() {}
 
-    public init(lines: [(line: Int, text: String)], file: String) throws {
+    /// `defaultPort`: 25 for smtproutes, 209 for qmtproutes.
+    public init(lines: [(line: Int, text: String)], file: String, defaultPort: Int = 25) throws {
         for (n, line) in lines {
             guard let colon = line.firstIndex(of: ":") else {
                 throw ControlError(file: file, line: n, message: "expected domain:relay[:port], found \"\(line)\"")
@@ -24,7 +25,7 @@ public struct SMTPRoutes: Sendable, Equatable {
             var relayEnd = rest.firstIndex(of: ":") ?? rest.endIndex
             if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") { relayEnd = rest.index(after: close) }
             let relay = String(rest[..<relayEnd])
-            var port = 25
+            var port = defaultPort
             if relayEnd < rest.endIndex, rest[relayEnd] == ":" {
                 // The port, then indimail's optional `:penalty:tolerance` fields (not used here).
                 let field = rest[rest.index(after: relayEnd)...].prefix { $0 != ":" }
@@ -45,6 +46,14 @@ public struct SMTPRoutes: Sendable, Equatable {
         guard let lines = try control.readLinesNumbered("smtproutes") else { return SMTPRoutes() }
         return try SMTPRoutes(lines: lines, file: control.filePath("smtproutes"))
     }
+
+    /// indimail's `qmtproutes`: the same syntax; the destinations it names get QMTP (port 209 by default).
+    public static func loadQMTP(_ control: ControlDirectory) throws -> SMTPRoutes {
+        guard let lines = try control.readLinesNumbered("qmtproutes") else { return SMTPRoutes() }
+        return try SMTPRoutes(lines: lines, file: control.filePath("qmtproutes"), defaultPort: 209)
+    }
+
+    public var isEmpty: Bool { table.isEmpty }
 
     /// The route for a domain: exact, then `.suffix` longest first, then the catch-all.
     public func route(for domain: String) -> Route? { DomainTable.lookup(domain.lowercased(), in: table) }

@@ -41,6 +41,8 @@ public struct SMTPSettings: Sendable {
     public var timeoutConnect: Int = 60
     public var timeoutRemote: Int = 1200
     public var routes = SMTPRoutes()
+    /// `qmtproutes`: destinations delivered to over QMTP (QMTPClient.swift).
+    public var qmtpRoutes = SMTPRoutes()
     /// Destinations (domains, `.suffix`, or `*`) that require TLS with a verified certificate.
     public var tlsRequired: [String] = []
     public var caFile: String? = nil
@@ -67,6 +69,7 @@ public struct SMTPSettings: Sendable {
         s.timeoutConnect = try control.readInt("timeoutconnect", default: 60)
         s.timeoutRemote = try control.readInt("timeoutremote", default: 1200)
         s.routes = try SMTPRoutes.load(control)
+        s.qmtpRoutes = try SMTPRoutes.loadQMTP(control)
         s.tlsRequired = try control.readLines("tlsdestinations")?.map { $0.lowercased() } ?? []
         if let ca = Sys.environment("TLS_CA_FILE") { s.caFile = ca } else { s.caFile = try control.readLine("tlsca") }
         s.startTLS = try control.readInt("notls", default: 0) == 0
@@ -377,6 +380,10 @@ public final class SMTPClient: @unchecked Sendable {
     }
 
     func deliverClean(domain: String, sender: [UInt8], recipients: [[UInt8]], message: OutgoingMessage) -> RemoteOutcome {
+        if let route = snapshot().settings.qmtpRoutes.route(for: domain) {
+            return deliverQMTP(route: route, domain: domain, sender: sender, recipients: recipients, message: message,
+                               settings: snapshot().settings)
+        }
         // qmail-remote's blast() refuses a final line without its newline (perm_partialline).
         // Both this and the 8-bit scan read the file before any connection is made.
         var message = message

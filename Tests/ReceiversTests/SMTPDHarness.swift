@@ -119,7 +119,7 @@ final class SMTPDHarness {
     }
 
     /// The daemon on 127.0.0.1 (a port of its choosing); returns the port.
-    func startDaemon(_ args: [String] = [], env: [String: String?] = [:]) throws -> Int {
+    func startDaemon(_ args: [String] = [], env: [String: String?] = [:], program: String = "qmail-smtpd") throws -> Int {
         var e = environment
         for (k, v) in env { e.removeAll { $0.hasPrefix(k + "=") }; if let v { e.append(k + "=" + v) } }
         // A log of its own for each start: the port is read from it.
@@ -131,8 +131,8 @@ final class SMTPDHarness {
         defer { Glibc.close(null) }
         // The daemon serves as nobody: the queue must be that user's to write.
         _ = try TestEnv.run("/bin/chown", ["-R", "65534:65534", queue])
-        let pid = try Spawn.start(TestEnv.program("qmail-smtpd"),
-                                  arguments: ["qmail-smtpd", "--daemon", "--listen", "127.0.0.1:0", "--user", "nobody"] + args,
+        let pid = try Spawn.start(TestEnv.program(program),
+                                  arguments: [program, "--daemon", "--listen", "127.0.0.1:0", "--user", "nobody"] + args,
                                   environment: e, fds: [.init(null, at: 0), .init(log, at: 1), .init(log, at: 2)], keepStandard: false)
         daemonPIDs.append(pid)
         var port = 0
