@@ -68,6 +68,10 @@ let package = Package(
         .library(name: "QueueFormat", targets: ["QueueFormat"]),
         .library(name: "QueueClient", targets: ["QueueClient"]),
         .library(name: "LMDB", targets: ["LMDB"]),
+        // Operators' tools (#20).
+        .executable(name: "qmail-qread", targets: ["qmail-qread"]),
+        .executable(name: "qmail-qstat", targets: ["qmail-qstat"]),
+        .executable(name: "qmail-qshape", targets: ["qmail-qshape"]),
     ],
     targets: [
         // C shims: posix_spawn with exact fd control, wait-status macros, signal-safe alarms.
@@ -158,5 +162,12 @@ let package = Package(
         .testTarget(name: "ReceiptsTests", dependencies: ["Receipts", "QueueFormat", "SystemIO", "TestSupport"]),
         .testTarget(name: "InstallTests", dependencies: ["SystemIO", "TestSupport"]),
         .testTarget(name: "ReceiversTests", dependencies: ["Receivers", "QueueStore", "QueueFormat", "SystemIO", "TestSupport"]),
+
+        // Operators' tools (#20): reading the queues and the engine's schedule beside a running engine.
+        .target(name: "QueueTools", dependencies: ["CShims", "SystemIO", "QueueFormat", "ControlFiles", "LMDB", "Scheduler"]),
+        .executableTarget(name: "qmail-qread", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-qstat", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-qshape", dependencies: ["QueueTools"]),
+        .testTarget(name: "QueueToolsTests", dependencies: ["QueueTools", "QueueFormat", "Scheduler", "LMDB", "SystemIO", "TestSupport"]),
     ]
 )

@@ -111,6 +111,9 @@ public final class Engine {
     /// Names of the info/ split folder being reconciled, a few thousand per turn.
     var reconcilePending: [String] = []
     var deliveryRecipients: [Int: (MessageID, [UInt8])] = [:]
+    /// The job and channel-file offset of each delivery in flight, for its report in
+    /// the schedule's `reports` (what qmail-qread --json shows).
+    var deliveryTargets: [Int: (JobKey, Int)] = [:]
     var warningInFlight = Set<UInt64>()
     let rateCache = RatePolicyCache()
 
@@ -585,6 +588,9 @@ public final class Engine {
             let (final, actions) = scheduler.finished(number, report, now: now)
             let word = final.kind == .success ? "success" : final.kind == .failure ? "failure" : "deferral"
             log.line("delivery \(number): \(word): \(EngineLog.safe(final.text))")
+            if let (key, offset) = deliveryTargets.removeValue(forKey: number) {
+                store.recordReport(key, offset: offset, at: now, final)
+            }
             if let (id, rcpt) = deliveryRecipients.removeValue(forKey: number), final.kind == .deferral {
                 considerDelayWarning(id, recipient: rcpt, report: final.text, now: now)
             }
@@ -672,6 +678,7 @@ public final class Engine {
             case .start(let d):
                 log.line("starting delivery \(d.number): msg \(d.key.id) to \(d.key.channel.name) \(EngineLog.safe(d.recipient.address))")
                 if bounce.settings.delayWarning > 0 { deliveryRecipients[d.number] = (d.key.id, d.recipient.address) }
+                deliveryTargets[d.number] = (d.key, d.recipient.offset)
                 logStatus()
                 let mess = files.path(.mess, d.key.id)
                 if let sp = spawners[d.key.channel.rawValue] {
@@ -717,6 +724,7 @@ public final class Engine {
                 do {
                     try files.removeChannel(key.id, local: key.channel == .local)
                     store.remove(key)
+                    store.clearReports(key)
                 } catch {
                     for offset in marks { markDone(key, offset) }
                     log.line("warning: unable to unlink \(files.names.path(key.channel == .local ? .local : .remote, key.id)); will try again later")
@@ -730,6 +738,7 @@ public final class Engine {
             case .forget(let key):
                 preloaded[key] = nil
                 store.remove(key)
+                store.clearReports(key)
             case .log(let line):
                 log.line(line)
             }
