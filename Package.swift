@@ -72,6 +72,8 @@ let package = Package(
         .executable(name: "qmail-qread", targets: ["qmail-qread"]),
         .executable(name: "qmail-qstat", targets: ["qmail-qstat"]),
         .executable(name: "qmail-qshape", targets: ["qmail-qshape"]),
+        .executable(name: "qmail-tcpto", targets: ["qmail-tcpto"]),
+        .executable(name: "qmail-tcpok", targets: ["qmail-tcpok"]),
     ],
     targets: [
         // C shims: posix_spawn with exact fd control, wait-status macros, signal-safe alarms.
@@ -168,6 +170,8 @@ let package = Package(
         .executableTarget(name: "qmail-qread", dependencies: ["QueueTools"]),
         .executableTarget(name: "qmail-qstat", dependencies: ["QueueTools"]),
         .executableTarget(name: "qmail-qshape", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-tcpto", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-tcpok", dependencies: ["QueueTools"]),
         .testTarget(name: "QueueToolsTests", dependencies: ["QueueTools", "QueueFormat", "Scheduler", "LMDB", "SystemIO", "TestSupport"]),
     ]
 )

@@ -280,6 +280,8 @@ public final class Engine {
             log.line("warning: unable to read the schedule: \(error); rebuilding it from the queue files")
         }
         for id in watcher.scan() { wantTodo(id) }
+        prepareCommandFolder()
+        processCommands()
         nextTodoScan = now + Time(max(10, controls.todoInterval))
         nextCleanup = now
         logStatus()
@@ -298,6 +300,7 @@ public final class Engine {
             let (ids, overflow) = watcher.readEvents()
             for id in ids { wantTodo(id) }
             if overflow || watcher.drainTrigger() || now >= nextTodoScan {
+                processCommands()
                 for id in watcher.scan() { wantTodo(id) }
                 nextTodoScan = now + Time(max(10, controls.todoInterval))
             }
