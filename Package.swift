@@ -74,6 +74,7 @@ let package = Package(
         .executable(name: "qmail-qshape", targets: ["qmail-qshape"]),
         .executable(name: "qmail-tcpto", targets: ["qmail-tcpto"]),
         .executable(name: "qmail-tcpok", targets: ["qmail-tcpok"]),
+        .executable(name: "qmail-showctl", targets: ["qmail-showctl"]),
     ],
     targets: [
         // C shims: posix_spawn with exact fd control, wait-status macros, signal-safe alarms.
@@ -172,6 +173,7 @@ let package = Package(
         .executableTarget(name: "qmail-qshape", dependencies: ["QueueTools"]),
         .executableTarget(name: "qmail-tcpto", dependencies: ["QueueTools"]),
         .executableTarget(name: "qmail-tcpok", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-showctl", dependencies: ["QueueTools", "ControlFiles", "RemoteDelivery", "SystemIO"]),
         .testTarget(name: "QueueToolsTests", dependencies: ["QueueTools", "QueueFormat", "Scheduler", "LMDB", "SystemIO", "TestSupport"]),
     ]
 )
