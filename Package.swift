@@ -75,6 +75,8 @@ let package = Package(
         .executable(name: "qmail-tcpto", targets: ["qmail-tcpto"]),
         .executable(name: "qmail-tcpok", targets: ["qmail-tcpok"]),
         .executable(name: "qmail-showctl", targets: ["qmail-showctl"]),
+        .executable(name: "qmail-rm", targets: ["qmail-rm"]),
+        .executable(name: "qmail-qctl", targets: ["qmail-qctl"]),
     ],
     targets: [
         // C shims: posix_spawn with exact fd control, wait-status macros, signal-safe alarms.
@@ -174,6 +176,8 @@ let package = Package(
         .executableTarget(name: "qmail-tcpto", dependencies: ["QueueTools"]),
         .executableTarget(name: "qmail-tcpok", dependencies: ["QueueTools"]),
         .executableTarget(name: "qmail-showctl", dependencies: ["QueueTools", "ControlFiles", "RemoteDelivery", "SystemIO"]),
+        .executableTarget(name: "qmail-rm", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-qctl", dependencies: ["QueueTools"]),
         .testTarget(name: "QueueToolsTests", dependencies: ["QueueTools", "QueueFormat", "Scheduler", "LMDB", "SystemIO", "TestSupport"]),
     ]
 )

@@ -114,6 +114,11 @@ public final class Engine {
     /// The job and channel-file offset of each delivery in flight, for its report in
     /// the schedule's `reports` (what qmail-qread --json shows).
     var deliveryTargets: [Int: (JobKey, Int)] = [:]
+    /// Messages an operator removed (qmail-rm) before they were preprocessed: when
+    /// preprocessing ends, their recipients are marked done instead of delivered.
+    var doomed = Set<UInt64>()
+    /// Messages an operator holds (qmail-qctl hold): not delivered until released.
+    var held = Set<UInt64>()
     var warningInFlight = Set<UInt64>()
     let rateCache = RatePolicyCache()
 
@@ -266,6 +271,7 @@ public final class Engine {
         if started { return }
         started = true
         scheduler.reconfigure(schedulerConfig(controls))
+        held = store.loadHeld()
         let sig = try! Spawn.pipe()
         _ = fcntl(sig.read, F_SETFL, O_NONBLOCK); _ = fcntl(sig.write, F_SETFL, O_NONBLOCK)
         signalRead = sig.read
@@ -565,7 +571,9 @@ public final class Engine {
                 if p.hasLocal { channels[.local] = now }
                 if p.hasRemote { channels[.remote] = now }
                 fresh.insert(id)
-                for (c, records) in [(Channel.local, p.localRecords), (.remote, p.remoteRecords)] where !records.isEmpty {
+                let condemned = doomed.remove(id) != nil
+                if condemned { condemn(id, records: [.local: p.localRecords, .remote: p.remoteRecords]) }
+                for (c, records) in [(Channel.local, p.localRecords), (.remote, p.remoteRecords)] where !records.isEmpty && !condemned {
                     if preloaded.count >= Engine.preloadLimit { break }
                     preloaded[JobKey(id, c)] = LoadedJob(key: JobKey(id, c), birth: p.birth, sender: p.sender, qqeh: p.qqeh,
                                                          envHeaders: p.envHeaders,
@@ -672,6 +680,7 @@ public final class Engine {
                 // An id still in todo/ is being (re)preprocessed: a stale schedule entry must not
                 // read its half-written channel file; preprocessing schedules the job (qmail's pqadd).
                 if todoWanted.contains(key.id) { queue += scheduler.jobLoaded(key, nil, now: now); continue }
+                if held.contains(key.id) { queue += scheduler.jobLoadFailed(key, retryAt: now + 3600); continue }
                 if let job = preloaded.removeValue(forKey: key) { queue += scheduler.jobLoaded(key, job, now: now); continue }
                 switch load(key) {
                 case .loaded(let job): queue += scheduler.jobLoaded(key, job, now: now)

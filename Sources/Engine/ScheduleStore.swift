@@ -30,6 +30,31 @@ public final class ScheduleStore: @unchecked Sendable {
         }
     }
 
+    // MARK: messages held by the operator (qmail-qctl hold)
+
+    func heldDB() throws -> LMDBDatabase { try env.database("held") }
+
+    public func loadHeld() -> Set<UInt64> {
+        var out = Set<UInt64>()
+        guard let db = try? heldDB() else { return out }
+        try? env.read { txn in
+            try txn.forEach(db) { k, _ in
+                if let t = ScheduleSchema.decodeTime(k) { out.insert(UInt64(bitPattern: t)) }
+                return true
+            }
+        }
+        return out
+    }
+
+    /// Written at once: a hold must survive a restart.
+    public func setHeld(_ id: UInt64, _ on: Bool) throws {
+        let db = try heldDB()
+        let key = ScheduleSchema.time(Time(bitPattern: id))
+        try env.write { txn in
+            if on { try txn.put(db, key, [1]) } else { _ = try txn.delete(db, key) }
+        }
+    }
+
     // MARK: last delivery reports (read by qmail-qread)
 
     let reportsDB: LMDBDatabase

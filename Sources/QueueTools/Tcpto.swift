@@ -167,6 +167,17 @@ public enum EngineCommand {
         case failed(String)
     }
 
+    /// The descriptor of the queue's `lock/sendmutex`, locked, when no engine runs on
+    /// it (none can start until it is closed); nil when one runs (or the mutex cannot
+    /// be opened).
+    public static func lockIfIdle(_ queue: String) -> Int32? {
+        let fd = open(queue + "/lock/sendmutex", O_RDWR | O_CLOEXEC)
+        if fd == -1 { return nil }
+        if qs_flock_exclusive_nb(fd) == 0 { return fd }
+        close(fd)
+        return nil
+    }
+
     /// Sends one command to the engine running on `queue` and waits (at most
     /// `timeout` seconds) for its answer.
     public static func send(_ command: String, queue: String, timeout: Int = 30) -> Outcome {
