@@ -173,7 +173,7 @@ public struct Qread {
                         guard let m = scanner.todoEntry(id) else { continue }
                         for p in m.problems { warn(id, p) }
                         c.todo += m.todo.count
-                        if format == .json { out.put(jsonLine(m, queue: loc, schedule: nil, now: now)); out.put("\n"); continue }
+                        if format == .json { out.put(jsonLine(m, queue: loc, schedule: schedule, now: now)); out.put("\n"); continue }
                         if silent || m.size == nil || !m.problems.isEmpty { continue }
                         var header = false
                         for r in m.todo {
@@ -224,6 +224,7 @@ public struct Qread {
         s += ",\"arrival_time\":" + (m.infoProblem ? "null" : "\(m.birth)")
         s += ",\"message_size\":" + (m.size.map { "\($0)" } ?? "null")
         s += ",\"sender\":\(JSON.string(m.sender)),\"bouncing\":\(m.bouncing)"
+        if let schedule, schedule.isHeld(m.id) { s += ",\"held\":true" }
         var rcpts: [String] = []
         if m.isTodo {
             for r in m.todo { rcpts.append("{\"address\":\(JSON.string(r)),\"channel\":\"todo\",\"done\":false}") }

@@ -9,6 +9,7 @@ public final class ScheduleReader {
     let schedule: LMDBDatabase?
     let reports: LMDBDatabase?
     let tcpto: LMDBDatabase?
+    let held: LMDBDatabase?
     let hasReports: Bool
 
     public static func path(queue: String) -> String { queue + "/lock/engine.lmdb" }
@@ -28,6 +29,7 @@ public final class ScheduleReader {
         let r = try e.existingDatabase("reports")
         reports = r
         tcpto = try e.existingDatabase("tcpto")
+        held = try e.existingDatabase("held")
         hasReports = try r.map { try e.count($0) > 0 } ?? false
     }
 
@@ -59,6 +61,12 @@ public final class ScheduleReader {
             }
         }
         return (next, out)
+    }
+
+    /// The operator holds the message (qmail-qctl hold).
+    public func isHeld(_ id: MessageID) -> Bool {
+        guard let held else { return false }
+        return ((try? env.read { try $0.get(held, ScheduleSchema.time(Time(bitPattern: id))) }) ?? nil) != nil
     }
 
     /// The in-process SMTP client's host failure memory: (address, failures, last failure).

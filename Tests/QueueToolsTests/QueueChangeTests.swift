@@ -155,6 +155,11 @@ final class QueueChangeTests: XCTestCase {
         XCTAssertEqual(Set(rm2.stdoutText.split(separator: "\n").filter { $0.hasPrefix("removed") }), ["removed \(ids[1])", "removed \(ids[2])"])
         XCTAssertEqual(try queued(), 1)
         XCTAssertEqual(TestEnv.files(under: queue + "/todo"), ["\(ids[0])"])
+        // A hold without an engine is written where the engine (and qmail-qread) read it.
+        XCTAssertEqual(try run("qmail-qctl", ["hold", "\(ids[0])"]).stdoutText, "\(ids[0]) held\n")
+        XCTAssertTrue(try run("qmail-qread", ["--json"]).stdoutText.contains("\"held\":true"))
+        XCTAssertEqual(try run("qmail-qctl", ["now", "12345"]).exitCode, 0)   // no such message: nothing to do
+        XCTAssertEqual(try run("qmail-qctl", ["frobnicate", "1"]).exitCode, 100)
         XCTAssertEqual(try run("qmail-rm", []).exitCode, 100)
         XCTAssertEqual(try run("qmail-rm", ["-p", "a[b"]).exitCode, 100)
     }
