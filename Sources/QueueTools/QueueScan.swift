@@ -128,6 +128,8 @@ public struct QueueScanner {
         defer { closedir(dir) }
         var out: [UInt64] = []
         while let entry = readdir(dir) {
+            // Sub-folders (a split todo/ read as flat) are not messages.
+            if entry.pointee.d_type == UInt8(DT_DIR) { continue }
             let id: UInt64? = withUnsafePointer(to: &entry.pointee.d_name) {
                 $0.withMemoryRebound(to: UInt8.self, capacity: 256) { p in
                     let n = strlen(UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self))
