@@ -75,6 +75,15 @@ let package = Package(
         .executable(name: "qmail-dkim", targets: ["qmail-dkim"]),
         .executable(name: "qmail-spamfilter", targets: ["qmail-spamfilter"]),
         .executable(name: "qmail-multi", targets: ["qmail-multi"]),
+        // Operators' tools (#20).
+        .executable(name: "qmail-qread", targets: ["qmail-qread"]),
+        .executable(name: "qmail-qstat", targets: ["qmail-qstat"]),
+        .executable(name: "qmail-qshape", targets: ["qmail-qshape"]),
+        .executable(name: "qmail-tcpto", targets: ["qmail-tcpto"]),
+        .executable(name: "qmail-tcpok", targets: ["qmail-tcpok"]),
+        .executable(name: "qmail-showctl", targets: ["qmail-showctl"]),
+        .executable(name: "qmail-rm", targets: ["qmail-rm"]),
+        .executable(name: "qmail-qctl", targets: ["qmail-qctl"]),
     ],
     targets: [
         // C shims: posix_spawn with exact fd control, wait-status macros, signal-safe alarms.
@@ -208,5 +217,16 @@ let package = Package(
         .executableTarget(name: "qmail-multi", dependencies: ["FrontEnds", "CShims", "SystemIO", "ControlFiles"],
                           linkerSettings: staticExe),
         .testTarget(name: "FrontEndsTests", dependencies: ["FrontEnds", "SystemIO", "TestSupport"], exclude: ["Support"]),
+        // Operators' tools (#20): reading the queues and the engine's schedule beside a running engine.
+        .target(name: "QueueTools", dependencies: ["CShims", "SystemIO", "QueueFormat", "ControlFiles", "LMDB", "Scheduler"]),
+        .executableTarget(name: "qmail-qread", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-qstat", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-qshape", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-tcpto", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-tcpok", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-showctl", dependencies: ["QueueTools", "ControlFiles", "RemoteDelivery", "SystemIO"]),
+        .executableTarget(name: "qmail-rm", dependencies: ["QueueTools"]),
+        .executableTarget(name: "qmail-qctl", dependencies: ["QueueTools"]),
+        .testTarget(name: "QueueToolsTests", dependencies: ["QueueTools", "QueueFormat", "Scheduler", "LMDB", "SystemIO", "TestSupport"]),
     ]
 )

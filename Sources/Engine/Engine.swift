@@ -111,6 +111,14 @@ public final class Engine {
     /// Names of the info/ split folder being reconciled, a few thousand per turn.
     var reconcilePending: [String] = []
     var deliveryRecipients: [Int: (MessageID, [UInt8])] = [:]
+    /// The job and channel-file offset of each delivery in flight, for its report in
+    /// the schedule's `reports` (what qmail-qread --json shows).
+    var deliveryTargets: [Int: (JobKey, Int)] = [:]
+    /// Messages an operator removed (qmail-rm) before they were preprocessed: when
+    /// preprocessing ends, their recipients are marked done instead of delivered.
+    var doomed = Set<UInt64>()
+    /// Messages an operator holds (qmail-qctl hold): not delivered until released.
+    var held = Set<UInt64>()
     var warningInFlight = Set<UInt64>()
     let rateCache = RatePolicyCache()
 
@@ -263,6 +271,7 @@ public final class Engine {
         if started { return }
         started = true
         scheduler.reconfigure(schedulerConfig(controls))
+        held = store.loadHeld()
         let sig = try! Spawn.pipe()
         _ = fcntl(sig.read, F_SETFL, O_NONBLOCK); _ = fcntl(sig.write, F_SETFL, O_NONBLOCK)
         signalRead = sig.read
@@ -277,6 +286,8 @@ public final class Engine {
             log.line("warning: unable to read the schedule: \(error); rebuilding it from the queue files")
         }
         for id in watcher.scan() { wantTodo(id) }
+        prepareCommandFolder()
+        processCommands()
         nextTodoScan = now + Time(max(10, controls.todoInterval))
         nextCleanup = now
         logStatus()
@@ -295,6 +306,7 @@ public final class Engine {
             let (ids, overflow) = watcher.readEvents()
             for id in ids { wantTodo(id) }
             if overflow || watcher.drainTrigger() || now >= nextTodoScan {
+                processCommands()
                 for id in watcher.scan() { wantTodo(id) }
                 nextTodoScan = now + Time(max(10, controls.todoInterval))
             }
@@ -559,7 +571,9 @@ public final class Engine {
                 if p.hasLocal { channels[.local] = now }
                 if p.hasRemote { channels[.remote] = now }
                 fresh.insert(id)
-                for (c, records) in [(Channel.local, p.localRecords), (.remote, p.remoteRecords)] where !records.isEmpty {
+                let condemned = doomed.remove(id) != nil
+                if condemned { condemn(id, records: [.local: p.localRecords, .remote: p.remoteRecords]) }
+                for (c, records) in [(Channel.local, p.localRecords), (.remote, p.remoteRecords)] where !records.isEmpty && !condemned {
                     if preloaded.count >= Engine.preloadLimit { break }
                     preloaded[JobKey(id, c)] = LoadedJob(key: JobKey(id, c), birth: p.birth, sender: p.sender, qqeh: p.qqeh,
                                                          envHeaders: p.envHeaders,
@@ -585,6 +599,9 @@ public final class Engine {
             let (final, actions) = scheduler.finished(number, report, now: now)
             let word = final.kind == .success ? "success" : final.kind == .failure ? "failure" : "deferral"
             log.line("delivery \(number): \(word): \(EngineLog.safe(final.text))")
+            if let (key, offset) = deliveryTargets.removeValue(forKey: number) {
+                store.recordReport(key, offset: offset, at: now, final)
+            }
             if let (id, rcpt) = deliveryRecipients.removeValue(forKey: number), final.kind == .deferral {
                 considerDelayWarning(id, recipient: rcpt, report: final.text, now: now)
             }
@@ -663,6 +680,7 @@ public final class Engine {
                 // An id still in todo/ is being (re)preprocessed: a stale schedule entry must not
                 // read its half-written channel file; preprocessing schedules the job (qmail's pqadd).
                 if todoWanted.contains(key.id) { queue += scheduler.jobLoaded(key, nil, now: now); continue }
+                if held.contains(key.id) { queue += scheduler.jobLoadFailed(key, retryAt: now + 3600); continue }
                 if let job = preloaded.removeValue(forKey: key) { queue += scheduler.jobLoaded(key, job, now: now); continue }
                 switch load(key) {
                 case .loaded(let job): queue += scheduler.jobLoaded(key, job, now: now)
@@ -672,6 +690,7 @@ public final class Engine {
             case .start(let d):
                 log.line("starting delivery \(d.number): msg \(d.key.id) to \(d.key.channel.name) \(EngineLog.safe(d.recipient.address))")
                 if bounce.settings.delayWarning > 0 { deliveryRecipients[d.number] = (d.key.id, d.recipient.address) }
+                deliveryTargets[d.number] = (d.key, d.recipient.offset)
                 logStatus()
                 let mess = files.path(.mess, d.key.id)
                 if let sp = spawners[d.key.channel.rawValue] {
@@ -717,6 +736,7 @@ public final class Engine {
                 do {
                     try files.removeChannel(key.id, local: key.channel == .local)
                     store.remove(key)
+                    store.clearReports(key)
                 } catch {
                     for offset in marks { markDone(key, offset) }
                     log.line("warning: unable to unlink \(files.names.path(key.channel == .local ? .local : .remote, key.id)); will try again later")
@@ -730,6 +750,7 @@ public final class Engine {
             case .forget(let key):
                 preloaded[key] = nil
                 store.remove(key)
+                store.clearReports(key)
             case .log(let line):
                 log.line(line)
             }

@@ -52,6 +52,10 @@ public struct PrivilegeSplit: Sendable {
             Sys.close(fd)
             if r != 0 { throw SystemError("chown", path: p) }
         }
+        // The operators' command folder (Engine+Commands.swift), the engine's own.
+        let commands = queueDir + "/" + Engine.commandFolder
+        if mkdir(commands, 0o700) != 0 && errno != EEXIST { throw SystemError("mkdir", path: commands) }
+        if chown(commands, engine.uid, engine.gid) != 0 { throw SystemError("chown", path: commands) }
     }
 
     /// Gives up root for good: group qmail only, then qmails.

@@ -21,6 +21,62 @@ public final class ScheduleStore: @unchecked Sendable {
         env = try LMDBEnvironment(path: path, options: o)
         db = try env.database("schedule")
         warned = try env.database("warned")
+        reportsDB = try env.database("reports")
+        try env.read { txn in
+            try txn.forEach(reportsDB) { k, _ in
+                if let (key, _) = ScheduleSchema.decodeReportKey(k) { reportedJobs.insert(key) }
+                return true
+            }
+        }
+    }
+
+    // MARK: messages held by the operator (qmail-qctl hold)
+
+    func heldDB() throws -> LMDBDatabase { try env.database("held") }
+
+    public func loadHeld() -> Set<UInt64> {
+        var out = Set<UInt64>()
+        guard let db = try? heldDB() else { return out }
+        try? env.read { txn in
+            try txn.forEach(db) { k, _ in
+                if let t = ScheduleSchema.decodeTime(k) { out.insert(UInt64(bitPattern: t)) }
+                return true
+            }
+        }
+        return out
+    }
+
+    /// Written at once: a hold must survive a restart.
+    public func setHeld(_ id: UInt64, _ on: Bool) throws {
+        let db = try heldDB()
+        let key = ScheduleSchema.time(Time(bitPattern: id))
+        try env.write { txn in
+            if on { try txn.put(db, key, [1]) } else { _ = try txn.delete(db, key) }
+        }
+    }
+
+    // MARK: last delivery reports (read by qmail-qread)
+
+    let reportsDB: LMDBDatabase
+    /// Jobs with at least one stored report (so finishing a job without any costs no lookup).
+    var reportedJobs = Set<JobKey>()
+    var pendingReports: [[UInt8]: [UInt8]] = [:]
+    var pendingReportClears = Set<JobKey>()
+
+    /// Records a recipient's delivery report: always for a deferral or a failure, for a
+    /// success only when an earlier report of the job is stored (it would be stale).
+    public func recordReport(_ key: JobKey, offset: Int, at: Time, _ report: DeliveryReport) {
+        if report.kind == .success && !reportedJobs.contains(key) { return }
+        reportedJobs.insert(key)
+        pendingReports[ScheduleSchema.reportKey(key, offset: offset)] = ScheduleSchema.reportValue(at, report)
+    }
+
+    /// The job's channel file is gone: its reports go with it.
+    public func clearReports(_ key: JobKey) {
+        guard reportedJobs.remove(key) != nil else { return }
+        let prefix = ScheduleSchema.jobKey(key)
+        for k in pendingReports.keys where k.starts(with: prefix) { pendingReports[k] = nil }
+        pendingReportClears.insert(key)
     }
 
     let warned: LMDBDatabase
@@ -74,32 +130,11 @@ public final class ScheduleStore: @unchecked Sendable {
         try? env.write { _ = try $0.delete(warned, ScheduleStore.value(Time(bitPattern: id))) }
     }
 
-    static func key(_ k: JobKey) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 9)
-        var id = k.id.bigEndian
-        withUnsafeBytes(of: &id) { for i in 0..<8 { out[i] = $0[i] } }
-        out[8] = UInt8(k.channel.rawValue)
-        return out
-    }
-
-    static func decodeKey(_ b: [UInt8]) -> JobKey? {
-        guard b.count == 9, let c = Channel(rawValue: Int(b[8])) else { return nil }
-        var id: UInt64 = 0
-        for i in 0..<8 { id = id << 8 | UInt64(b[i]) }
-        return JobKey(id, c)
-    }
-
-    static func value(_ t: Time) -> [UInt8] {
-        var v = UInt64(bitPattern: t).bigEndian
-        return withUnsafeBytes(of: &v) { Array($0) }
-    }
-
-    static func decodeValue(_ b: [UInt8]) -> Time? {
-        guard b.count == 8 else { return nil }
-        var v: UInt64 = 0
-        for i in 0..<8 { v = v << 8 | UInt64(b[i]) }
-        return Time(bitPattern: v)
-    }
+    // The layout is ScheduleSchema's (shared with qmail-qread).
+    static func key(_ k: JobKey) -> [UInt8] { ScheduleSchema.jobKey(k) }
+    static func decodeKey(_ b: [UInt8]) -> JobKey? { ScheduleSchema.decodeJobKey(b) }
+    static func value(_ t: Time) -> [UInt8] { ScheduleSchema.time(t) }
+    static func decodeValue(_ b: [UInt8]) -> Time? { ScheduleSchema.decodeTime(b) }
 
     /// Every stored job.
     public func loadAll() throws -> [(JobKey, Time)] {
@@ -115,17 +150,31 @@ public final class ScheduleStore: @unchecked Sendable {
 
     public func set(_ key: JobKey, _ time: Time) { pending[key] = .some(time) }
     public func remove(_ key: JobKey) { pending[key] = .some(nil) }
-    public var hasPending: Bool { !pending.isEmpty || !pendingLedgers.isEmpty }
+    public var hasPending: Bool { !pending.isEmpty || !pendingLedgers.isEmpty || !pendingReports.isEmpty || !pendingReportClears.isEmpty }
 
     /// Writes the changes of one scheduler step in one transaction.
     public func commit() throws {
-        if pending.isEmpty && pendingLedgers.isEmpty { return }
+        if !hasPending { return }
         let changes = pending
         let ledgers = pendingLedgers
+        let reports = pendingReports, clears = pendingReportClears
         pending.removeAll(keepingCapacity: true)
         pendingLedgers.removeAll()
+        pendingReports.removeAll(keepingCapacity: true)
+        pendingReportClears.removeAll(keepingCapacity: true)
         let ratesDB = ledgers.isEmpty ? nil : try rates()
         try env.write { txn in
+            for key in clears {
+                let prefix = ScheduleSchema.jobKey(key)
+                var doomed: [[UInt8]] = []
+                try txn.forEach(reportsDB, from: prefix) { k, _ in
+                    guard k.starts(with: prefix) else { return false }
+                    doomed.append(k)
+                    return true
+                }
+                for k in doomed { try txn.delete(reportsDB, k) }
+            }
+            for (k, v) in reports { try txn.put(reportsDB, k, v) }
             for (k, t) in changes {
                 if let t { try txn.put(db, ScheduleStore.key(k), ScheduleStore.value(t)) }
                 else { try txn.delete(db, ScheduleStore.key(k)) }

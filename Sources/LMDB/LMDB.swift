@@ -36,6 +36,9 @@ public final class LMDBEnvironment: @unchecked Sendable {
         /// crash may undo the last committed transaction.
         public var noMetaSync = false
         public var mode: mode_t = 0o600
+        /// Open for reading only (`MDB_RDONLY`): readers beside the writing engine, such
+        /// as qmail-qread. The lock file must still be writable (reader slots live there).
+        public var readOnly = false
         public init() {}
     }
 
@@ -50,6 +53,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
             if options.noSubdirectory { flags |= UInt32(MDB_NOSUBDIR) }
             if options.noSync { flags |= UInt32(MDB_NOSYNC) }
             if options.noMetaSync { flags |= UInt32(MDB_NOMETASYNC) }
+            if options.readOnly { flags |= UInt32(MDB_RDONLY) }
             try LMDBError.check(mdb_env_open(env, path, flags, options.mode), "mdb_env_open \(path)")
         } catch {
             mdb_env_close(env)
@@ -63,6 +67,20 @@ public final class LMDBEnvironment: @unchecked Sendable {
     /// Flushes to disk (useful with `noSync`).
     public func sync(force: Bool = true) throws {
         try LMDBError.check(mdb_env_sync(env, force ? 1 : 0), "mdb_env_sync")
+    }
+
+    /// Opens an existing named database in a read-only transaction (for an environment
+    /// opened `readOnly`); nil when it does not exist.
+    public func existingDatabase(_ name: String) throws -> LMDBDatabase? {
+        var t: OpaquePointer?
+        try LMDBError.check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &t), "mdb_txn_begin (read)")
+        var dbi: MDB_dbi = 0
+        let rc = mdb_dbi_open(t, name, 0, &dbi)
+        if rc == MDB_NOTFOUND { mdb_txn_abort(t); return nil }
+        if rc != 0 { mdb_txn_abort(t); try LMDBError.check(rc, "mdb_dbi_open \(name)") }
+        // Committed, not aborted: an abort would close the new handle.
+        try LMDBError.check(mdb_txn_commit(t), "mdb_txn_commit")
+        return LMDBDatabase(dbi: dbi, name: name)
     }
 
     /// Opens (or with `create`, creates) a named database; nil name = the main one.

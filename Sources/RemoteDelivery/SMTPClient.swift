@@ -215,6 +215,18 @@ public final class HostMemory: @unchecked Sendable {
         let had = table.withLock { $0.removeValue(forKey: ip) != nil }
         if had { store?.remove(ip) }
     }
+
+    /// Forgets every host (qmail-tcpok); returns how many were remembered.
+    @discardableResult
+    public func forgetAll() -> Int {
+        let ips = table.withLock { t -> [String] in
+            let k = Array(t.keys)
+            t.removeAll()
+            return k
+        }
+        for ip in ips { store?.remove(ip) }
+        return ips.count
+    }
 }
 
 /// Where host failure memory persists (the engine keeps it in LMDB).

@@ -224,6 +224,10 @@ public struct Scheduler: Sendable {
         queuedAt[key] != nil || open[key] != nil || loading[key.channel] == key
     }
     public func knowsMessage(_ id: MessageID) -> Bool { pendingChannels[id] != nil }
+    /// A job of the message is open: a pass over its recipients runs or a delivery is in flight.
+    public func isOpen(_ id: MessageID) -> Bool {
+        Channel.allCases.contains { open[JobKey(id, $0)] != nil || loading[$0] == JobKey(id, $0) }
+    }
     public var openCount: Int { open.count }
     public func isQueued(_ key: JobKey) -> Bool { queuedAt[key] != nil }
     public func scheduledTime(_ key: JobKey) -> Time? { queuedAt[key] }

@@ -1,0 +1,88 @@
+import LMDB
+import Scheduler
+import SystemIO
+
+/// The engine's LMDB schedule (`<queue>/lock/engine.lmdb`), opened read-only beside the
+/// running engine (LMDB readers never block its writer). Layout: `ScheduleSchema`.
+public final class ScheduleReader {
+    let env: LMDBEnvironment
+    let schedule: LMDBDatabase?
+    let reports: LMDBDatabase?
+    let tcpto: LMDBDatabase?
+    let held: LMDBDatabase?
+    let hasReports: Bool
+
+    public static func path(queue: String) -> String { queue + "/lock/engine.lmdb" }
+
+    /// Nil when the engine never ran on the queue (no schedule file); throws when it
+    /// exists but cannot be opened.
+    public init?(queue: String) throws {
+        let p = ScheduleReader.path(queue: queue)
+        guard Sys.exists(p) else { return nil }
+        var o = LMDBEnvironment.Options()
+        o.noSubdirectory = true
+        o.readOnly = true
+        o.mapSize = 4 << 30
+        let e = try LMDBEnvironment(path: p, options: o)
+        env = e
+        schedule = try e.existingDatabase("schedule")
+        let r = try e.existingDatabase("reports")
+        reports = r
+        tcpto = try e.existingDatabase("tcpto")
+        held = try e.existingDatabase("held")
+        hasReports = try r.map { try e.count($0) > 0 } ?? false
+    }
+
+    public struct Report: Sendable {
+        public var time: Time
+        public var report: DeliveryReport
+    }
+
+    /// Next attempt of each channel of a message, and the stored report of each
+    /// recipient (by channel and record offset).
+    public func lookup(_ id: MessageID) throws -> (next: [Channel: Time], reports: [Channel: [Int: Report]]) {
+        var next: [Channel: Time] = [:]
+        var out: [Channel: [Int: Report]] = [:]
+        try env.read { txn in
+            for c in Channel.allCases {
+                let key = JobKey(id, c)
+                if let schedule, let v = try txn.get(schedule, ScheduleSchema.jobKey(key)), let t = ScheduleSchema.decodeTime(v) {
+                    next[c] = t
+                }
+                guard hasReports, let reports else { continue }
+                let prefix = ScheduleSchema.jobKey(key)
+                try txn.forEach(reports, from: prefix) { k, v in
+                    guard k.starts(with: prefix) else { return false }
+                    if let (_, offset) = ScheduleSchema.decodeReportKey(k), let (t, r) = ScheduleSchema.decodeReportValue(v) {
+                        out[c, default: [:]][offset] = Report(time: t, report: r)
+                    }
+                    return true
+                }
+            }
+        }
+        return (next, out)
+    }
+
+    /// The operator holds the message (qmail-qctl hold).
+    public func isHeld(_ id: MessageID) -> Bool {
+        guard let held else { return false }
+        return ((try? env.read { try $0.get(held, ScheduleSchema.time(Time(bitPattern: id))) }) ?? nil) != nil
+    }
+
+    /// The in-process SMTP client's host failure memory: (address, failures, last failure).
+    public func hostFailures() throws -> [(String, Int, Int64)] {
+        guard let tcpto else { return [] }
+        var out: [(String, Int, Int64)] = []
+        try env.read { txn in
+            try txn.forEach(tcpto) { k, v in
+                if v.count == 16 {
+                    var f: Int64 = 0, t: Int64 = 0
+                    for i in 0..<8 { f = f << 8 | Int64(v[i]); t = t << 8 | Int64(v[8 + i]) }
+                    out.append((String(decoding: k, as: UTF8.self), Int(f), t))
+                }
+                return true
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,3 @@
+import QueueTools
+import Glibc
+exit(QueueChange.ctlMain(Array(CommandLine.arguments.dropFirst())))

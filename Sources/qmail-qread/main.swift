@@ -1,0 +1,3 @@
+import QueueTools
+import Glibc
+exit(Qread.main(Array(CommandLine.arguments.dropFirst())))

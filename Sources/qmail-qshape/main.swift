@@ -1,0 +1,3 @@
+import QueueTools
+import Glibc
+exit(Qshape.main(Array(CommandLine.arguments.dropFirst())))

@@ -1,0 +1,3 @@
+import QueueTools
+import Glibc
+exit(Qstat.main(Array(CommandLine.arguments.dropFirst())))

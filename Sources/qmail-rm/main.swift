@@ -1,0 +1,3 @@
+import QueueTools
+import Glibc
+exit(QueueChange.rmMain(Array(CommandLine.arguments.dropFirst())))

@@ -1,0 +1,2 @@
+import Glibc
+exit(ShowCtl.main(Array(CommandLine.arguments.dropFirst())))

@@ -1,0 +1,3 @@
+import QueueTools
+import Glibc
+exit(Tcpto.clearMain(Array(CommandLine.arguments.dropFirst())))

@@ -1,0 +1,3 @@
+import QueueTools
+import Glibc
+exit(Tcpto.listMain(Array(CommandLine.arguments.dropFirst())))
