@@ -39,7 +39,7 @@ public enum FrontEnd {
               holdlocal, holdremote, queuelifetime, bouncelifetime, bouncefrom, bouncehost,
               doublebouncehost, doublebounceto, bouncemaxbytes, bouncesubject,
               doublebouncesubject, bouncemessage, doublebouncemessage, todointerval,
-              helohost, smtproutes, timeoutconnect, timeoutremote, tlsdestinations, tlsca, notls
+              helohost, smtproutes, qmtproutes, timeoutconnect, timeoutremote, tlsdestinations, tlsca, notls
             exit codes: 0 stopped by TERM; 111 cannot start (controls, queue, already running)
 
             """

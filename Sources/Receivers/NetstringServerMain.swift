@@ -101,18 +101,8 @@ public enum NetstringServerMain {
                 _ = try? Sys.write(1, usage(kind) + "\n")
                 return 0
             case "--daemon", "-d": daemon = true
-            case "--listen":
-                guard let v = value(), let l = SMTPDMain.parseListen(v) else { return fail("--listen needs ADDRESS:PORT") }
-                settings.listen.append(l)
-            case "--user":
-                guard let v = value() else { return fail("--user needs a name") }
-                settings.user = v
-            case "--max-connections":
-                guard let v = value().flatMap({ Int($0) }), v > 0 else { return fail("--max-connections needs a positive number") }
-                settings.maxConnections = v
-            case "--max-per-ip":
-                guard let v = value().flatMap({ Int($0) }), v > 0 else { return fail("--max-per-ip needs a positive number") }
-                settings.maxPerIP = v
+            case "--listen", "--user", "--max-connections", "--max-per-ip":
+                if let why = SMTPDMain.daemonOption(a, value(), &settings) { return fail(why) }
             case "--relay" where kind == .qmtp:
                 guard let v = value(), let r = AddressRange(v) else { return fail("--relay needs NETWORK/PREFIX") }
                 settings.relay.append(r)

@@ -39,6 +39,29 @@ public enum SMTPDMain {
         return (a, port)
     }
 
+    /// The daemon options every receiver takes (qmail-smtpd, qmail-qmtpd, qmail-qmqpd):
+    /// `--listen ADDRESS:PORT`, `--user NAME`, `--max-connections N`, `--max-per-ip N`,
+    /// with the option's value. Nil when taken, else the usage error.
+    static func daemonOption(_ option: String, _ value: String?, _ settings: inout SMTPDaemon.Settings) -> String? {
+        switch option {
+        case "--listen":
+            guard let v = value, let l = parseListen(v) else { return "--listen needs ADDRESS:PORT" }
+            settings.listen.append(l)
+        case "--user":
+            guard let v = value else { return "--user needs a name" }
+            settings.user = v
+        case "--max-connections":
+            guard let v = value.flatMap({ Int($0) }), v > 0 else { return "--max-connections needs a positive number" }
+            settings.maxConnections = v
+        case "--max-per-ip":
+            guard let v = value.flatMap({ Int($0) }), v > 0 else { return "--max-per-ip needs a positive number" }
+            settings.maxPerIP = v
+        default:
+            return "unknown option \(option)"
+        }
+        return nil
+    }
+
     public static func main(_ args: [String]) -> Int32 {
         signal(SIGPIPE, SIG_IGN)
         var daemon = false
@@ -53,18 +76,8 @@ public enum SMTPDMain {
                 _ = try? Sys.write(1, usage + "\n")
                 return 0
             case "--daemon", "-d": daemon = true
-            case "--listen":
-                guard let v = value(), let l = parseListen(v) else { return fail("--listen needs ADDRESS:PORT") }
-                settings.listen.append(l)
-            case "--user":
-                guard let v = value() else { return fail("--user needs a name") }
-                settings.user = v
-            case "--max-connections":
-                guard let v = value().flatMap({ Int($0) }), v > 0 else { return fail("--max-connections needs a positive number") }
-                settings.maxConnections = v
-            case "--max-per-ip":
-                guard let v = value().flatMap({ Int($0) }), v > 0 else { return fail("--max-per-ip needs a positive number") }
-                settings.maxPerIP = v
+            case "--listen", "--user", "--max-connections", "--max-per-ip":
+                if let why = daemonOption(a, value(), &settings) { return fail(why) }
             case "--relay":
                 guard let v = value(), let r = AddressRange(v) else { return fail("--relay needs NETWORK/PREFIX") }
                 settings.relay.append(r)
