@@ -104,6 +104,11 @@ public final class Engine {
     var reconcileNext = 0
     var reconcileDone = false
     var nextTodoScan: Time = 0
+    /// When todo/ was last listed, and whether a trigger asked for a listing since.
+    var lastTodoScan: Time = 0
+    var triggerScanWanted = false
+    /// Where the receivers read how far behind the engine is (FlowControl).
+    var flow: FlowControl.Publisher?
     var nextCleanup: Time = 0
     var exiting = false
     var nextReap: Time = 0
@@ -187,6 +192,12 @@ public final class Engine {
                 throw StartError(message: "alert: cannot start: unable to split by privilege: \(error)")
             }
         }
+        if options.privilegeSplit == nil {
+            do throws(SystemError) { try FlowControl.prepare(queueDir: options.queueDir, owner: nil) } catch {
+                log.line("warning: no inflow control for the receivers: \(error)")
+            }
+        }
+        flow = FlowControl.Publisher(queueDir: options.queueDir)
         do { store = try ScheduleStore(path: options.queueDir + "/lock/engine.lmdb") } catch {
             throw StartError(message: "alert: cannot start: unable to open the schedule \(options.queueDir)/lock/engine.lmdb: \(error)")
         }
@@ -305,9 +316,20 @@ public final class Engine {
             handleSignals(now: now)
             let (ids, overflow) = watcher.readEvents()
             for id in ids { wantTodo(id) }
-            if overflow || watcher.drainTrigger() || now >= nextTodoScan {
+            // A byte on lock/trigger asks for the command folder and a scan of todo/.
+            // With inotify the scan only catches what inotify could not see, so it runs
+            // at most once a second however often clients pull the trigger (every
+            // qmail-queue and every daemon batch does): a walk of todo/ per message
+            // cost the engine a tenth of its CPU under load (docs/benchmarks.md).
+            if watcher.drainTrigger() {
                 processCommands()
+                triggerScanWanted = true
+            }
+            if overflow || now >= nextTodoScan
+                || (triggerScanWanted && (watcher.inotifyFD < 0 || now >= lastTodoScan + 1)) {
                 for id in watcher.scan() { wantTodo(id) }
+                triggerScanWanted = false
+                lastTodoScan = now
                 nextTodoScan = now + Time(max(10, controls.todoInterval))
             }
             startTodo(now: now)
@@ -352,6 +374,11 @@ public final class Engine {
                 }
             }
             flushFinishing(now: now)
+            // How many messages wait for their first delivery, for the receivers
+            // (FlowControl). Not from a rate-controlled queue, which holds mail back on purpose.
+            if scheduler.rateGate == nil {
+                flow?.publish(todoQueue.count + todoInFlight.count + preloaded.count)
+            }
             commitSchedule(force: exiting)
             // Ledgers drate changed under us (-R, --import) replace ours at once.
             for (k, l) in store.takeForeignLedgers() { scheduler.rateGate?.ledgers[k] = l }
@@ -426,6 +453,7 @@ public final class Engine {
         if let t = scheduler.nextWakeup() { timeout = min(timeout, max(0, t - now)) }
         if let t = doneRetry.values.min() { timeout = min(timeout, max(0, t - now)) }
         timeout = min(timeout, max(0, nextTodoScan - now))
+        if triggerScanWanted { timeout = min(timeout, max(0, lastTodoScan + 1 - now)) }
         if !exiting, let t = todoFailedAt.values.min() { timeout = min(timeout, max(0, t + 60 - now)) }
         // (While exiting, neither todo nor the cleanup runs: waiting for reports must not spin.)
         if !reconcileDone || (!exiting && (!todoQueue.isEmpty || nextCleanup <= now)) { timeout = 0 }

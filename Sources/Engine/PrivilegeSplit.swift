@@ -52,6 +52,9 @@ public struct PrivilegeSplit: Sendable {
             Sys.close(fd)
             if r != 0 { throw SystemError("chown", path: p) }
         }
+        // The receivers' inflow tokens (FlowControl): written by the engine, read by
+        // the daemons, which write the queue as qmailq (group qmail).
+        try FlowControl.prepare(queueDir: queueDir, owner: (engine.uid, qmailGroup))
         // The operators' command folder (Engine+Commands.swift), the engine's own.
         let commands = queueDir + "/" + Engine.commandFolder
         if mkdir(commands, 0o700) != 0 && errno != EEXIST { throw SystemError("mkdir", path: commands) }

@@ -60,10 +60,19 @@ final class QueueClientTransaction: QueueTransaction {
 /// qmail-queue's files and order, sharing their flushes (QueueWriter).
 public final class InProcessQueue: MessageQueue, @unchecked Sendable {
     public let writer: QueueWriter
+    /// Inflow control: nil when off (`flowwindow` 0).
+    public let flow: FlowControl.Gate?
 
-    public init(writer: QueueWriter) { self.writer = writer }
+    public init(writer: QueueWriter, flow: FlowControl.Gate? = nil) {
+        self.writer = writer
+        self.flow = flow
+    }
 
     public func begin(environment: [String]) -> Result<QueueTransaction, QueueStartError> {
+        // Before the message is accepted (the session's DATA, QMTP's or QMQP's
+        // packet): when the engine is behind, the client waits here, not the
+        // message in the queue.
+        flow?.pass()
         var ip: String? = nil
         for e in environment where e.hasPrefix("TCPREMOTEIP=") { ip = String(e.dropFirst(12)) }
         do throws(Injection.Failure) {

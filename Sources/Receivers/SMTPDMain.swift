@@ -154,7 +154,19 @@ public enum SMTPDMain {
         let writer = try QueueWriter(queueDir: queueDir, names: QueueEnvironment.names(), sync: SyncPolicy.fromEnvironment(),
                                      host: host, qqeh: qqeh)
         SMTPDaemon.say("\(name): writing into \(queueDir) in-process")
-        return InProcessQueue(writer: writer)
+        // Inflow control (FlowControl): how many messages may be queued ahead of the
+        // engine's first deliveries, and how long a message then waits for the engine.
+        let control = ControlDirectory.fromEnvironment()
+        // By default one round of the engine's slots: concurrencylocal + concurrencyremote.
+        let slots = ((try? control.readInt("concurrencylocal", default: 10)) ?? 10)
+            + ((try? control.readInt("concurrencyremote", default: 20)) ?? 20)
+        let window = try control.readInt("flowwindow", default: max(1, slots))
+        let delay = try control.readInt("flowdelay", default: FlowControl.defaultDelayMS)
+        let gate = FlowControl.Gate(queueDir: queueDir, window: window, delayMS: delay)
+        if let gate {
+            SMTPDaemon.say("\(name): inflow control: \(gate.window) messages ahead of the engine, then up to \(gate.delayMS) ms each")
+        }
+        return InProcessQueue(writer: writer, flow: gate)
     }
 
     static func fail(_ why: String) -> Int32 {

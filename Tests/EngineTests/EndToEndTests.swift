@@ -50,6 +50,33 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(st.st_uid, h.uid)
     }
 
+    /// The engine says in lock/flow how many messages wait for their first
+    /// delivery (the daemons' inflow control reads it): more than 0 while a slow
+    /// local delivery holds the only slot, 0 once all are delivered.
+    func testEnginePublishesHowManyMessagesWaitForTheirFirstDelivery() throws {
+        func flow() -> (count: UInt64, time: UInt64)? {
+            let b = TestEnv.read(h.queue + "/lock/flow")
+            guard b.count == 16 else { return nil }
+            let v = b.withUnsafeBytes { ($0.loadUnaligned(as: UInt64.self), $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
+            return (UInt64(littleEndian: v.0), UInt64(littleEndian: v.1))
+        }
+        h.writeControl("concurrencylocal", "1\n")
+        h.writeHomeFile("bob", ".qmail", "|sleep 0.3\n./Maildir/\n")
+        for i in 0..<5 { try h.inject("To: bob@example.test\nSubject: \(i)\n\nhello\n") }
+        let d = try h.startSend()
+        defer { _ = d.stop() }
+        var most: UInt64 = 0
+        h.waitFor("five deliveries", seconds: 30) {
+            if let f = flow() { most = max(most, f.count) }
+            usleep(20_000)
+            return h.maildir("bob").count == 5
+        }
+        XCTAssertGreaterThanOrEqual(most, 2, "the backlog was never published")
+        h.waitFor("count back to 0") { flow()?.count == 0 }
+        let f = try XCTUnwrap(flow())
+        XCTAssertLessThanOrEqual(UInt64(time(nil)) - f.time, 60)
+    }
+
     func testTriggerAloneWakesTheEngine() throws {
         h.extraEnv["TODO_NOTIFY"] = "trigger"
         let d = try h.startSend()

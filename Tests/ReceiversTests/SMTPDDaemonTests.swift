@@ -86,6 +86,86 @@ final class SMTPDDaemonTests: XCTestCase {
         XCTAssertEqual(TestEnv.files(under: h.queue + "/pid"), [])
     }
 
+    /// Inflow control: with the engine saying (in lock/flow, FlowControl's real
+    /// file) that more messages wait for their first delivery than `flowwindow`,
+    /// DATA waits; it goes on as soon as the count falls, or after `flowdelay`;
+    /// a figure more than 10 s old is ignored.
+    func testInflowControlWaitsForTheEngine() throws {
+        try FlowControl.prepare(queueDir: h.queue, owner: nil)
+        let engine = try XCTUnwrap(FlowControl.Publisher(queueDir: h.queue))
+        h.writeControl("flowwindow", "5\n")
+        h.writeControl("flowdelay", "20000\n")
+        engine.publish(10)
+        let port = try h.startDaemon()
+        XCTAssertTrue(h.daemonLog.contains("inflow control: 5 messages ahead of the engine, then up to 20000 ms each"), h.daemonLog)
+        func startData(_ c: SMTPDHarness.Client) {
+            XCTAssertEqual(c.command("MAIL FROM:<a@x.example>"), "250 ok")
+            XCTAssertEqual(c.command("RCPT TO:<b@domain>"), "250 ok")
+            c.send("DATA\r\n")
+        }
+        func replied(_ c: SMTPDHarness.Client, withinMS ms: Int32) -> Bool {
+            var p = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
+            return !c.buffer.isEmpty || poll(&p, 1, ms) == 1
+        }
+        // Over the window: no 354 while the engine is behind.
+        let (c1, _) = try h.connect(port)
+        startData(c1)
+        XCTAssertFalse(replied(c1, withinMS: 700), "DATA was answered while the engine was behind")
+        // The engine catches up: the session goes on at once (long before flowdelay).
+        engine.publish(0)
+        XCTAssertTrue(replied(c1, withinMS: 5000))
+        XCTAssertEqual(c1.reply().last, "354 go ahead")
+        XCTAssertTrue(c1.command("Subject: one\r\n\r\nbody\r\n.").hasPrefix("250 ok"))
+        c1.close()
+        // A figure from an engine that stopped long ago is ignored.
+        let fd = open(h.queue + "/" + FlowControl.fileName, O_WRONLY)
+        var rec: (UInt64, UInt64) = (UInt64(1000).littleEndian, UInt64(time(nil) - 60).littleEndian)
+        XCTAssertEqual(withUnsafeBytes(of: &rec) { pwrite(fd, $0.baseAddress, 16, 0) }, 16)
+        close(fd)
+        let (c2, _) = try h.connect(port)
+        startData(c2)
+        XCTAssertTrue(replied(c2, withinMS: 5000))
+        XCTAssertEqual(c2.reply().last, "354 go ahead")
+        XCTAssertTrue(c2.command("Subject: two\r\n\r\nbody\r\n.").hasPrefix("250 ok"))
+        c2.close()
+        XCTAssertEqual(try h.queued().count, 2)
+    }
+
+    /// With a short `flowdelay`, a session goes ahead when the engine stays behind:
+    /// mail still comes in when the engine is stuck.
+    func testInflowControlGoesAheadAfterTheDelay() throws {
+        try FlowControl.prepare(queueDir: h.queue, owner: nil)
+        let engine = try XCTUnwrap(FlowControl.Publisher(queueDir: h.queue))
+        h.writeControl("flowwindow", "5\n")
+        h.writeControl("flowdelay", "400\n")
+        engine.publish(50)
+        let port = try h.startDaemon()
+        let (c, _) = try h.connect(port)
+        XCTAssertEqual(c.command("MAIL FROM:<a@x.example>"), "250 ok")
+        XCTAssertEqual(c.command("RCPT TO:<b@domain>"), "250 ok")
+        var t0 = timespec(), t1 = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        XCTAssertEqual(c.command("DATA"), "354 go ahead")
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+        let waited = Int(t1.tv_sec - t0.tv_sec) * 1000 + Int(t1.tv_nsec - t0.tv_nsec) / 1_000_000
+        XCTAssertGreaterThanOrEqual(waited, 390)
+        XCTAssertTrue(c.command("Subject: late\r\n\r\nbody\r\n.").hasPrefix("250 ok"))
+        c.close()
+        // Off with a window of 0, and without lock/flow: no waiting, nothing said.
+        h.writeControl("flowwindow", "0\n")
+        let port2 = try h.startDaemon()
+        let secondLog = String(decoding: TestEnv.read(h.dir + "/daemon-1.log"), as: UTF8.self)
+        XCTAssertTrue(secondLog.contains("in-process"), secondLog)
+        XCTAssertFalse(secondLog.contains("inflow control"), secondLog)
+        let (c2, _) = try h.connect(port2)
+        XCTAssertEqual(c2.command("MAIL FROM:<a@x.example>"), "250 ok")
+        XCTAssertEqual(c2.command("RCPT TO:<b@domain>"), "250 ok")
+        XCTAssertEqual(c2.command("DATA"), "354 go ahead")
+        XCTAssertTrue(c2.command("Subject: off\r\n\r\nbody\r\n.").hasPrefix("250 ok"))
+        c2.close()
+        XCTAssertEqual(try h.queued().count, 2)
+    }
+
     func testRefusesToServeAsRootWithoutAUser() throws {
         let out = try TestEnv.run(TestEnv.program("qmail-smtpd"), ["--daemon", "--listen", "127.0.0.1:0", "--user", "no-such-user-here"],
                                   environment: h.environment)
