@@ -51,7 +51,8 @@ public enum MailboxList {
                 var w: [UInt8] = []
                 i += 1
                 while i < n && s[i] != UInt8(ascii: "\"") {
-                    if s[i] == UInt8(ascii: "\\") && i + 1 < n { i += 1 }
+                    // A backslash keeps the byte after it, whatever it is.
+                    if s[i] == UInt8(ascii: "\\") && i + 1 < n { w.append(s[i + 1]); i += 2; continue }
                     // A folded line inside quotes unfolds: the line break goes, the blank stays.
                     if s[i] != 10 && s[i] != 13 { w.append(s[i]) }
                     i += 1
@@ -64,7 +65,7 @@ public enum MailboxList {
                 var w: [UInt8] = [c]
                 i += 1
                 while i < n && s[i] != UInt8(ascii: "]") {
-                    if s[i] == UInt8(ascii: "\\") && i + 1 < n { i += 1 }
+                    if s[i] == UInt8(ascii: "\\") && i + 1 < n { w.append(s[i + 1]); i += 2; continue }
                     if !isBlank(s[i]) { w.append(s[i]) }
                     i += 1
                 }

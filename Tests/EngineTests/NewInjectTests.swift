@@ -97,6 +97,20 @@ final class NewInjectTests: XCTestCase {
         XCTAssertEqual(String(decoding: builtIn.host(Array("box".utf8)), as: UTF8.self), "box.dd.test")
     }
 
+    /// What is written quoted reads back to the same addresses (the fuzz target's
+    /// property; its first find was a backslash-escaped CR the reader dropped).
+    func testQuotedListsReadBack() {
+        let addresses: [String] = ["john smith@example.test", "a,b@c", "q\"x@c", "a@b@c", "@host", "x@[1.2.3.4]", "x@[]]",
+                                   "x@.lan\r\u{7f}", "l\u{0}n@h", "t\tab@h", "dots..@h", "ü@h", "a@\"b c\""]
+        let items = addresses.map { MailboxItem.mailbox(address: Array($0.utf8), text: Array("Name, \"q\"".utf8)) }
+            + [.groupStart(name: Array("g".utf8)), .mailbox(address: Array("m@g".utf8), text: nil), .groupEnd]
+        let rendered = MailboxList.render(items)
+        XCTAssertEqual(MailboxList.addresses(MailboxList.parse(rendered)).map { String(decoding: $0, as: UTF8.self) },
+                       addresses + ["m@g"], String(decoding: rendered, as: UTF8.self))
+        XCTAssertEqual(MailboxList.parse(Array("(only) ,, <>, \"N\" <>".utf8)),
+                       [.groupStart(name: Array("only".utf8)), .groupEnd, .mailbox(address: [], text: nil), .mailbox(address: [], text: Array("N".utf8))])
+    }
+
     func testRewriteFileAndControlRewriteAndBuiltInDefaults() throws {
         let message = "To: a@box, b@Host.Old\nDate: 1 Jan 2026 00:00:00 -0000\nMessage-ID: <m@x>\n\nx\n"
         // Built in from control/me alone (CRLF line ends are stripped by the control reader).
