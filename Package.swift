@@ -53,6 +53,7 @@ let package = Package(
         .executable(name: "qmail-clean", targets: ["qmail-clean"]),
         .executable(name: "qmail-inject", targets: ["qmail-inject"]),
         .executable(name: "sendmail", targets: ["sendmail"]),
+        .executable(name: "new-inject", targets: ["new-inject"]),
         .executable(name: "qmail-send", targets: ["qmail-send"]),
         .executable(name: "qmta-send", targets: ["qmta-send"]),
         .executable(name: "slowq-send", targets: ["slowq-send"]),
@@ -128,6 +129,8 @@ let package = Package(
         // Per-domain delivery rate control: drate definitions, the expression language, limiters.
         .target(name: "RateControl", dependencies: ["SystemIO", "ControlFiles", "QueueFormat"]),
         // qmail-inject's header processing.
+        // qmail-inject's header processing, and new-inject's (host rewriting rules,
+        // address lists parsed and written again, dates).
         .target(name: "Inject", dependencies: ["QueueFormat", "QueueClient", "ControlFiles", "SystemIO"]),
         // Return receipts (rrt) and maildirserial's bounces, client protocol and maildir scan.
         .target(name: "Receipts", dependencies: ["QueueFormat", "ControlFiles", "SystemIO", "Bounce"]),
@@ -146,6 +149,8 @@ let package = Package(
         .executableTarget(name: "qmail-clean", dependencies: ["QueueStore", "QueueFormat", "SystemIO"], linkerSettings: staticExe),
         .executableTarget(name: "qmail-inject", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: embeddedWithUnicode),
         .executableTarget(name: "sendmail", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: embeddedWithUnicode),
+        // The mess822-style injector (#19): started once per message like qmail-inject, so built the same way.
+        .executableTarget(name: "new-inject", dependencies: ["CShims"], swiftSettings: embedded, linkerSettings: embeddedWithUnicode),
 
         .executableTarget(name: "qmail-send", dependencies: ["Engine"]),
         .executableTarget(name: "qmta-send", dependencies: ["Engine"]),

@@ -129,6 +129,31 @@ void qs_death_alarm(unsigned seconds, int code)
     alarm(seconds);
 }
 
+/* The same, writing a text (at most 255 bytes, kept here) on descriptor 2 before
+   _exit: write(2) is async-signal-safe. */
+static char death_text[256];
+static volatile size_t death_text_len = 0;
+static void on_alarm_saying(int sig)
+{
+    (void)sig;
+    if (death_text_len) { ssize_t w = write(2, death_text, death_text_len); (void)w; }
+    _exit(death_code);
+}
+void qs_death_alarm_saying(unsigned seconds, int code, const char *text)
+{
+    struct sigaction sa;
+    size_t n = strlen(text);
+    if (n > sizeof death_text) n = sizeof death_text;
+    memcpy(death_text, text, n);
+    death_text_len = n;
+    death_code = code;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm_saying;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, 0);
+    alarm(seconds);
+}
+
 static volatile int crash_code = 81;
 static void on_crash(int sig) { (void)sig; _exit(crash_code); }
 void qs_crash_exit(int code)

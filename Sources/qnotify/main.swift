@@ -38,8 +38,22 @@ for a in args {
         }
     }
 }
-let message: [UInt8]
-do throws(SystemError) { message = try Sys.readAll(0) } catch { tool.quit(1, "qnotify: fatal: read error") }
+// The message is never held whole: the header is read (and kept), then the body
+// is copied in chunks of 64 KiB, so memory does not grow with the message size.
+let chunkSize = 65536
+var chunk = [UInt8](repeating: 0, count: chunkSize)
+var atEnd = false
+/// Reads the next chunk of standard input; an empty slice at the end.
+@MainActor func readChunk() -> ArraySlice<UInt8> {
+    if atEnd { return [] }
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress!, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n < 0 { tool.quit(1, "qnotify: fatal: read error") }
+        if n == 0 { atEnd = true }
+        return chunk[0..<n]
+    }
+}
 
 /// The addr-spec of a field value: inside <> when present; quotes and
 /// backslashes removed; a source route dropped. nil when too long (> 900).
@@ -64,17 +78,29 @@ func addrSpec(_ value: some Collection<UInt8>) -> [UInt8]? {
 // first physical line with its newline.
 let dispName = HeaderScan.lower(Array((tool.env("DISPOSITION_HEADER").flatMap { $0.isEmpty ? nil : $0 } ?? "Disposition-Notification-To").utf8)) + Array(": ".utf8)
 var date: [UInt8]?, subject: [UInt8]?, returnPath: [UInt8]?, from: [UInt8]?, messageID: [UInt8]?, disp: [UInt8]?
+var input: [UInt8] = []   // the header as read, and the start of the body read with it
 var headerEnd = 0
 var pos = 0
-while pos < message.count {
+while true {
     var e = pos
-    while e < message.count && message[e] != 10 { e += 1 }
-    let line = Array(message[pos..<min(e + 1, message.count)])
+    while e < input.count && input[e] != 10 { e += 1 }
+    if e == input.count && !atEnd {
+        // A line begun that can no longer be a field (a blank or a control byte
+        // before any colon) ends the header at once, however long it grows.
+        let partial = input[pos..<e]
+        if let f = partial.first, f != 32, f != 9,
+           let k = partial.firstIndex(where: { $0 <= 32 || $0 == 58 }), partial[k] != 58 || k == partial.startIndex { break }
+        // The line is not whole yet: read on.
+        input += readChunk()
+        continue
+    }
+    if pos >= input.count { break }
+    let line = Array(input[pos..<min(e + 1, input.count)])
     let isContinuation = line.first == 32 || line.first == 9
     let colon = line.firstIndex(of: UInt8(ascii: ":"))
     if !isContinuation && (colon == nil || colon == 0 || line[..<colon!].contains { $0 <= 32 }) { break }
     pos = e + 1
-    headerEnd = pos
+    headerEnd = min(pos, input.count)
     if isContinuation { continue }
     func value(_ prefix: String, caseless: Bool = false) -> [UInt8]? {
         let p = Array(prefix.utf8)
@@ -129,16 +155,35 @@ out += "Original-Recipient: rfc822; \(r)\nFinal-Recipient: rfc822; \(r)\n"
 out += "Disposition: automatic-action/MDN-sent-automatically; displayed\n"
 out += "\n--\(boundary)\nContent-Transfer-Encoding: 8bit\nContent-Disposition: attachment\n"
 out += headersOnly ? "Content-Type: text/rfc822-headers\n\n" : "Content-Type: message/rfc822\n\n"
-var bytes = Array(out.utf8) + (headersOnly ? Array(message[0..<headerEnd]) : message)
-bytes += Array("--\(boundary)--\n\n".utf8)
+let trailer = Array("--\(boundary)--\n\n".utf8)
+/// The original: with -h its header only; else the header, then the body as it is read.
+@MainActor func copyOriginal(_ put: (ArraySlice<UInt8>) -> Void) {
+    if headersOnly { put(input[0..<headerEnd]); return }
+    put(input[...])
+    input = []
+    while true {
+        let c = readChunk()
+        if c.isEmpty { return }
+        put(c)
+    }
+}
 
 if printOnly {
-    do throws(SystemError) { try Sys.write(1, bytes) } catch { tool.quit(2, "qnotify: fatal: write error") }
+    var writer = BufferedWriter(fd: 1)
+    var failed = false
+    func write(_ b: ArraySlice<UInt8>) { if !failed { do throws(SystemError) { try writer.write(b) } catch { failed = true } } }
+    write(Array(out.utf8)[...])
+    copyOriginal(write)
+    write(trailer[...])
+    do throws(SystemError) { try writer.flush() } catch { failed = true }
+    if failed { tool.quit(2, "qnotify: fatal: write error") }
     exit(0)
 }
 tool.setEnvironment()
 let session = Outgoing(tool, openFailure: "unable to fork: ", openFailureCode: 2)
-session.put(bytes)
+session.put(out)
+copyOriginal { session.put($0) }
+session.put(trailer)
 let result = session.finishReporting(sender: "", recipients: [String(decoding: rp, as: UTF8.self)])
 if !result.isQueued { tool.fatal(result.isPermanent ? 100 : 111, result.isPermanent ? "permanent qmail-queue error" : "temporary qmail-queue error") }
 exit(0)

@@ -26,12 +26,17 @@ environment: SENDER, LOCAL; QMAILQUEUE, NULLQUEUE, ERROR_FD; $HOME/.defaultqueue
   control/defaultqueue
 exit codes: 0 the program did not exit 0 (nothing sent); 99 sent; 100 usage, a
   bounce, a missing file, a wrong address, a looping reply, permanent queue
-  error; 111 program exit 111, unreadable dir or file, temporary queue error
+  error; 111 program exit 111, unreadable dir or file, temporary queue error,
+  no end after 24 hours ("Timeout on maildir delivery. (#4.3.0)")
 """)
 guard args.count >= 3 else { tool.quit(100, "replier: usage: replier dir addr prog [ args ]") }
 let dir = args[0], address = args[1], program = Array(args[2...])
 umask(0o022)
-qs_death_alarm(86400, 111)
+// After 24 hours replier gives up: 111 with "Timeout on maildir delivery. (#4.3.0)"
+// (toolbox.md §1.7). For the tests only, $SWIFTQMAIL_TEST_REPLIER_ALARM (a number of
+// seconds, 1 to 86400) shortens the wait; nothing else reads it.
+let alarmSeconds = tool.env("SWIFTQMAIL_TEST_REPLIER_ALARM").flatMap { UInt32($0) }.flatMap { (1...86400).contains($0) ? $0 : nil } ?? 86400
+qs_death_alarm_saying(alarmSeconds, 111, "Timeout on maildir delivery. (#4.3.0)\n")
 tool.setEnvironment()
 if chdir(dir) != 0 { tool.fatal(111, "unable to switch to \(dir): " + errorText(errno)) }
 if let s = tool.env("SENDER"), s.isEmpty || s == "#@[]" { tool.fatal(100, "I don't reply to bounce messages (#5.7.2)") }

@@ -143,6 +143,31 @@ final class FastForwardTests: XCTestCase {
         XCTAssertEqual(pcut.stderrText, "printmaillist: fatal: bad database format\n")
     }
 
+    /// printforward reads a database from a pipe as from a file (`cat aliases.cdb | printforward`):
+    /// tinycdb needs a file, so the pipe is first copied into a temporary one.
+    func testPrintforwardReadsAPipe() throws {
+        XCTAssertEqual(try setforward("staff@example.test: a@b, |prog x, ?own@b;\nlist@: ./members.bin;\n").exitCode, 0)
+        let fromFile = try TestEnv.run("/bin/sh", ["-c", "\(TestEnv.program("printforward")) < \(db)"])
+        XCTAssertEqual(fromFile.exitCode, 0, fromFile.stderrText)
+        let fromPipe = try TestEnv.run(TestEnv.program("printforward"), input: TestEnv.read(db))
+        XCTAssertEqual(fromPipe.exitCode, 0, fromPipe.stderrText)
+        XCTAssertEqual(fromPipe.stdoutText, fromFile.stdoutText)
+        XCTAssertEqual(fromPipe.stdoutText, "staff@example.test: ?own@b;\nstaff@example.test:\n, &a@b\n, |progx\n;\nlist@:\n, ./members.bin\n;\n")
+        let shellPipe = try TestEnv.run("/bin/sh", ["-c", "cat \(db) | \(TestEnv.program("printforward"))"])
+        XCTAssertEqual(shellPipe.stdoutText, fromFile.stdoutText, shellPipe.stderrText)
+        // What is not a database, or is one cut short, is refused from a pipe as from a file.
+        for bad in [Array("not a cdb at all\n".utf8), Array(TestEnv.read(db).prefix(1000))] {
+            let out = try TestEnv.run(TestEnv.program("printforward"), input: bad)
+            XCTAssertEqual(out.exitCode, 100)
+            XCTAssertEqual(out.stderrText, "printmaillist: fatal: bad database format\n")
+        }
+        // No room for the copy: a clear error, exit 111.
+        let noTmp = try TestEnv.run(TestEnv.program("printforward"), input: TestEnv.read(db),
+                                    environment: TestEnv.environment(["TMPDIR": h.dir + "/no-such-dir"]))
+        XCTAssertEqual(noTmp.exitCode, 111)
+        XCTAssertTrue(noTmp.stderrText.hasPrefix("printforward: fatal: unable to create a temporary file in \(h.dir)/no-such-dir: "), noTmp.stderrText)
+    }
+
     /// newaliases: sendmail's aliases file into the database fastforward reads.
     func testNewaliasesAliasesDeliveredByFastforward() throws {
         let aliases = h.dir + "/aliases"

@@ -422,4 +422,67 @@ final class ToolboxTests: XCTestCase {
         XCTAssertFalse(head.contains("the body"), head)
         XCTAssertTrue(head.contains("\nSubject: hello\n") && head.contains(".qmail@example.test>\n--_----------=_"), head)
     }
+    // MARK: the smaller gaps of #19
+
+    /// qnotify streams the original: a message of tens of MB is attached whole,
+    /// byte for byte, while qnotify's memory stays far below the message's size.
+    func testQnotifyStreamsALargeMessage() throws {
+        let input = h.dir + "/big-message", output = h.dir + "/mdn"
+        let head = "Disposition-Notification-To: joe@example.test\nMessage-ID: <big@example.test>\nSubject: big\n\n"
+        let line = Array("0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n".utf8)
+        var body: [UInt8] = []
+        body.reserveCapacity(line.count * 640_000)
+        for _ in 0..<640_000 { body += line }   // 46.7 MB
+        try Sys.writeFile(input, Array(head.utf8) + body)
+        body = []
+        let env = TestEnv.environment(["SENDER": "joe@example.test", "RECIPIENT": "alice@example.test", "HOST": "example.test"])
+        let out = try TestEnv.run("/bin/sh", ["-c", "exec /usr/bin/time -f 'maxrss %M' \(tool("qnotify")) -n < \(input) > \(output)"], environment: env)
+        XCTAssertEqual(out.exitCode, 0, out.stderrText)
+        let mdn = TestEnv.read(output)
+        let original = TestEnv.read(input)
+        let marker = Array("Content-Type: message/rfc822\n\n".utf8)
+        guard let r = mdn.firstRange(of: marker) else { return XCTFail("no attachment") }
+        let attached = mdn[r.upperBound...]
+        XCTAssertTrue(attached.starts(with: original), "the original attached whole")
+        let trailer = String(decoding: attached.dropFirst(original.count), as: UTF8.self)
+        XCTAssertTrue(trailer.hasPrefix("--_----------=_") && trailer.hasSuffix("--\n\n"), trailer)
+        XCTAssertEqual(attached.count - original.count, trailer.utf8.count)
+        // Peak memory (GNU time's %M, KiB): well under the message's 46 MB.
+        let rss = out.stderrText.split(separator: "\n").last { $0.hasPrefix("maxrss ") }.flatMap { Int($0.dropFirst(7)) }
+        XCTAssertNotNil(rss, out.stderrText)
+        XCTAssertLessThan(rss ?? .max, 16 * 1024, "qnotify held the message: \(rss ?? 0) KiB")
+        // -h attaches the header only and does not read the body.
+        let h2 = try TestEnv.run("/bin/sh", ["-c", "exec \(tool("qnotify")) -n -h < \(input)"], environment: env)
+        XCTAssertEqual(h2.exitCode, 0, h2.stderrText)
+        XCTAssertTrue(h2.stdoutText.contains("Content-Type: text/rfc822-headers\n\n" + head.dropLast() + "--_----------=_"), h2.stdoutText)
+    }
+
+    /// replier's alarm (24 hours in service; a second here through the test-only
+    /// $SWIFTQMAIL_TEST_REPLIER_ALARM) ends it with 111 and the maildir timeout text.
+    func testReplierTimesOutWithTheMaildirTimeoutText() throws {
+        let rdir = h.dir + "/replier"
+        mkdir(rdir, 0o755)
+        for (f, t) in [("inlocal", "alice\n"), ("outhost", "example.test\n"), ("outlocal", "alice-\n"),
+                       ("mailinglist", "contact\n"), ("headerremove", "\n"), ("headeradd", "\n")] {
+            TestEnv.write(rdir + "/" + f, t)
+        }
+        // The program never finishes in time (its descriptor 2 let go, so only replier's is collected).
+        let slow = script("slow", "exec 2>/dev/null; exec sleep 20")
+        let env = TestEnv.environment(["SENDER": "joe@example.test", "LOCAL": "alice-help", "HOME": h.dir,
+                                       "SWIFTQMAIL_TEST_REPLIER_ALARM": "1"])
+        var started = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &started)
+        let out = try TestEnv.run(tool("replier"), [rdir, "joe@example.test", slow], input: Array("Subject: q\n\nx\n".utf8), environment: env)
+        var ended = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ended)
+        XCTAssertEqual(out.exitCode, 111)
+        XCTAssertEqual(out.stderrText, "Timeout on maildir delivery. (#4.3.0)\n")
+        XCTAssertLessThan(ended.tv_sec - started.tv_sec, 15, "the alarm, not the program, ended it")
+        // Out of range or not a number: the 24 hours stay (the program's own exit then decides).
+        let quick = script("quick", "echo 'Subject: re'; echo; echo hi")
+        let env2 = TestEnv.environment(["SENDER": "joe@example.test", "LOCAL": "alice-help", "HOME": h.dir,
+                                        "SWIFTQMAIL_TEST_REPLIER_ALARM": "0", "NULLQUEUE": ""])
+        let ok = try TestEnv.run(tool("replier"), [rdir, "joe@example.test", quick], input: Array("Subject: q\n\nx\n".utf8), environment: env2)
+        XCTAssertEqual(ok.exitCode, 99, ok.stderrText)
+    }
 }

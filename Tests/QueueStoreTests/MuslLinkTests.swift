@@ -12,7 +12,7 @@ final class MuslLinkTests: XCTestCase {
         guard Sys.environment("SWIFTQMAIL_MUSL_LINKED") == "1" else {
             throw XCTSkip("the programs were not linked with musl by scripts/test (no musl-gcc, or swift test run directly)")
         }
-        for name in ["qmail-queue", "qmail-nullqueue", "qmail-inject", "sendmail"] {
+        for name in ["qmail-queue", "qmail-nullqueue", "qmail-inject", "sendmail", "new-inject"] {
             let bytes = try XCTUnwrap(try Sys.readFile(TestEnv.program(name)), name)
             // glibc's static start-up reads GLIBC_TUNABLES; musl has no such string.
             XCTAssertNil(bytes.firstRange(of: Array("GLIBC_TUNABLES".utf8)), "\(name) is still linked with glibc")

@@ -34,6 +34,8 @@ int qs_wtermsig(int status);
 
 /* Install a SIGALRM handler that calls _exit(code), then alarm(seconds). */
 void qs_death_alarm(unsigned seconds, int code);
+/* The same, and the handler first writes text (up to 256 bytes) on descriptor 2. */
+void qs_death_alarm_saying(unsigned seconds, int code, const char *text);
 /* Install handlers for fatal signals (SEGV, BUS, ILL, FPE) that _exit(code). */
 void qs_crash_exit(int code);
 /* Ignore SIGPIPE. */

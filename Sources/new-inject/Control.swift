@@ -1,0 +1,1 @@
+../ControlFiles/Control.swift

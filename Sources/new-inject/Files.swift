@@ -1,0 +1,1 @@
+../SystemIO/Files.swift

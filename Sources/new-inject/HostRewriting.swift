@@ -1,0 +1,1 @@
+../Inject/HostRewriting.swift

@@ -1,0 +1,1 @@
+../QueueClient/QueueClient.swift

@@ -1,0 +1,1 @@
+../QueueFormat/QueueExitCode.swift

@@ -1,0 +1,1 @@
+../SystemIO/Spawn.swift

@@ -1,0 +1,1 @@
+../SystemIO/SystemError.swift

@@ -1,0 +1,1 @@
+../QueueFormat/TextSearch.swift
