@@ -133,23 +133,23 @@ public struct Qread {
                 case .failure(let e): folderTrouble(e); continue
                 }
                 scanner.prepare(split: n)
-                for id in ids {
-                    guard let m = scanner.message(id) else { continue }
+                ParallelScan(location: loc, listing: scanner.listing, ids: ids).forEach(scanner: scanner) { id, found in
+                    guard let m = found else { return }
                     for p in m.problems { warn(id, p) }
                     if m.bouncing { c.bounce += 1 }
                     let fatal = m.size == nil || m.infoProblem
                     if format == .json {
                         out.append { putJSON(m, queueName: queueName, schedule: schedule, into: &$0) }
-                        continue
+                        return
                     }
-                    if fatal { continue }
+                    if fatal { return }
                     if format == .classic {
                         out.putSafe(Array("\(ListingDate.format(m.birth, weekday: false)) GMT  #\(m.id)  \(m.size!)  <".utf8) + m.sender + Array("> \(m.bouncing ? " bouncing" : "")".utf8))
                         out.put("\n")
                         for (name, records) in [("local", m.local), ("remote", m.remote)] {
                             for r in records { out.put((r.done ? "  done" : "") + "\t\(name)\t"); out.putSafe(r.address); out.put("\n") }
                         }
-                        continue
+                        return
                     }
                     var header = false
                     for (on, name, records) in [(local, "local", m.local), (remote, "remote", m.remote)] where on {

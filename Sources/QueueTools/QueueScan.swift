@@ -296,6 +296,22 @@ public final class QueueScanner {
         }
     }
 
+    /// What `prepare(split:)` listed, to hand to another scanner of the same queue
+    /// (another thread's): arrays are shared, never changed.
+    public struct Listing: Sendable {
+        var split: Int
+        var local: [UInt64]?
+        var remote: [UInt64]?
+        var bounce: [UInt64]?
+        var bounceListed: Bool
+    }
+
+    public var listing: Listing { Listing(split: preparedSplit, local: localIDs, remote: remoteIDs, bounce: bounceIDs, bounceListed: bounceListed) }
+
+    public func use(_ l: Listing) {
+        preparedSplit = l.split; localIDs = l.local; remoteIDs = l.remote; bounceIDs = l.bounce; bounceListed = l.bounceListed
+    }
+
     static func contains(_ sorted: [UInt64], _ id: UInt64) -> Bool {
         var lo = 0, hi = sorted.count
         while lo < hi {
@@ -409,6 +425,117 @@ public final class QueueScanner {
         case .missingSender?: return "no sender record"
         case let .unknownRecordType(b, o)?: return "unknown record type \(b) at byte \(o)"
         case nil: return "\(e)"
+        }
+    }
+}
+
+/// Reads the messages of one split folder on two threads (the machine's cores: the
+/// work is mostly system calls, which run in parallel) and hands them out in the
+/// folder's order. The ids are cut into chunks of 512; at most `window` chunks are
+/// read ahead of the consumer, so memory stays bounded whatever the queue's size.
+public final class ParallelScan: @unchecked Sendable {
+    let location: QueueLocation
+    let listing: QueueScanner.Listing
+    let chunks: [ArraySlice<UInt64>]
+    let window = 8
+    /// Allocated: a pthread mutex and condition need addresses that never move.
+    let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    /// Read chunks not yet handed out, by index.
+    var ready: [Int: [QueuedMessage?]] = [:]
+    var claimed = 0
+    var consumed = 0
+    var stop = false
+
+    public static let chunkSize = 512
+
+    public init(location: QueueLocation, listing: QueueScanner.Listing, ids: [UInt64]) {
+        self.location = location
+        self.listing = listing
+        chunks = stride(from: 0, to: ids.count, by: Self.chunkSize).map { ids[$0..<min($0 + Self.chunkSize, ids.count)] }
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    /// The next chunk to read, if one may be read now (under the mutex).
+    func claim() -> Int? {
+        guard claimed < chunks.count, claimed < consumed + window else { return nil }
+        claimed += 1
+        return claimed - 1
+    }
+
+    static func read(_ chunk: ArraySlice<UInt64>, _ scanner: QueueScanner) -> [QueuedMessage?] {
+        chunk.map { scanner.message($0) }
+    }
+
+    func worker() {
+        let scanner = QueueScanner(location)
+        scanner.use(listing)
+        pthread_mutex_lock(mutex)
+        while !stop {
+            guard let i = claim() else {
+                if claimed >= chunks.count { break }
+                pthread_cond_wait(cond, mutex)
+                continue
+            }
+            pthread_mutex_unlock(mutex)
+            let got = Self.read(chunks[i], scanner)
+            pthread_mutex_lock(mutex)
+            ready[i] = got
+            pthread_cond_broadcast(cond)
+        }
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Calls `body` with each message in order (nil: it left the queue meanwhile).
+    /// `scanner` is the caller's, used on this thread for the chunks it reads itself.
+    public func forEach(scanner: QueueScanner, _ body: (UInt64, QueuedMessage?) -> Void) {
+        if chunks.isEmpty { return }
+        scanner.use(listing)
+        var thread = pthread_t()
+        var started = false
+        if chunks.count > 1 {
+            // The thread owns a reference until it ends.
+            let arg = Unmanaged.passRetained(self).toOpaque()
+            started = pthread_create(&thread, nil, { arg in
+                Unmanaged<ParallelScan>.fromOpaque(arg!).takeRetainedValue().worker()
+                return nil
+            }, arg) == 0
+            if !started { Unmanaged<ParallelScan>.fromOpaque(arg).release() }
+        }
+        for i in 0..<chunks.count {
+            pthread_mutex_lock(mutex)
+            var got: [QueuedMessage?]
+            while true {
+                if let r = ready.removeValue(forKey: i) { got = r; break }
+                // Not read yet: read the next unclaimed chunk here, or wait for the other thread.
+                if let j = claim() {
+                    pthread_mutex_unlock(mutex)
+                    let r = Self.read(chunks[j], scanner)
+                    pthread_mutex_lock(mutex)
+                    ready[j] = r
+                } else {
+                    pthread_cond_wait(cond, mutex)
+                }
+            }
+            consumed = i + 1
+            pthread_cond_broadcast(cond)
+            pthread_mutex_unlock(mutex)
+            for (id, m) in zip(chunks[i], got) { body(id, m) }
+        }
+        if started {
+            pthread_mutex_lock(mutex)
+            stop = true
+            pthread_cond_broadcast(cond)
+            pthread_mutex_unlock(mutex)
+            pthread_join(thread, nil)
         }
     }
 }
