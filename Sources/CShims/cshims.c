@@ -357,3 +357,8 @@ int qs_syncfs(int fd)
 {
     return syncfs(fd);
 }
+
+char *qs_strptime(const char *s, const char *format, struct tm *tm)
+{
+    return strptime(s, format, tm);
+}

@@ -20,6 +20,9 @@ import Scheduler
 /// | `remove <id>…` | qmail-rm: the message's remaining recipients are marked done, its bounce file removed, and it is finished at once (removed as a delivered message is); a message not yet preprocessed is condemned and treated so when preprocessing ends | one word per id: `removed`, `busy` (a delivery of it is in flight: ask again), `unknown` |
 /// | `hold <id>…` / `release <id>…` | qmail-qctl: a held message is not started (deliveries in flight finish); kept in LMDB (`held`) across restarts | `held`/`released`/`unknown` per id |
 /// | `now <id>…` | qmail-qctl: the message's jobs are due now | `due`/`held`/`unknown` per id |
+/// | `yank <id>…` | qmail-rm -r, before it moves the message's files to the trash: the message is held (memory and LMDB) so nothing of it starts while its files move | `yanking`, `busy` (a delivery or its preprocessing is in flight: ask again), `unknown` |
+/// | `yanked <id>…` | qmail-rm -r, after the move: the hold is dropped and the engine forgets the message (its jobs find no files and end); a message whose files are still in the queue stays held | `moved`, `held`, `unknown` |
+/// | `restamp <time> <id>…` | qmail-rm -X/-x: the info file's time (the message's arrival, from which its queue lifetime counts) is set to `time`; the next attempt reads it | `restamped`, `busy` (not preprocessed yet), `unknown`, `failed` |
 ///
 /// Anything else is answered `error unknown command` and logged.
 extension Engine {
@@ -56,6 +59,18 @@ extension Engine {
             let n = smtp?.client.hosts.forgetAll() ?? 0
             log.line("info: qmail-tcpok: forgot \(n) remote host\(n == 1 ? "" : "s")")
             return "ok \(n)"
+        case "restamp":
+            guard words.count >= 2, let t = Int64(words[1]) else { return "error restamp needs a time" }
+            return words.dropFirst(2).map { w -> String in
+                guard let id = QueueNames.parseID(w.utf8) else { return "unknown" }
+                return operatorRestamp(id, to: t)
+            }.joined(separator: " ")
+        case "yank", "yanked":
+            let now = clock()
+            return words.dropFirst().map { w -> String in
+                guard let id = QueueNames.parseID(w.utf8) else { return "unknown" }
+                return words[0] == "yank" ? operatorYank(id) : operatorYanked(id, now: now)
+            }.joined(separator: " ")
         case "remove", "hold", "release", "now":
             let now = clock()
             var answers: [String] = []
@@ -155,5 +170,57 @@ extension Engine {
         }
         execute(scheduler.add(id, channels: due), now: now)
         return "due"
+    }
+
+    /// qmail-rm -r, first step: hold the message so that nothing of it starts while
+    /// qmail-rm moves its files (a delivery in flight, a bounce being injected, or its
+    /// preprocessing not done yet: `busy`, asked again).
+    func operatorYank(_ id: UInt64) -> String {
+        if scheduler.isOpen(id) || bounceInFlight.contains(id) { return "busy" }
+        if todoWanted.contains(id) || Sys.exists(files.path(.todo, id)) { return Sys.exists(files.path(.mess, id)) ? "busy" : "unknown" }
+        guard Sys.exists(files.path(.info, id)) else { return "unknown" }
+        held.insert(id)
+        // On disk too: an engine restarted while the files move does not deliver what is left.
+        do { try store.setHeld(id, true) } catch { log.line("warning: unable to record the hold of msg \(id): \(error)") }
+        for c in Channel.allCases { preloaded[JobKey(id, c)] = nil }
+        log.line("info: msg \(id) held by the operator: to be moved to the trash")
+        return "yanking"
+    }
+
+    /// qmail-rm -r, second step: the files have left the queue. The hold goes, and the
+    /// message's jobs are made due so the scheduler finds no channel file and forgets
+    /// them (no delivery, no bounce, nothing removed: the files are in the trash).
+    func operatorYanked(_ id: UInt64, now: Time) -> String {
+        guard held.contains(id) else { return "unknown" }
+        if Sys.exists(files.path(.info, id)) || Sys.exists(files.path(.mess, id)) || !channelsOnDisk(id).isEmpty {
+            log.line("warning: msg \(id) was to be moved to the trash but is still in the queue; it stays held")
+            return "held"
+        }
+        held.remove(id)
+        do { try store.setHeld(id, false) } catch { log.line("warning: unable to drop the hold of msg \(id): \(error)") }
+        fresh.remove(id)
+        doneRetry[id] = nil
+        var due: [Channel: Time] = [:]
+        for c in Channel.allCases where scheduler.isQueued(JobKey(id, c)) { due[c] = now }
+        if !due.isEmpty { execute(scheduler.add(id, channels: due), now: now) }
+        for c in Channel.allCases where !scheduler.knows(JobKey(id, c)) { store.remove(JobKey(id, c)); store.clearReports(JobKey(id, c)) }
+        log.line("info: msg \(id) moved to the trash by the operator")
+        return "moved"
+    }
+
+    /// qmail-rm -X/-x: the message's arrival time (its info file's time) is set to `t`,
+    /// so its queue lifetime counts from there at its next attempt.
+    func operatorRestamp(_ id: UInt64, to t: Int64) -> String {
+        let info = files.path(.info, id)
+        guard Sys.exists(info) else { return Sys.exists(files.path(.todo, id)) ? "busy" : "unknown" }
+        var times = [timespec(tv_sec: time_t(t), tv_nsec: 0), timespec(tv_sec: time_t(t), tv_nsec: 0)]
+        if utimensat(AT_FDCWD, info, &times, 0) != 0 {
+            log.line("warning: unable to restamp \(files.names.path(.info, id)): \(String(cString: strerror(errno)))")
+            return "failed"
+        }
+        // A job loaded before keeps the old time: load it again.
+        for c in Channel.allCases { preloaded[JobKey(id, c)] = nil }
+        log.line("info: msg \(id) restamped by the operator: arrival \(t)")
+        return "restamped"
     }
 }

@@ -96,7 +96,6 @@ public struct Qread {
         let banners = list.count > 1
         var total = Counts()
         var trouble = false
-        let now = Int64(time(nil))
         for path in list {
             if banners && format != .json { out.put("processing queue \(path)\n") }
             let loc = QueueLocation.detect(path)
@@ -116,6 +115,7 @@ public struct Qread {
             }
             var c = Counts()
             let scanner = QueueScanner(loc)
+            let queueName = Array(JSON.string(loc.name).utf8)
             func warn(_ id: UInt64, _ problem: String) {
                 trouble = true
                 let line = "trouble with #\(id): \(problem)\n"
@@ -126,30 +126,30 @@ public struct Qread {
                 if format == .classic { out.put("warning: \(e.description)\n") } else { err.put("qmail-qread: warn: \(e.description)\n") }
             }
             let wantInfo = local || remote || format == .classic
-            for folder in scanner.infoFolders where wantInfo || counts {
+            for (n, folder) in scanner.infoFolders.enumerated() where wantInfo || counts {
                 let ids: [UInt64]
                 switch scanner.ids(folder) {
                 case .success(let v): ids = v
                 case .failure(let e): folderTrouble(e); continue
                 }
-                for id in ids {
-                    guard let m = scanner.message(id) else { continue }
+                scanner.prepare(split: n)
+                ParallelScan(location: loc, listing: scanner.listing, ids: ids).forEach(scanner: scanner) { id, found in
+                    guard let m = found else { return }
                     for p in m.problems { warn(id, p) }
                     if m.bouncing { c.bounce += 1 }
                     let fatal = m.size == nil || m.infoProblem
                     if format == .json {
-                        out.put(jsonLine(m, queue: loc, schedule: schedule, now: now))
-                        out.put("\n")
-                        continue
+                        out.append { putJSON(m, queueName: queueName, schedule: schedule, into: &$0) }
+                        return
                     }
-                    if fatal { continue }
+                    if fatal { return }
                     if format == .classic {
                         out.putSafe(Array("\(ListingDate.format(m.birth, weekday: false)) GMT  #\(m.id)  \(m.size!)  <".utf8) + m.sender + Array("> \(m.bouncing ? " bouncing" : "")".utf8))
                         out.put("\n")
                         for (name, records) in [("local", m.local), ("remote", m.remote)] {
                             for r in records { out.put((r.done ? "  done" : "") + "\t\(name)\t"); out.putSafe(r.address); out.put("\n") }
                         }
-                        continue
+                        return
                     }
                     var header = false
                     for (on, name, records) in [(local, "local", m.local), (remote, "remote", m.remote)] where on {
@@ -173,7 +173,7 @@ public struct Qread {
                         guard let m = scanner.todoEntry(id) else { continue }
                         for p in m.problems { warn(id, p) }
                         c.todo += m.todo.count
-                        if format == .json { out.put(jsonLine(m, queue: loc, schedule: schedule, now: now)); out.put("\n"); continue }
+                        if format == .json { out.append { putJSON(m, queueName: queueName, schedule: schedule, into: &$0) }; continue }
                         if silent || m.size == nil || !m.problems.isEmpty { continue }
                         var header = false
                         for r in m.todo {
@@ -211,41 +211,77 @@ public struct Qread {
 
     /// One message as a JSON object: Postfix's `postqueue -j` keys where they exist
     /// (`queue_name`, `queue_id`, `arrival_time`, `message_size`, `sender`,
-    /// `recipients` with `address` and `delay_reason`), and ours.
-    func jsonLine(_ m: QueuedMessage, queue: QueueLocation, schedule: ScheduleReader?, now: Int64) -> String {
+    /// `recipients` with `address` and `delay_reason`), and ours. `queueName` is the
+    /// queue's name already as JSON. Written as bytes into `s`.
+    func putJSON(_ m: QueuedMessage, queueName: [UInt8], schedule: ScheduleReader?, into s: inout [UInt8]) {
         var next: [Channel: Time] = [:]
         var reports: [Channel: [Int: ScheduleReader.Report]] = [:]
         var problems = m.problems
         if let schedule, !m.isTodo {
             do { (next, reports) = try schedule.lookup(m.id) } catch { problems.append("schedule: \(error)") }
         }
-        var s = "{\"queue_name\":\(JSON.string(queue.name)),\"queue_id\":\"\(m.id)\",\"split\":\(m.folder)"
-        s += ",\"state\":\"\(m.isTodo ? "todo" : "preprocessed")\""
-        s += ",\"arrival_time\":" + (m.infoProblem ? "null" : "\(m.birth)")
-        s += ",\"message_size\":" + (m.size.map { "\($0)" } ?? "null")
-        s += ",\"sender\":\(JSON.string(m.sender)),\"bouncing\":\(m.bouncing)"
-        if let schedule, schedule.isHeld(m.id) { s += ",\"held\":true" }
-        var rcpts: [String] = []
+        JSON.raw("{\"queue_name\":", into: &s)
+        s.append(contentsOf: queueName)
+        JSON.raw(",\"queue_id\":\"", into: &s)
+        JSON.put(m.id, into: &s)
+        JSON.raw("\",\"split\":", into: &s)
+        JSON.put(Int64(m.folder), into: &s)
+        if m.isTodo { JSON.raw(",\"state\":\"todo\"", into: &s) } else { JSON.raw(",\"state\":\"preprocessed\"", into: &s) }
+        JSON.raw(",\"arrival_time\":", into: &s)
+        if m.infoProblem { JSON.raw("null", into: &s) } else { JSON.put(m.birth, into: &s) }
+        JSON.raw(",\"message_size\":", into: &s)
+        if let size = m.size { JSON.put(size, into: &s) } else { JSON.raw("null", into: &s) }
+        JSON.raw(",\"sender\":", into: &s)
+        JSON.put(m.sender, into: &s)
+        if m.bouncing { JSON.raw(",\"bouncing\":true", into: &s) } else { JSON.raw(",\"bouncing\":false", into: &s) }
+        if let schedule, schedule.isHeld(m.id) { JSON.raw(",\"held\":true", into: &s) }
+        JSON.raw(",\"recipients\":[", into: &s)
+        var first = true
+        func comma() { if first { first = false } else { s.append(UInt8(ascii: ",")) } }
         if m.isTodo {
-            for r in m.todo { rcpts.append("{\"address\":\(JSON.string(r)),\"channel\":\"todo\",\"done\":false}") }
+            for r in m.todo {
+                comma()
+                JSON.raw("{\"address\":", into: &s)
+                JSON.put(r, into: &s)
+                JSON.raw(",\"channel\":\"todo\",\"done\":false}", into: &s)
+            }
         } else {
             for (ch, records) in [(Channel.local, m.local), (.remote, m.remote)] {
                 for r in records {
-                    var o = "{\"address\":\(JSON.string(r.address)),\"channel\":\"\(ch.name)\",\"done\":\(r.done)"
-                    if !r.done, let t = next[ch] { o += ",\"next_attempt\":\(t)" }
+                    comma()
+                    JSON.raw("{\"address\":", into: &s)
+                    JSON.put(r.address, into: &s)
+                    if ch == .local { JSON.raw(",\"channel\":\"local\"", into: &s) } else { JSON.raw(",\"channel\":\"remote\"", into: &s) }
+                    if r.done { JSON.raw(",\"done\":true", into: &s) } else { JSON.raw(",\"done\":false", into: &s) }
+                    if !r.done, let t = next[ch] { JSON.raw(",\"next_attempt\":", into: &s); JSON.put(t, into: &s) }
                     if let rep = reports[ch]?[r.offset] {
-                        let kind = rep.report.kind == .success ? "success" : rep.report.kind == .failure ? "failure" : "deferral"
                         var text = rep.report.text
                         while text.last == 10 { text.removeLast() }
-                        if !r.done && rep.report.kind == .deferral { o += ",\"delay_reason\":\(JSON.string(text))" }
-                        o += ",\"last_report\":{\"time\":\(rep.time),\"status\":\"\(kind)\",\"text\":\(JSON.string(text))}"
+                        if !r.done && rep.report.kind == .deferral { JSON.raw(",\"delay_reason\":", into: &s); JSON.put(text, into: &s) }
+                        JSON.raw(",\"last_report\":{\"time\":", into: &s)
+                        JSON.put(rep.time, into: &s)
+                        switch rep.report.kind {
+                        case .success: JSON.raw(",\"status\":\"success\"", into: &s)
+                        case .failure: JSON.raw(",\"status\":\"failure\"", into: &s)
+                        default: JSON.raw(",\"status\":\"deferral\"", into: &s)
+                        }
+                        JSON.raw(",\"text\":", into: &s)
+                        JSON.put(text, into: &s)
+                        s.append(UInt8(ascii: "}"))
                     }
-                    rcpts.append(o + "}")
+                    s.append(UInt8(ascii: "}"))
                 }
             }
         }
-        s += ",\"recipients\":[" + rcpts.joined(separator: ",") + "]"
-        if !problems.isEmpty { s += ",\"problems\":[" + problems.map { JSON.string($0) }.joined(separator: ",") + "]" }
-        return s + "}"
+        s.append(UInt8(ascii: "]"))
+        if !problems.isEmpty {
+            JSON.raw(",\"problems\":[", into: &s)
+            for (i, p) in problems.enumerated() {
+                if i > 0 { s.append(UInt8(ascii: ",")) }
+                JSON.put(Array(p.utf8), into: &s)
+            }
+            s.append(UInt8(ascii: "]"))
+        }
+        JSON.raw("}\n", into: &s)
     }
 }

@@ -93,10 +93,11 @@ public struct Qshape {
         }
         for path in queues.isEmpty ? QueueLocation.defaultQueues() : queues {
             let scanner = QueueScanner(QueueLocation.detect(path))
-            for folder in scanner.infoFolders {
+            for (n, folder) in scanner.infoFolders.enumerated() {
                 guard case .success(let ids) = scanner.ids(folder) else {
                     printError("qmail-qshape: warn: \(path): unable to read \(folder)\n"); trouble = true; continue
                 }
+                scanner.prepare(split: n)
                 for id in ids {
                     guard let m = scanner.message(id), !m.infoProblem else { continue }
                     let pending = (m.local + m.remote).filter { !$0.done }

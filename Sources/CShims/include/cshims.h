@@ -89,5 +89,7 @@ char **qs_environ(void);
 /* syncfs(2): every dirty page and inode of fd's file system to disk (the queue
    writer's one flush for a batch of messages). 0 or -1 with errno. */
 int qs_syncfs(int fd);
+/* strptime(3) (not in Swift's Glibc module): the end of what was read, or NULL. */
+char *qs_strptime(const char *s, const char *format, struct tm *tm);
 
 #endif
