@@ -280,7 +280,10 @@ public enum MailboxList {
             if !host.isEmpty {
                 out.append(64)
                 if !needsQuote(host) { out += host }
-                else if host.count >= 2 && host.first == 91 && host.last == 93 {
+                // A domain literal stays one only without blanks: a reader drops those
+                // inside brackets (RFC 822 folding), so such a host is quoted instead.
+                else if host.count >= 2 && host.first == 91 && host.last == 93
+                            && !host.dropFirst().dropLast().contains(where: { isBlank($0) }) {
                     out += [91] + escape(host.dropFirst().dropLast()) + [93]
                 } else { out += [34] + escape(host) + [34] }
             }
