@@ -98,10 +98,12 @@ final class NewInjectTests: XCTestCase {
     }
 
     /// What is written quoted reads back to the same addresses (the fuzz target's
-    /// property; its first find was a backslash-escaped CR the reader dropped).
+    /// property; its first find was a backslash-escaped CR the reader dropped, its
+    /// second a bracketed host with blanks, which must not be written as a literal).
     func testQuotedListsReadBack() {
         let addresses: [String] = ["john smith@example.test", "a,b@c", "q\"x@c", "a@b@c", "@host", "x@[1.2.3.4]", "x@[]]",
-                                   "x@.lan\r\u{7f}", "l\u{0}n@h", "t\tab@h", "dots..@h", "ü@h", "a@\"b c\""]
+                                   "x@.lan\r\u{7f}", "l\u{0}n@h", "t\tab@h", "dots..@h", "ü@h", "a@\"b c\"",
+                                   "x@[1.2 3.4]", "y@[a\tb]"]
         let items = addresses.map { MailboxItem.mailbox(address: Array($0.utf8), text: Array("Name, \"q\"".utf8)) }
             + [.groupStart(name: Array("g".utf8)), .mailbox(address: Array("m@g".utf8), text: nil), .groupEnd]
         let rendered = MailboxList.render(items)
