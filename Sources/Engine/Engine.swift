@@ -198,6 +198,9 @@ public final class Engine {
             }
         }
         flow = FlowControl.Publisher(queueDir: options.queueDir)
+        if flow == nil && options.privilegeSplit != nil {
+            log.line("warning: no inflow control for the receivers: unable to open \(options.queueDir)/\(FlowControl.fileName)")
+        }
         do { store = try ScheduleStore(path: options.queueDir + "/lock/engine.lmdb") } catch {
             throw StartError(message: "alert: cannot start: unable to open the schedule \(options.queueDir)/lock/engine.lmdb: \(error)")
         }

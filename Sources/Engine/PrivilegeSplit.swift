@@ -54,7 +54,9 @@ public struct PrivilegeSplit: Sendable {
         }
         // The receivers' inflow tokens (FlowControl): written by the engine, read by
         // the daemons, which write the queue as qmailq (group qmail).
-        try FlowControl.prepare(queueDir: queueDir, owner: (engine.uid, qmailGroup))
+        // Not fatal: without it the daemons simply take mail without waiting (the
+        // engine logs a warning when it cannot open the file).
+        try? FlowControl.prepare(queueDir: queueDir, owner: (engine.uid, qmailGroup))
         // The operators' command folder (Engine+Commands.swift), the engine's own.
         let commands = queueDir + "/" + Engine.commandFolder
         if mkdir(commands, 0o700) != 0 && errno != EEXIST { throw SystemError("mkdir", path: commands) }

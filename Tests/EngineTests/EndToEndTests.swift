@@ -63,7 +63,7 @@ final class EndToEndTests: XCTestCase {
         h.writeControl("concurrencylocal", "1\n")
         h.writeHomeFile("bob", ".qmail", "|sleep 0.3\n./Maildir/\n")
         for i in 0..<5 { try h.inject("To: bob@example.test\nSubject: \(i)\n\nhello\n") }
-        let d = try h.startSend()
+        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
         defer { _ = d.stop() }
         var most: UInt64 = 0
         h.waitFor("five deliveries", seconds: 30) {
