@@ -116,24 +116,13 @@ int qs_wexitstatus(int status) { return WEXITSTATUS(status); }
 int qs_wifsignaled(int status) { return WIFSIGNALED(status); }
 int qs_wtermsig(int status) { return WTERMSIG(status); }
 
+/* An alarm that ends the process with `code`, first writing a text (at most 255
+   bytes, kept here; none for qs_death_alarm) on descriptor 2: write(2) is
+   async-signal-safe. */
 static volatile int death_code = 52;
-static void on_alarm(int sig) { (void)sig; _exit(death_code); }
-void qs_death_alarm(unsigned seconds, int code)
-{
-    struct sigaction sa;
-    death_code = code;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_alarm;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGALRM, &sa, 0);
-    alarm(seconds);
-}
-
-/* The same, writing a text (at most 255 bytes, kept here) on descriptor 2 before
-   _exit: write(2) is async-signal-safe. */
 static char death_text[256];
 static volatile size_t death_text_len = 0;
-static void on_alarm_saying(int sig)
+static void on_alarm(int sig)
 {
     (void)sig;
     if (death_text_len) { ssize_t w = write(2, death_text, death_text_len); (void)w; }
@@ -142,17 +131,18 @@ static void on_alarm_saying(int sig)
 void qs_death_alarm_saying(unsigned seconds, int code, const char *text)
 {
     struct sigaction sa;
-    size_t n = strlen(text);
+    size_t n = text ? strlen(text) : 0;
     if (n > sizeof death_text) n = sizeof death_text;
-    memcpy(death_text, text, n);
+    if (n) memcpy(death_text, text, n);
     death_text_len = n;
     death_code = code;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_alarm_saying;
+    sa.sa_handler = on_alarm;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGALRM, &sa, 0);
     alarm(seconds);
 }
+void qs_death_alarm(unsigned seconds, int code) { qs_death_alarm_saying(seconds, code, 0); }
 
 static volatile int crash_code = 81;
 static void on_crash(int sig) { (void)sig; _exit(crash_code); }

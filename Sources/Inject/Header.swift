@@ -167,3 +167,25 @@ public enum LosslessText {
         return out
     }
 }
+
+extension HeaderBlock {
+    /// Reads the start of a message through `read` (which fills the buffer and
+    /// returns the count, 0 at the end of input) until where the
+    /// header ends is decided, or to the end of input. The split is tried again
+    /// only once the input has doubled, so a long header costs linear time however
+    /// it arrives. Shared by qmail-inject and new-inject.
+    public static func read<E: Error>(into chunk: UnsafeMutableRawBufferPointer,
+                                      _ read: (UnsafeMutableRawBufferPointer) throws(E) -> Int) throws(E) -> (header: HeaderBlock, atEnd: Bool) {
+        var start: [UInt8] = []
+        var atEnd = false
+        var nextTry = 0
+        while true {
+            let n = try read(chunk)
+            if n == 0 { atEnd = true } else { start.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n])) }
+            if atEnd || start.count >= nextTry {
+                if let h = HeaderBlock.split(start, final: atEnd) { return (h, atEnd) }
+                nextTry = 2 * start.count
+            }
+        }
+    }
+}

@@ -212,22 +212,12 @@ public enum Injector {
             printError("\(program): fatal: unable to read message: \(error.reason)")
             return 111
         }
-        // The header: read until where it ends is decided, or to the end of input. The
-        // split is tried again only once the input has doubled, so a long header costs
-        // linear time however it arrives.
-        var start: [UInt8] = []
-        var atEnd = false
-        var nextTry = 0
+        // The header: read until where it ends is decided, or to the end of input.
         var header: HeaderBlock
-        while true {
-            let n: Int
-            do throws(SystemError) { n = try Sys.read(0, into: chunk, path: "standard input") } catch { return readFailed(error) }
-            if n == 0 { atEnd = true } else { start.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n])) }
-            if atEnd || start.count >= nextTry {
-                if let h = HeaderBlock.split(start, final: atEnd) { header = h; break }
-                nextTry = 2 * start.count
-            }
-        }
+        var atEnd: Bool
+        do throws(SystemError) {
+            (header, atEnd) = try HeaderBlock.read(into: chunk) { b throws(SystemError) in try Sys.read(0, into: b, path: "standard input") }
+        } catch { return readFailed(error) }
         // A failure before the queue program runs still reads the input to its end, as
         // when the whole message was read first: the writer is not left with EPIPE.
         func failEarly(_ code: Int32) -> Int32 {
@@ -239,7 +229,6 @@ public enum Injector {
             printError("\(program): fatal: \(error.description)")
             return failEarly(100)
         }
-        start = []
         header.body = []
         let session: QueueSession
         do throws(QueueSession.StartFailure) { session = try QueueSession() } catch {
@@ -248,18 +237,7 @@ public enum Injector {
         }
         session.put(prepared.bytes)
         var last = prepared.bytes.last
-        var readError: SystemError? = nil
-        while !atEnd {
-            let n: Int
-            do throws(SystemError) { n = try Sys.read(0, into: chunk, path: "standard input") } catch {
-                readError = error
-                session.fail()
-                break
-            }
-            if n == 0 { break }
-            session.put(UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
-            last = chunk[n - 1]
-        }
+        let readError = atEnd ? nil : session.putRest(of: 0, chunk: chunk, last: &last)
         if !atEnd, readError == nil, last != 10 { session.put(CollectionOfOne(UInt8(10))) }
         session.from(Array(prepared.sender.utf8))
         for r in prepared.recipients { session.to(LosslessText.encode(r)) }

@@ -130,6 +130,22 @@ public final class QueueSession {
     /// Marks the injection as failed on purpose (`qmail_fail`).
     public func fail() { writeError = true }
 
+    /// Copies the rest of descriptor `fd` (the message's body, after the header
+    /// the caller put) through `chunk`, keeping the last byte copied in `last`. On
+    /// a read error the injection is poisoned (`fail`) and the error returned.
+    public func putRest(of fd: Int32, chunk: UnsafeMutableRawBufferPointer, last: inout UInt8?) -> SystemError? {
+        while true {
+            let n: Int
+            do throws(SystemError) { n = try Sys.read(fd, into: chunk, path: "standard input") } catch {
+                fail()
+                return error
+            }
+            if n == 0 { return nil }
+            put(UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
+            last = chunk[n - 1]
+        }
+    }
+
     private func endMessage() {
         if messageFD < 0 { return }
         if !writeError { do { try message.flush() } catch { writeError = true } }

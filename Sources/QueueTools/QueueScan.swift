@@ -438,9 +438,8 @@ public final class ParallelScan: @unchecked Sendable {
     let listing: QueueScanner.Listing
     let chunks: [ArraySlice<UInt64>]
     let window = 8
-    /// Allocated: a pthread mutex and condition need addresses that never move.
-    let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    /// Guards `ready`, `claimed`, `consumed` and `stop`; signalled when any changes.
+    let lock = ConditionLock()
     /// Read chunks not yet handed out, by index.
     var ready: [Int: [QueuedMessage?]] = [:]
     var claimed = 0
@@ -453,18 +452,9 @@ public final class ParallelScan: @unchecked Sendable {
         self.location = location
         self.listing = listing
         chunks = stride(from: 0, to: ids.count, by: Self.chunkSize).map { ids[$0..<min($0 + Self.chunkSize, ids.count)] }
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
     }
 
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        cond.deallocate()
-        mutex.deallocate()
-    }
-
-    /// The next chunk to read, if one may be read now (under the mutex).
+    /// The next chunk to read, if one may be read now (under the lock).
     func claim() -> Int? {
         guard claimed < chunks.count, claimed < consumed + window else { return nil }
         claimed += 1
@@ -478,20 +468,20 @@ public final class ParallelScan: @unchecked Sendable {
     func worker() {
         let scanner = QueueScanner(location)
         scanner.use(listing)
-        pthread_mutex_lock(mutex)
+        lock.lock()
         while !stop {
             guard let i = claim() else {
                 if claimed >= chunks.count { break }
-                pthread_cond_wait(cond, mutex)
+                lock.wait()
                 continue
             }
-            pthread_mutex_unlock(mutex)
+            lock.unlock()
             let got = Self.read(chunks[i], scanner)
-            pthread_mutex_lock(mutex)
+            lock.lock()
             ready[i] = got
-            pthread_cond_broadcast(cond)
+            lock.broadcast()
         }
-        pthread_mutex_unlock(mutex)
+        lock.unlock()
     }
 
     /// Calls `body` with each message in order (nil: it left the queue meanwhile).
@@ -511,30 +501,30 @@ public final class ParallelScan: @unchecked Sendable {
             if !started { Unmanaged<ParallelScan>.fromOpaque(arg).release() }
         }
         for i in 0..<chunks.count {
-            pthread_mutex_lock(mutex)
+            lock.lock()
             var got: [QueuedMessage?]
             while true {
                 if let r = ready.removeValue(forKey: i) { got = r; break }
                 // Not read yet: read the next unclaimed chunk here, or wait for the other thread.
                 if let j = claim() {
-                    pthread_mutex_unlock(mutex)
+                    lock.unlock()
                     let r = Self.read(chunks[j], scanner)
-                    pthread_mutex_lock(mutex)
+                    lock.lock()
                     ready[j] = r
                 } else {
-                    pthread_cond_wait(cond, mutex)
+                    lock.wait()
                 }
             }
             consumed = i + 1
-            pthread_cond_broadcast(cond)
-            pthread_mutex_unlock(mutex)
+            lock.broadcast()
+            lock.unlock()
             for (id, m) in zip(chunks[i], got) { body(id, m) }
         }
         if started {
-            pthread_mutex_lock(mutex)
+            lock.lock()
             stop = true
-            pthread_cond_broadcast(cond)
-            pthread_mutex_unlock(mutex)
+            lock.broadcast()
+            lock.unlock()
             pthread_join(thread, nil)
         }
     }

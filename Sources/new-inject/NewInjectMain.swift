@@ -81,25 +81,15 @@ enum NewInjectCommandLine {
             printError(fatal + "unable to read input: " + error.reason)
             return 111
         }
-        // The header: read until where it ends is decided (HeaderBlock.split), or to the
-        // end of input; the split is tried again only once the input has doubled.
-        var start: [UInt8] = []
-        var atEnd = false
-        var nextTry = 0
+        // The header: read until where it ends is decided, or to the end of input.
         var header: HeaderBlock
-        while true {
-            let n: Int
-            do throws(SystemError) { n = try Sys.read(0, into: chunk, path: "standard input") } catch { return readFailed(error) }
-            if n == 0 { atEnd = true } else { start.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[0..<n])) }
-            if atEnd || start.count >= nextTry {
-                if let h = HeaderBlock.split(start, final: atEnd) { header = h; break }
-                nextTry = 2 * start.count
-            }
-        }
+        var atEnd: Bool
+        do throws(SystemError) {
+            (header, atEnd) = try HeaderBlock.read(into: chunk) { b throws(SystemError) in try Sys.read(0, into: b, path: "standard input") }
+        } catch { return readFailed(error) }
         let hasBody = header.hadSeparator || !header.body.isEmpty || !atEnd
         let prepared = NewInjector.prepare(header, options: options, config: config, now: now, hasBody: hasBody)
         var first = header.body
-        start = []
         header.body = []
 
         if options.printOnly {
@@ -142,18 +132,7 @@ enum NewInjectCommandLine {
         session.put(first)
         var last = first.last
         first = []
-        var readError: SystemError? = nil
-        while !atEnd {
-            let n: Int
-            do throws(SystemError) { n = try Sys.read(0, into: chunk, path: "standard input") } catch {
-                readError = error
-                session.fail()
-                break
-            }
-            if n == 0 { break }
-            session.put(UnsafeRawBufferPointer(rebasing: chunk[0..<n]))
-            last = chunk[n - 1]
-        }
+        let readError = atEnd ? nil : session.putRest(of: 0, chunk: chunk, last: &last)
         if readError == nil, let l = last, l != 10 { session.put(CollectionOfOne(UInt8(10))) }
         session.from(prepared.sender)
         for r in prepared.recipients { session.to(r) }

@@ -90,13 +90,18 @@ final class SMTPDDaemonTests: XCTestCase {
     /// file) that more messages wait for their first delivery than `flowwindow`,
     /// DATA waits; it goes on as soon as the count falls, or after `flowdelay`;
     /// a figure more than 10 s old is ignored.
-    func testInflowControlWaitsForTheEngine() throws {
+    /// lock/flow saying `waiting`, the daemon started with a window of 5 and `delay` ms.
+    func gatedDaemon(waiting: Int, delay: Int) throws -> (engine: FlowControl.Publisher, port: Int) {
         try FlowControl.prepare(queueDir: h.queue, owner: nil)
         let engine = try XCTUnwrap(FlowControl.Publisher(queueDir: h.queue))
         h.writeControl("flowwindow", "5\n")
-        h.writeControl("flowdelay", "20000\n")
-        engine.publish(10)
-        let port = try h.startDaemon()
+        h.writeControl("flowdelay", "\(delay)\n")
+        engine.publish(waiting)
+        return (engine, try h.startDaemon())
+    }
+
+    func testInflowControlWaitsForTheEngine() throws {
+        let (engine, port) = try gatedDaemon(waiting: 10, delay: 20000)
         XCTAssertTrue(h.daemonLog.contains("inflow control: 5 messages ahead of the engine, then up to 20000 ms each"), h.daemonLog)
         func startData(_ c: SMTPDHarness.Client) {
             XCTAssertEqual(c.command("MAIL FROM:<a@x.example>"), "250 ok")
@@ -134,12 +139,8 @@ final class SMTPDDaemonTests: XCTestCase {
     /// With a short `flowdelay`, a session goes ahead when the engine stays behind:
     /// mail still comes in when the engine is stuck.
     func testInflowControlGoesAheadAfterTheDelay() throws {
-        try FlowControl.prepare(queueDir: h.queue, owner: nil)
-        let engine = try XCTUnwrap(FlowControl.Publisher(queueDir: h.queue))
-        h.writeControl("flowwindow", "5\n")
-        h.writeControl("flowdelay", "400\n")
-        engine.publish(50)
-        let port = try h.startDaemon()
+        let (engine, port) = try gatedDaemon(waiting: 50, delay: 400)
+        defer { withExtendedLifetime(engine) {} }
         let (c, _) = try h.connect(port)
         XCTAssertEqual(c.command("MAIL FROM:<a@x.example>"), "250 ok")
         XCTAssertEqual(c.command("RCPT TO:<b@domain>"), "250 ok")
