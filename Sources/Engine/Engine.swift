@@ -711,7 +711,13 @@ public final class Engine {
                 // An id still in todo/ is being (re)preprocessed: a stale schedule entry must not
                 // read its half-written channel file; preprocessing schedules the job (qmail's pqadd).
                 if todoWanted.contains(key.id) { queue += scheduler.jobLoaded(key, nil, now: now); continue }
-                if held.contains(key.id) { queue += scheduler.jobLoadFailed(key, retryAt: now + 3600); continue }
+                if held.contains(key.id) {
+                    // Read from its files when released: a held message is not waiting for a
+                    // slot, so it must not count in what the receivers see (FlowControl).
+                    preloaded[key] = nil
+                    queue += scheduler.jobLoadFailed(key, retryAt: now + 3600)
+                    continue
+                }
                 if let job = preloaded.removeValue(forKey: key) { queue += scheduler.jobLoaded(key, job, now: now); continue }
                 switch load(key) {
                 case .loaded(let job): queue += scheduler.jobLoaded(key, job, now: now)
