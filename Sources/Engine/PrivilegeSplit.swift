@@ -52,7 +52,7 @@ public struct PrivilegeSplit: Sendable {
             Sys.close(fd)
             if r != 0 { throw SystemError("chown", path: p) }
         }
-        // The receivers' inflow tokens (FlowControl): written by the engine, read by
+        // The receivers' inflow count (FlowControl): written by the engine, read by
         // the daemons, which write the queue as qmailq (group qmail).
         // Not fatal: without it the daemons simply take mail without waiting (the
         // engine logs a warning when it cannot open the file).
