@@ -21,11 +21,7 @@ final class LMDBHostMemoryStore: HostMemoryStore, @unchecked Sendable {
         var out: [(String, Int, Int64)] = []
         try? env.read { txn in
             try txn.forEach(db) { k, v in
-                if v.count == 16 {
-                    var f: Int64 = 0, t: Int64 = 0
-                    for i in 0..<8 { f = f << 8 | Int64(v[i]); t = t << 8 | Int64(v[8 + i]) }
-                    out.append((String(decoding: k, as: UTF8.self), Int(f), t))
-                }
+                if let (f, t) = ScheduleSchema.decodeHostFailure(v) { out.append((String(decoding: k, as: UTF8.self), f, t)) }
                 return true
             }
         }
@@ -33,8 +29,7 @@ final class LMDBHostMemoryStore: HostMemoryStore, @unchecked Sendable {
     }
 
     func save(_ ip: String, failures: Int, last: Int64) {
-        var v: [UInt8] = []
-        for x in [Int64(failures), last] { for s in stride(from: 56, through: 0, by: -8) { v.append(UInt8(truncatingIfNeeded: x >> Int64(s))) } }
+        let v = ScheduleSchema.hostFailure(failures: failures, last: last)
         try? env.write { try $0.put(db, Array(ip.utf8), v) }
     }
 

@@ -18,22 +18,7 @@ public enum Qstat {
         """
 
     public static func main(_ args: [String]) -> Int32 {
-        var queues: [String] = []
-        var i = 0
-        while i < args.count {
-            let a = args[i]
-            i += 1
-            switch a {
-            case "-h", "--help": printOut(usage); return 0
-            case "-q":
-                guard i < args.count else { printError("qmail-qstat: fatal: -q needs a queue folder\n" + usage); return 100 }
-                queues.append(args[i]); i += 1
-            default:
-                printError("qmail-qstat: fatal: unknown argument \(a)\n" + usage)
-                return 100
-            }
-        }
-        if queues.isEmpty { queues = QueueLocation.defaultQueues() }
+        guard let queues = Tcpto.queues(args, program: "qmail-qstat", usage: usage) else { return 0 }
         var mess = 0, todo = 0
         var trouble = false
         for q in queues {

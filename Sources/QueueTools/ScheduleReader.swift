@@ -75,11 +75,7 @@ public final class ScheduleReader {
         var out: [(String, Int, Int64)] = []
         try env.read { txn in
             try txn.forEach(tcpto) { k, v in
-                if v.count == 16 {
-                    var f: Int64 = 0, t: Int64 = 0
-                    for i in 0..<8 { f = f << 8 | Int64(v[i]); t = t << 8 | Int64(v[8 + i]) }
-                    out.append((String(decoding: k, as: UTF8.self), Int(f), t))
-                }
+                if let (f, t) = ScheduleSchema.decodeHostFailure(v) { out.append((String(decoding: k, as: UTF8.self), f, t)) }
                 return true
             }
         }

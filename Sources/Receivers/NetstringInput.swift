@@ -104,14 +104,7 @@ final class NetstringInput {
 
     /// The `,` that ends a netstring.
     func comma() throws(Failure) {
-        try spend(1)
-        var c: UInt8 = 0
-        try checkTime()
-        try status(io.consume { bytes in
-            c = bytes.first!
-            return (1, true)
-        })
-        if c != UInt8(ascii: ",") { throw .malformed(.missingComma) }
+        if try byte() != UInt8(ascii: ",") { throw .malformed(.missingComma) }
     }
 
     /// One byte (QMTP's encoding byte), consumed.

@@ -33,6 +33,15 @@ public enum ScheduleSchema {
         return (0..<8).map { UInt8(truncatingIfNeeded: v >> UInt64(56 - 8 * $0)) }
     }
 
+    /// A `tcpto` value: failures, then the time of the last failure.
+    public static func hostFailure(failures: Int, last: Int64) -> [UInt8] { time(Int64(failures)) + time(last) }
+
+    /// A `tcpto` value: (failures, time of the last failure); nil when it is not 16 bytes.
+    public static func decodeHostFailure(_ v: [UInt8]) -> (failures: Int, last: Int64)? {
+        guard v.count == 16, let f = decodeTime(v[0..<8]), let t = decodeTime(v[8..<16]) else { return nil }
+        return (Int(f), t)
+    }
+
     public static func decodeTime(_ b: some Collection<UInt8>) -> Time? {
         guard b.count == 8 else { return nil }
         var v: UInt64 = 0
