@@ -3,19 +3,23 @@
 1,000,000 messages in under 10 s with bounded memory).
 
     bench/qread_bench.py --bin .build/release --count 1000000 [--dir /var/tmp/qread-bench] [--keep]
+                         [--schedule]
 
 Makes a queue with queue-fix, fills it with bench/make_queue.py --preprocessed
 (each message: mess, info and one remote recipient, as the engine leaves a
 backlog; about 12 KB of disk per message, 3 inodes), unless --dir already holds
-one with --count messages; then runs, each with the page cache warm (a run
-first to warm it):
+one with --count messages; with --schedule, bench/make_schedule.py then writes
+the engine's LMDB schedule for it (every message's next attempt and a stored
+deferral, as a running engine holds them for a deferred backlog; needs the
+PyPI package lmdb), so --json makes its look-ups. Then it runs, each with the
+page cache warm (a run first to warm it):
 
     qmail-qread --json -q QUEUE > /dev/null
     qmail-qread -c -s -q QUEUE
     qmail-qstat -q QUEUE
 
 under /usr/bin/time, and prints wall seconds and maximum resident memory of
-each. Python 3 standard library only."""
+each. Python 3 standard library only (--schedule: and lmdb)."""
 
 import argparse
 import os
@@ -39,6 +43,7 @@ def main():
     ap.add_argument("--count", type=int, default=1000000)
     ap.add_argument("--dir", default="/var/tmp/qread-bench")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--schedule", action="store_true", help="write the engine's LMDB schedule for the queue too")
     a = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
     q = os.path.join(a.dir, "queue")
@@ -51,6 +56,8 @@ def main():
                         "--to", "bob@remote.test"], check=True)
         print(f"queue of {a.count} messages written in {time.monotonic() - t0:.1f} s")
         made = True
+    if a.schedule and not os.path.exists(os.path.join(q, "lock", "engine.lmdb")):
+        subprocess.run([sys.executable, os.path.join(here, "make_schedule.py"), q], check=True)
     env = dict(os.environ, CONFSPLIT="23", BIGTODO="0")
     os.environ.update(env)
     qread = os.path.join(a.bin, "qmail-qread")

@@ -127,6 +127,32 @@ public final class LMDBEnvironment: @unchecked Sendable {
     }
 }
 
+/// A read-only transaction kept open across many look-ups (an operator tool's
+/// pass over a whole queue), used by one thread at a time: a look-up pays no
+/// transaction begin, and `refresh()` moves it to the newest snapshot (reset and
+/// renew, keeping its reader slot) so a long pass does not keep the writer from
+/// reusing old pages for its whole run.
+public final class LMDBReader {
+    let env: LMDBEnvironment
+    let txn: OpaquePointer
+
+    public init(_ env: LMDBEnvironment) throws {
+        var t: OpaquePointer?
+        try LMDBError.check(mdb_txn_begin(env.env, nil, UInt32(MDB_RDONLY), &t), "mdb_txn_begin (read)")
+        self.env = env
+        txn = t!
+    }
+
+    deinit { mdb_txn_abort(txn) }
+
+    public func refresh() throws {
+        mdb_txn_reset(txn)
+        try LMDBError.check(mdb_txn_renew(txn), "mdb_txn_renew")
+    }
+
+    public var transaction: LMDBTransaction { LMDBTransaction(txn: txn, writable: false) }
+}
+
 /// A named database inside an environment.
 public struct LMDBDatabase: Sendable, Equatable {
     let dbi: MDB_dbi

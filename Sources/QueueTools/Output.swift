@@ -48,8 +48,14 @@ public enum JSON {
     /// `bytes` as a JSON string, quotes included, appended to `out`.
     public static func put(_ bytes: [UInt8], into out: inout [UInt8]) {
         // Valid UTF-8 is kept as it is; otherwise each byte above 127 is escaped.
-        let valid = bytes.allSatisfy { $0 < 0x80 } || String(validating: bytes, as: UTF8.self) != nil
         out.append(UInt8(ascii: "\""))
+        // The common case: printable ASCII with no quote or backslash goes in as it is.
+        if bytes.allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            out.append(contentsOf: bytes)
+            out.append(UInt8(ascii: "\""))
+            return
+        }
+        let valid = bytes.allSatisfy { $0 < 0x80 } || String(validating: bytes, as: UTF8.self) != nil
         for b in bytes {
             switch b {
             case UInt8(ascii: "\\"): out.append(92); out.append(92)

@@ -113,6 +113,8 @@ public struct Qread {
                     trouble = true
                 }
             }
+            // The look-ups run on this thread (ParallelScan calls back here, in order).
+            let session = schedule?.session()
             var c = Counts()
             let scanner = QueueScanner(loc)
             let queueName = Array(JSON.string(loc.name).utf8)
@@ -139,7 +141,7 @@ public struct Qread {
                     if m.bouncing { c.bounce += 1 }
                     let fatal = m.size == nil || m.infoProblem
                     if format == .json {
-                        out.append { putJSON(m, queueName: queueName, schedule: schedule, into: &$0) }
+                        out.append { putJSON(m, queueName: queueName, schedule: session, into: &$0) }
                         return
                     }
                     if fatal { return }
@@ -173,7 +175,7 @@ public struct Qread {
                         guard let m = scanner.todoEntry(id) else { continue }
                         for p in m.problems { warn(id, p) }
                         c.todo += m.todo.count
-                        if format == .json { out.append { putJSON(m, queueName: queueName, schedule: schedule, into: &$0) }; continue }
+                        if format == .json { out.append { putJSON(m, queueName: queueName, schedule: session, into: &$0) }; continue }
                         if silent || m.size == nil || !m.problems.isEmpty { continue }
                         var header = false
                         for r in m.todo {
@@ -213,7 +215,7 @@ public struct Qread {
     /// (`queue_name`, `queue_id`, `arrival_time`, `message_size`, `sender`,
     /// `recipients` with `address` and `delay_reason`), and ours. `queueName` is the
     /// queue's name already as JSON. Written as bytes into `s`.
-    func putJSON(_ m: QueuedMessage, queueName: [UInt8], schedule: ScheduleReader?, into s: inout [UInt8]) {
+    func putJSON(_ m: QueuedMessage, queueName: [UInt8], schedule: ScheduleReader.Session?, into s: inout [UInt8]) {
         var next: [Channel: Time] = [:]
         var reports: [Channel: [Int: ScheduleReader.Report]] = [:]
         var problems = m.problems

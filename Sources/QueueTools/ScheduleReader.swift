@@ -4,13 +4,15 @@ import SystemIO
 
 /// The engine's LMDB schedule (`<queue>/lock/engine.lmdb`), opened read-only beside the
 /// running engine (LMDB readers never block its writer). Layout: `ScheduleSchema`.
-public final class ScheduleReader {
+public final class ScheduleReader: @unchecked Sendable {
     let env: LMDBEnvironment
     let schedule: LMDBDatabase?
     let reports: LMDBDatabase?
     let tcpto: LMDBDatabase?
     let held: LMDBDatabase?
     let hasReports: Bool
+    /// The held messages, read once (an operator holds few).
+    let heldIDs: Set<UInt64>
 
     public static func path(queue: String) -> String { queue + "/lock/engine.lmdb" }
 
@@ -31,6 +33,16 @@ public final class ScheduleReader {
         tcpto = try e.existingDatabase("tcpto")
         held = try e.existingDatabase("held")
         hasReports = try r.map { try e.count($0) > 0 } ?? false
+        var ids = Set<UInt64>()
+        if let held = held {
+            try e.read { txn in
+                try txn.forEach(held) { k, _ in
+                    if let t = ScheduleSchema.decodeTime(k) { ids.insert(UInt64(bitPattern: t)) }
+                    return true
+                }
+            }
+        }
+        heldIDs = ids
     }
 
     public struct Report: Sendable {
@@ -38,19 +50,35 @@ public final class ScheduleReader {
         public var report: DeliveryReport
     }
 
-    /// Next attempt of each channel of a message, and the stored report of each
-    /// recipient (by channel and record offset).
-    public func lookup(_ id: MessageID) throws -> (next: [Channel: Time], reports: [Channel: [Int: Report]]) {
-        var next: [Channel: Time] = [:]
-        var out: [Channel: [Int: Report]] = [:]
-        try env.read { txn in
+    /// Look-ups for one thread: they share a read transaction, moved to the newest
+    /// snapshot every `refreshEvery` look-ups. Each thread makes its own.
+    public func session() -> Session { Session(self) }
+
+    public final class Session {
+        let schedule: ScheduleReader
+        var reader: LMDBReader? = nil
+        var lookups = 0
+        static let refreshEvery = 4096
+
+        init(_ s: ScheduleReader) { schedule = s }
+
+        /// Next attempt of each channel of a message, and the stored report of each
+        /// recipient (by channel and record offset).
+        public func lookup(_ id: MessageID) throws -> (next: [Channel: Time], reports: [Channel: [Int: Report]]) {
+            var next: [Channel: Time] = [:]
+            var out: [Channel: [Int: Report]] = [:]
+            if let r = reader, lookups % Self.refreshEvery == 0 {
+                do { try r.refresh() } catch { reader = nil; throw error }
+            }
+            if reader == nil { reader = try LMDBReader(schedule.env) }
+            lookups += 1
+            let txn = reader!.transaction
             for c in Channel.allCases {
-                let key = JobKey(id, c)
-                if let schedule, let v = try txn.get(schedule, ScheduleSchema.jobKey(key)), let t = ScheduleSchema.decodeTime(v) {
+                let prefix = ScheduleSchema.jobKey(JobKey(id, c))
+                if let db = schedule.schedule, let v = try txn.get(db, prefix), let t = ScheduleSchema.decodeTime(v) {
                     next[c] = t
                 }
-                guard hasReports, let reports else { continue }
-                let prefix = ScheduleSchema.jobKey(key)
+                guard schedule.hasReports, let reports = schedule.reports else { continue }
                 try txn.forEach(reports, from: prefix) { k, v in
                     guard k.starts(with: prefix) else { return false }
                     if let (_, offset) = ScheduleSchema.decodeReportKey(k), let (t, r) = ScheduleSchema.decodeReportValue(v) {
@@ -59,14 +87,12 @@ public final class ScheduleReader {
                     return true
                 }
             }
+            return (next, out)
         }
-        return (next, out)
-    }
 
-    /// The operator holds the message (qmail-qctl hold).
-    public func isHeld(_ id: MessageID) -> Bool {
-        guard let held else { return false }
-        return ((try? env.read { try $0.get(held, ScheduleSchema.time(Time(bitPattern: id))) }) ?? nil) != nil
+        /// The operator holds the message (qmail-qctl hold), as the schedule said when
+        /// the reader was opened.
+        public func isHeld(_ id: MessageID) -> Bool { schedule.heldIDs.contains(id) }
     }
 
     /// The in-process SMTP client's host failure memory: (address, failures, last failure).

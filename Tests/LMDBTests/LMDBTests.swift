@@ -51,6 +51,19 @@ final class LMDBTests: XCTestCase {
         XCTAssertEqual(from4, [10, 14])
     }
 
+    /// A long-lived reader sees its snapshot until it is refreshed, then the newest.
+    func testReaderKeepsItsSnapshotUntilRefreshed() throws {
+        let env = try LMDBEnvironment(path: dir)
+        let db = try env.database("d")
+        try env.write { try $0.put(db, Array("k".utf8), Array("1".utf8)) }
+        let reader = try LMDBReader(env)
+        XCTAssertEqual(try reader.transaction.get(db, Array("k".utf8)), Array("1".utf8))
+        try env.write { try $0.put(db, Array("k".utf8), Array("2".utf8)) }
+        XCTAssertEqual(try reader.transaction.get(db, Array("k".utf8)), Array("1".utf8))
+        try reader.refresh()
+        XCTAssertEqual(try reader.transaction.get(db, Array("k".utf8)), Array("2".utf8))
+    }
+
     func testMissingDatabaseAndFullMapAreErrors() throws {
         var options = LMDBEnvironment.Options()
         options.mapSize = 64 * 1024
