@@ -4,7 +4,7 @@ import SystemIO
 
 /// The engine's LMDB schedule (`<queue>/lock/engine.lmdb`), opened read-only beside the
 /// running engine (LMDB readers never block its writer). Layout: `ScheduleSchema`.
-public final class ScheduleReader: @unchecked Sendable {
+public final class ScheduleReader {
     let env: LMDBEnvironment
     let schedule: LMDBDatabase?
     let reports: LMDBDatabase?
