@@ -39,7 +39,7 @@ public final class ScheduleStore: @unchecked Sendable {
         guard let db = try? heldDB() else { return out }
         try? env.read { txn in
             try txn.forEach(db) { k, _ in
-                if let t = ScheduleSchema.decodeTime(k) { out.insert(UInt64(bitPattern: t)) }
+                if let id = ScheduleSchema.decodeMessageKey(k) { out.insert(id) }
                 return true
             }
         }
@@ -49,7 +49,7 @@ public final class ScheduleStore: @unchecked Sendable {
     /// Written at once: a hold must survive a restart.
     public func setHeld(_ id: UInt64, _ on: Bool) throws {
         let db = try heldDB()
-        let key = ScheduleSchema.time(Time(bitPattern: id))
+        let key = ScheduleSchema.messageKey(id)
         try env.write { txn in
             if on { try txn.put(db, key, [1]) } else { _ = try txn.delete(db, key) }
         }
@@ -119,15 +119,15 @@ public final class ScheduleStore: @unchecked Sendable {
 
     /// Messages whose sender already got a delay warning.
     public func wasWarned(_ id: UInt64) -> Bool {
-        (try? env.read { try $0.get(warned, ScheduleStore.value(Time(bitPattern: id))) }) != nil
+        (try? env.read { try $0.get(warned, ScheduleSchema.messageKey(id)) }) != nil
     }
 
     public func markWarned(_ id: UInt64) {
-        try? env.write { try $0.put(warned, ScheduleStore.value(Time(bitPattern: id)), [1]) }
+        try? env.write { try $0.put(warned, ScheduleSchema.messageKey(id), [1]) }
     }
 
     public func clearWarned(_ id: UInt64) {
-        try? env.write { _ = try $0.delete(warned, ScheduleStore.value(Time(bitPattern: id))) }
+        try? env.write { _ = try $0.delete(warned, ScheduleSchema.messageKey(id)) }
     }
 
     // The layout is ScheduleSchema's (shared with qmail-qread).

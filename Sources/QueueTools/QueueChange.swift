@@ -439,7 +439,7 @@ public enum QueueChange {
                     let now = Int64(time(nil))
                     try env.write { txn in
                         for id in chosen {
-                            let key = ScheduleSchema.time(Time(bitPattern: id))
+                            let key = ScheduleSchema.messageKey(id)
                             if verb == "hold" { try txn.put(held, key, [1]) }
                             if verb == "release" { _ = try txn.delete(held, key) }
                             if verb != "hold" {

@@ -37,7 +37,7 @@ public final class ScheduleReader {
         if let held = held {
             try e.read { txn in
                 try txn.forEach(held) { k, _ in
-                    if let t = ScheduleSchema.decodeTime(k) { ids.insert(UInt64(bitPattern: t)) }
+                    if let id = ScheduleSchema.decodeMessageKey(k) { ids.insert(id) }
                     return true
                 }
             }

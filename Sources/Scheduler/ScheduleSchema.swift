@@ -7,6 +7,7 @@
 /// | `reports` | message id (8) + channel (1) + record offset in the channel file (4, big-endian) | time of the report (8) + kind (`K`, `Z` or `D`) + report text (at most `reportLimit` bytes) |
 /// | `tcpto` | host address as text | failures (8 bytes big-endian) + time of the last failure (8) |
 /// | `warned` | message id (8) | `1`: the sender got a delay warning |
+/// | `held` | message id (8) | `1`: the operator holds the message (qmail-qctl hold, qmail-rm -r) |
 ///
 /// `reports` holds the last delivery report of each recipient that was deferred or
 /// failed at least once (a success is recorded only after such a report); the
@@ -32,6 +33,12 @@ public enum ScheduleSchema {
         let v = UInt64(bitPattern: t)
         return (0..<8).map { UInt8(truncatingIfNeeded: v >> UInt64(56 - 8 * $0)) }
     }
+
+    /// A `held` or `warned` key: the message id (8 bytes big-endian).
+    public static func messageKey(_ id: UInt64) -> [UInt8] { time(Time(bitPattern: id)) }
+
+    /// The message id of a `held` or `warned` key; nil when it is not 8 bytes.
+    public static func decodeMessageKey(_ b: [UInt8]) -> UInt64? { decodeTime(b).map { UInt64(bitPattern: $0) } }
 
     /// A `tcpto` value: failures, then the time of the last failure.
     public static func hostFailure(failures: Int, last: Int64) -> [UInt8] { time(Int64(failures)) + time(last) }
