@@ -192,6 +192,8 @@ public final class Engine {
                 throw StartError(message: "alert: cannot start: unable to split by privilege: \(error)")
             }
         }
+        // As the engine's user (after the split): the spares are its files.
+        files.spares = SpareFiles(queueDir: options.queueDir)
         if options.privilegeSplit == nil {
             do throws(SystemError) { try FlowControl.prepare(queueDir: options.queueDir, owner: nil) } catch {
                 log.line("warning: no inflow control for the receivers: \(error)")
@@ -377,6 +379,7 @@ public final class Engine {
                 }
             }
             flushFinishing(now: now)
+            drainSparesWhenIdle(now: now)
             // How many messages wait for their first delivery, for the receivers
             // (FlowControl). Not from a rate-controlled queue, which holds mail back on purpose.
             if scheduler.rateGate == nil {
@@ -391,6 +394,7 @@ public final class Engine {
                 persistRetryTimes()
                 for sp in spawners.compactMap({ $0 }) { sp.finish() }
                 files.cleaner?.finish()
+                files.spares?.drain()
                 smtp?.client.pool.closeAll()
                 log.line("status: exiting")
                 log.flush()
@@ -401,6 +405,7 @@ public final class Engine {
                 persistRetryTimes()
                 for sp in spawners.compactMap({ $0 }) { sp.finish() }
                 files.cleaner?.finish()
+                files.spares?.drain()
                 smtp?.client.pool.closeAll()
                 log.line("info: \(options.program): no pending deliveries; \(waiting) job\(waiting == 1 ? "" : "s") wait\(waiting == 1 ? "s" : "") for a later retry. quitting...")
                 log.flush()
@@ -442,6 +447,19 @@ public final class Engine {
         do { let now = clock(); execute(scheduler.drain(now: now), now: now) }
     }
 
+    /// When the spare files were first seen with no message work to do.
+    var sparesIdleSince: Time? = nil
+
+    /// No message in the engine's hands for a second or more: the spare info and
+    /// channel files are unlinked, so an idle queue holds no files (SpareFiles).
+    func drainSparesWhenIdle(now: Time) {
+        guard let spares = files.spares, spares.count > 0,
+              scheduler.isIdle, deliveries.pending == 0, chores.pending == 0, todoQueue.isEmpty, todoInFlight.isEmpty
+        else { sparesIdleSince = nil; return }
+        guard let since = sparesIdleSince else { sparesIdleSince = now; return }
+        if now - since >= 1 { spares.drain(); sparesIdleSince = nil }
+    }
+
     /// Nothing in flight, nothing due, nothing to preprocess or bounce.
     func isQuiet(now: Time) -> Bool {
         guard scheduler.isIdle, !scheduler.hasThrottledJobs, deliveries.pending == 0, chores.pending == 0, todoWanted.isEmpty,
@@ -457,6 +475,7 @@ public final class Engine {
         if let t = doneRetry.values.min() { timeout = min(timeout, max(0, t - now)) }
         timeout = min(timeout, max(0, nextTodoScan - now))
         if triggerScanWanted { timeout = min(timeout, max(0, lastTodoScan + 1 - now)) }
+        if let since = sparesIdleSince { timeout = min(timeout, max(0, since + 1 - now)) }
         if !exiting, let t = todoFailedAt.values.min() { timeout = min(timeout, max(0, t + 60 - now)) }
         // (While exiting, neither todo nor the cleanup runs: waiting for reports must not spin.)
         if !reconcileDone || (!exiting && (!todoQueue.isEmpty || nextCleanup <= now)) { timeout = 0 }

@@ -14,6 +14,9 @@ public struct QueueFiles: Sendable {
     /// When the engine runs as qmails: removals in mess/, intd/ and todo/ go
     /// through qmail-clean, running as qmailq (nil: done here).
     public var cleaner: QueueCleaner? = nil
+    /// The engine's: info and channel files are written into emptied ones and
+    /// retired into the pool instead of created and unlinked (nil: created and unlinked).
+    public var spares: SpareFiles? = nil
 
     public init(root: String, names: QueueNames, sync: SyncPolicy) {
         self.root = root
@@ -141,19 +144,27 @@ public struct QueueFiles: Sendable {
     /// left; on failure (a full disk) it is removed again, so no empty or partial
     /// file is left beside todo/. Returns the file's mtime.
     func writeNew(_ p: String, _ bytes: [UInt8]) throws -> Int64 {
-        let fd: Int32
-        do { fd = try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600) } catch where error.errno == EEXIST {
-            try Sys.unlinkIfPresent(p)
-            fd = try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
-        }
+        let spare = spares?.reuse(as: p)
+        let reused = spare != nil
+        let fd = try spare ?? createExclusive(p)
         defer { Sys.close(fd) }
         do {
             try Sys.write(fd, bytes, path: p)
+            // An emptied file keeps its old length until cut to the new one.
+            if reused && ftruncate(fd, off_t(bytes.count)) == -1 { throw SystemError("ftruncate", path: p) }
             try sync.sync(fd, path: p)
             return Int64(try Sys.fstat(fd, path: p).st_mtim.tv_sec)
         } catch {
             _ = unlink(p)
             throw error
+        }
+    }
+
+    /// A new file at `p`, unlinking one an interrupted earlier pass left there.
+    func createExclusive(_ p: String) throws(SystemError) -> Int32 {
+        do { return try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600) } catch where error.errno == EEXIST {
+            try Sys.unlinkIfPresent(p)
+            return try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
         }
     }
 
@@ -246,7 +257,12 @@ public struct QueueFiles: Sendable {
     }
 
     public func removeChannel(_ id: UInt64, local: Bool) throws {
-        try Sys.unlinkIfPresent(channelPath(id, local: local))
+        try retire(channelPath(id, local: local))
+    }
+
+    /// An info or channel file leaves its name: into the spare pool, or unlinked.
+    func retire(_ p: String) throws {
+        if let spares { try spares.retire(p) } else { try Sys.unlinkIfPresent(p) }
     }
 
     /// The last step of a message (S5 → S1): intd, then mess, then info.
@@ -269,20 +285,20 @@ public struct QueueFiles: Sendable {
         let infoPath = path(.info, id), messPath = path(.mess, id)
         if preprocessedHere {
             if let cleaner { try cleaner.removeMessage(id) } else { try Sys.unlinkIfPresent(messPath) }
-            try Sys.unlinkIfPresent(infoPath)
+            try retire(infoPath)
             return
         }
         guard let info = try Sys.stat(infoPath) else { return }
         if let mess = try Sys.stat(messPath),
            (mess.st_mtim.tv_sec, mess.st_mtim.tv_nsec) > (info.st_mtim.tv_sec, info.st_mtim.tv_nsec) {
-            try Sys.unlinkIfPresent(infoPath)
+            try retire(infoPath)
             return
         }
         if let cleaner { try cleaner.removeMessage(id) } else {
             try Sys.unlinkIfPresent(path(.intd, id))
             try Sys.unlinkIfPresent(messPath)
         }
-        try Sys.unlinkIfPresent(infoPath)
+        try retire(infoPath)
     }
 
     /// `removeMessage` for several messages, with one exchange with qmail-clean for
@@ -303,7 +319,7 @@ public struct QueueFiles: Sendable {
                 guard let info = try Sys.stat(infoPath) else { continue }
                 if let mess = try Sys.stat(path(.mess, m.id)),
                    (mess.st_mtim.tv_sec, mess.st_mtim.tv_nsec) > (info.st_mtim.tv_sec, info.st_mtim.tv_nsec) {
-                    try Sys.unlinkIfPresent(infoPath)
+                    try retire(infoPath)
                     continue
                 }
                 foop.append(i)
@@ -317,7 +333,7 @@ public struct QueueFiles: Sendable {
         }
         for (k, i) in foop.enumerated() {
             if !done[k] { errors[i] = SystemError("unlink", path: "foop/\(batch[i].id) (qmail-clean)", errno: EIO); continue }
-            do { try Sys.unlinkIfPresent(path(.info, batch[i].id)) } catch { errors[i] = error }
+            do { try retire(path(.info, batch[i].id)) } catch { errors[i] = error }
         }
         return errors
     }

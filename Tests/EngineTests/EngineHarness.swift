@@ -138,9 +138,16 @@ final class EngineHarness {
         maildir(user).map { String(decoding: TestEnv.read(home(user) + "/Maildir/new/" + $0), as: UTF8.self) }
     }
 
-    /// Files left in the queue's message folders.
+    /// Files left in the queue's message folders (the engine's spare files,
+    /// `info/spare.<n>`, are not a message's: `spareFiles`).
     func queueFiles() -> [String] {
         ["mess", "intd", "todo", "info", "local", "remote", "bounce"].flatMap { f in TestEnv.files(under: queue + "/" + f).map { f + "/" + $0 } }
+            .filter { !$0.hasPrefix("info/spare.") }
+    }
+
+    /// The engine's spare files (SpareFiles) in `info/`.
+    func spareFiles() -> [String] {
+        ((try? Sys.listDirectory(queue + "/info")) ?? []).filter { $0.hasPrefix("spare.") }.sorted()
     }
 
     /// Helper servers started for this test; killed by `cleanup`.

@@ -153,7 +153,7 @@ final class LocalDeliveryTests: XCTestCase {
         XCTAssertTrue(d.log.contains("; will try again later"), d.log)
         XCTAssertFalse(d.log.contains("new msg "), d.log)
         XCTAssertEqual(TestEnv.files(under: h.queue + "/todo").count, 1, "the todo entry stays")
-        XCTAssertEqual(TestEnv.files(under: h.queue + "/info").count, 0, "no partial info file is left")
+        XCTAssertEqual(TestEnv.files(under: h.queue + "/info").filter { !$0.hasPrefix("spare.") }.count, 0, "no partial info file is left")
         unlink(filler)
         d.signal(SIGALRM)
         h.waitFor("delivery after ALRM", seconds: 10) { h.maildir("bob").count == 1 }
@@ -163,6 +163,37 @@ final class LocalDeliveryTests: XCTestCase {
 
     /// qmail-lspawn's per-delivery environment: MESSID and one variable per
     /// envheaders line (the info file's `h` record).
+    /// With the engine's spare files (SpareFiles) at work, 150 messages to two
+    /// recipients each (one local file, one info file per message, reused from
+    /// the pool after the first few dozen) are each delivered once, byte for
+    /// byte; and the spares are unlinked once the engine has been idle a moment.
+    func testSpareFilesCarryEveryMessageOnceAndAreRemovedWhenIdle() throws {
+        let d = try h.startDaemon("qmail-send", ["./Maildir/"])
+        defer { _ = d.stop() }
+        h.waitFor("start") { d.log.contains("status: local 0/10") }
+        let count = 150
+        for i in 0..<count {
+            try h.inject("Subject: spare \(i)\n\nbody \(i)\n", ["-f", "s\(i)@x.example", "bob@example.test", "alice@example.test"])
+        }
+        h.waitFor("every delivery", seconds: 60) { h.maildir("bob").count == count && h.maildir("alice").count == count }
+        for user in ["bob", "alice"] {
+            let subjects = h.maildirMessages(user).compactMap { m in
+                m.split(separator: "\n").first { $0.hasPrefix("Subject: ") }.map(String.init)
+            }
+            XCTAssertEqual(Set(subjects), Set((0..<count).map { "Subject: spare \($0)" }), user)
+            for m in h.maildirMessages(user) {
+                let n = m.split(separator: "\n").first { $0.hasPrefix("Subject: spare ") }!.dropFirst("Subject: spare ".count)
+                XCTAssertTrue(m.contains("Return-Path: <s\(n)@x.example>\n"), "message \(n) has its own sender: \(m)")
+                XCTAssertTrue(m.hasSuffix("\nbody \(n)\n"), m)
+            }
+        }
+        h.waitFor("an empty queue", seconds: 30) { h.queueFiles().isEmpty }
+        h.waitFor("the spares unlinked while idle", seconds: 10) { h.spareFiles().isEmpty }
+        XCTAssertEqual(d.stop(), .exited(0))
+        XCTAssertEqual(h.spareFiles(), [])
+        XCTAssertEqual(TestEnv.files(under: h.queue + "/info"), [])
+    }
+
     func testProgramsGetMessidAndEnvheaders() throws {
         h.writeHomeFile("bob", ".qmail", "|env > env.txt\n")
         try h.inject("Subject: envh\n\nx\n", ["bob@example.test"])

@@ -1,0 +1,109 @@
+import XCTest
+import QueueFormat
+import QueueStore
+import SystemIO
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The engine's pool of emptied info and channel files (SpareFiles), on a real
+/// queue made by queue-fix and written by the real qmail-queue.
+final class SpareFilesTests: QueueTestCase {
+    var names: QueueNames { QueueNames(split: QueueNames.defaultSplit, bigTodo: false) }
+
+    func spareNames() -> [String] {
+        ((try? Sys.listDirectory(queue + "/info")) ?? []).filter { $0.hasPrefix("spare.") }.sorted()
+    }
+
+    func testRetiredFileLeavesItsNameAndTheFullPoolUnlinks() throws {
+        let pool = SpareFiles(queueDir: queue, limit: 4)
+        for i in 0..<6 { TestEnv.write(queue + "/local/\(i)/\(i)", "Tx@y\0") }
+        for i in 0..<6 { XCTAssertTrue(try pool.retire(queue + "/local/\(i)/\(i)")) }
+        XCTAssertEqual(pool.count, 4, "at most `limit` spares")
+        XCTAssertEqual(spareNames().count, 4)
+        XCTAssertEqual(files("local"), [], "every retired name is gone, kept or unlinked")
+        XCTAssertFalse(try pool.retire(queue + "/local/0/0"), "a missing file: nothing to retire")
+        pool.drain()
+        XCTAssertEqual(pool.count, 0)
+        XCTAssertEqual(spareNames(), [])
+    }
+
+    func testAnEarlierRunsSparesAreRemovedAtStart() throws {
+        TestEnv.write(queue + "/info/spare.17", "Fold@sender\0")
+        TestEnv.write(queue + "/info/spare.18", "Tc@d\0")
+        let pool = SpareFiles(queueDir: queue)
+        XCTAssertEqual(pool.count, 0)
+        XCTAssertEqual(spareNames(), [])
+        XCTAssertEqual((try Sys.listDirectory(queue + "/info")).count, QueueNames.defaultSplit, "the split folders stay")
+    }
+
+    /// Preprocessing writes into reused files exactly the bytes a new file gets:
+    /// a longer old content is cut, the mtime is the new birth, the mode stays
+    /// 0600, the oldest spare goes first, and the files read back as written.
+    func testPreprocessingIntoSparesWritesExactlyTheNewFiles() throws {
+        var q = QueueFiles(root: queue, names: names, sync: .safe)
+        let pool = SpareFiles(queueDir: queue, limit: 8)
+        q.spares = pool
+        // Eight long files retired, in order: spare.1 … spare.8.
+        var inodes: [UInt64] = []
+        for i in 0..<8 {
+            let p = queue + "/remote/\(i)/\(i)"
+            try Sys.writeFile(p, Array(("T" + String(repeating: "old-recipient-\(i)@example.test ", count: 200) + "\0").utf8), mode: 0o600)
+            inodes.append(UInt64(try XCTUnwrap(try Sys.stat(p)).st_ino))
+            try pool.retire(p)
+        }
+        XCTAssertEqual(pool.count, 8)
+
+        XCTAssertEqual(try qmailQueue(message: Array("Subject: x\n\nbody\n".utf8),
+                                      envelope: Array("Fa@b\0Tc@d\0Te@remote.test\0\0".utf8)).exitCode, 0)
+        let id = try XCTUnwrap(files("todo").first.flatMap { UInt64($0) })
+        let before = time(nil)
+        let p = try q.preprocess(id) { ($0 == "c@d", $0) }
+        XCTAssertTrue(p.hasLocal && p.hasRemote)
+        XCTAssertEqual(TestEnv.read(q.path(.info, id)), Array("Fa@b\0".utf8))
+        XCTAssertEqual(TestEnv.read(q.path(.local, id)), Array("Tc@d\0".utf8))
+        XCTAssertEqual(TestEnv.read(q.path(.remote, id)), Array("Te@remote.test\0".utf8))
+        // info took the oldest spare, then local, then remote (first in, first out).
+        XCTAssertEqual(UInt64(try XCTUnwrap(try Sys.stat(q.path(.info, id))).st_ino), inodes[0])
+        XCTAssertEqual(UInt64(try XCTUnwrap(try Sys.stat(q.path(.local, id))).st_ino), inodes[1])
+        XCTAssertEqual(UInt64(try XCTUnwrap(try Sys.stat(q.path(.remote, id))).st_ino), inodes[2])
+        XCTAssertEqual(pool.count, 5)
+        for f in [q.path(.info, id), q.path(.local, id), q.path(.remote, id)] {
+            let st = try XCTUnwrap(try Sys.stat(f))
+            XCTAssertEqual(st.st_mode & 0o7777, 0o600, f)
+            XCTAssertGreaterThanOrEqual(Int(st.st_mtim.tv_sec), before, "the mtime is the message's birth")
+        }
+        XCTAssertEqual(Int(try XCTUnwrap(try Sys.stat(q.path(.info, id))).st_mtim.tv_sec), Int(p.birth))
+        let info = try XCTUnwrap(try q.info(id))
+        XCTAssertEqual(info.sender, Array("a@b".utf8))
+        XCTAssertEqual(try q.channelRecords(id, local: true)?.map { $0.address }, [Array("c@d".utf8)])
+
+        // The message finishes: its files go back into the pool, and nothing of it is left under its id.
+        try q.removeChannel(id, local: true)
+        try q.removeChannel(id, local: false)
+        try q.removeMessage(id, preprocessedHere: true)
+        XCTAssertEqual(files("info").filter { !$0.hasPrefix("spare.") }, [])
+        XCTAssertEqual(files("local"), [])
+        XCTAssertEqual(files("remote"), [])
+        XCTAssertEqual(files("mess"), [])
+        XCTAssertEqual(pool.count, 8)
+        pool.drain()
+        assertQueueEmpty()
+    }
+
+    /// A file written into a spare and then failing (here: a spare that vanished)
+    /// falls back to a new file; a failed write leaves no file under the name.
+    func testAVanishedSpareFallsBackToANewFile() throws {
+        var q = QueueFiles(root: queue, names: names, sync: .safe)
+        let pool = SpareFiles(queueDir: queue, limit: 2)
+        q.spares = pool
+        for i in 0..<2 { TestEnv.write(queue + "/local/\(i)/\(i)", "Tx\0"); try pool.retire(queue + "/local/\(i)/\(i)") }
+        for n in spareNames() { unlink(queue + "/info/" + n) }
+        XCTAssertEqual(try qmailQueue(message: Array("Subject: x\n\nbody\n".utf8), envelope: Array("Fa@b\0Tc@d\0\0".utf8)).exitCode, 0)
+        let id = try XCTUnwrap(files("todo").first.flatMap { UInt64($0) })
+        _ = try q.preprocess(id) { (true, $0) }
+        XCTAssertEqual(TestEnv.read(q.path(.info, id)), Array("Fa@b\0".utf8))
+        XCTAssertEqual(TestEnv.read(q.path(.local, id)), Array("Tc@d\0".utf8))
+    }
+}
