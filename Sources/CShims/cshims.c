@@ -348,6 +348,14 @@ int qs_syncfs(int fd)
     return syncfs(fd);
 }
 
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE 1
+#endif
+int qs_rename_noreplace(const char *from, const char *to)
+{
+    return (int)syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
+}
+
 char *qs_strptime(const char *s, const char *format, struct tm *tm)
 {
     return strptime(s, format, tm);

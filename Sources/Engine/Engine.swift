@@ -194,6 +194,9 @@ public final class Engine {
         }
         // As the engine's user (after the split): the spares are its files.
         files.spares = SpareFiles(queueDir: options.queueDir)
+        // In one process the engine removes mess and intd files itself: into the
+        // daemon's ring (SpareSlots); split, qmail-clean does it.
+        if files.cleaner == nil { files.pidSpares = SpareSlots(root: options.queueDir) }
         if options.privilegeSplit == nil {
             do throws(SystemError) { try FlowControl.prepare(queueDir: options.queueDir, owner: nil) } catch {
                 log.line("warning: no inflow control for the receivers: \(error)")
@@ -393,8 +396,8 @@ public final class Engine {
             if exiting && scheduler.isIdle && deliveries.pending == 0 && chores.pending == 0 {
                 persistRetryTimes()
                 for sp in spawners.compactMap({ $0 }) { sp.finish() }
+                dropSpares()
                 files.cleaner?.finish()
-                files.spares?.drain()
                 smtp?.client.pool.closeAll()
                 log.line("status: exiting")
                 log.flush()
@@ -404,8 +407,8 @@ public final class Engine {
                 let waiting = scheduler.waitingCount(after: clock()) + doneRetry.count
                 persistRetryTimes()
                 for sp in spawners.compactMap({ $0 }) { sp.finish() }
+                dropSpares()
                 files.cleaner?.finish()
-                files.spares?.drain()
                 smtp?.client.pool.closeAll()
                 log.line("info: \(options.program): no pending deliveries; \(waiting) job\(waiting == 1 ? "" : "s") wait\(waiting == 1 ? "s" : "") for a later retry. quitting...")
                 log.flush()
@@ -457,7 +460,13 @@ public final class Engine {
               scheduler.isIdle, deliveries.pending == 0, chores.pending == 0, todoQueue.isEmpty, todoInFlight.isEmpty
         else { sparesIdleSince = nil; return }
         guard let since = sparesIdleSince else { sparesIdleSince = now; return }
-        if now - since >= 1 { spares.drain(); sparesIdleSince = nil }
+        if now - since >= 1 { dropSpares(); sparesIdleSince = nil }
+    }
+
+    /// Both pools: the info and channel files, and the mess and intd files in `pid/`.
+    func dropSpares() {
+        files.spares?.drain()
+        if let cleaner = files.cleaner { try? cleaner.dropSpares() } else { files.pidSpares?.drop() }
     }
 
     /// Nothing in flight, nothing due, nothing to preprocess or bounce.

@@ -31,6 +31,11 @@ public struct Injection {
     /// QQEH: headers the engine adds at delivery (`e` record).
     public var qqeh: [UInt8]?
     public var pullTrigger = true
+    #if !hasFeature(Embedded)
+    /// The daemon's writer: mess and intd files are written into emptied ones
+    /// from the `pid/spare.<k>` ring when there are any (SpareSlots).
+    public var spares: SpareSlots? = nil
+    #endif
 
     public init(queueDir: String, root: String = "", names: QueueNames, sync: SyncPolicy, received: ReceivedLine.Invoker,
                 host: String?, qqeh: [UInt8]?) {
@@ -64,6 +69,24 @@ public struct Injection {
         public var intdFD: Int32 = -1
         /// Created files (relative names), removed on failure.
         var created: [String]
+        /// The mess (intd) file is an emptied one, to be cut to what was written.
+        var reusedMess = false
+        var reusedIntd = false
+    }
+
+    /// A reused file cut to its written length (its write offset).
+    func cutAtOffset(_ fd: Int32, path p: String) throws(SystemError) {
+        let end = lseek(fd, 0, SEEK_CUR)
+        if end == -1 || ftruncate(fd, end) == -1 { throw SystemError("ftruncate", path: p) }
+    }
+
+    /// After the message's last byte: a mess file written into a spare is cut to
+    /// its length (nothing to do for a new file).
+    public func finishMessage(_ s: Staged) throws(Failure) {
+        guard s.reusedMess else { return }
+        do throws(SystemError) { try cutAtOffset(s.messFD, path: names.path(.mess, s.id)) } catch {
+            throw Failure(.writeErrorOrDiskFull, error)
+        }
     }
 
     /// Removes what a failed injection created: truncated first, so a crash
@@ -79,9 +102,18 @@ public struct Injection {
     public func createMessage(pid: Int32, start: time_t, sequence: Int = 0, invoker: ReceivedLine.Invoker? = nil) throws(Failure) -> Staged {
         var pidPath = ""
         var messFD: Int32 = -1
-        for seq in 1...9 {
-            let p = "pid/\(pid).\(start).\(sequence > 0 ? "\(sequence)." : "")\(seq)"
-            if let fd = try? Sys.createExclusive(path(p), mode: 0o644) { pidPath = p; messFD = fd; break }
+        var reused = false
+        #if !hasFeature(Embedded)
+        if let spares {
+            let p = "pid/\(pid).\(start).\(sequence > 0 ? "\(sequence)." : "")s"
+            if let fd = spares.claim(as: path(p)) { pidPath = p; messFD = fd; reused = true }
+        }
+        #endif
+        if messFD == -1 {
+            for seq in 1...9 {
+                let p = "pid/\(pid).\(start).\(sequence > 0 ? "\(sequence)." : "")\(seq)"
+                if let fd = try? Sys.createExclusive(path(p), mode: 0o644) { pidPath = p; messFD = fd; break }
+            }
         }
         if messFD == -1 { throw Failure(.pidFile, SystemError("open", path: "pid/\(pid).\(start).N")) }
         let st: stat
@@ -95,7 +127,8 @@ public struct Injection {
             _ = unlink(path(pidPath)); Sys.close(messFD)
             throw Failure(.messLink, error)
         }
-        let staged = Staged(id: id, messFD: messFD, created: [messPath])
+        var staged = Staged(id: id, messFD: messFD, created: [messPath])
+        staged.reusedMess = reused
         do throws(SystemError) { try Sys.unlink(path(pidPath)) } catch {
             discard(staged)
             throw Failure(.unlinkPid, error)
@@ -112,11 +145,19 @@ public struct Injection {
     /// time by `next` (nil: the input ended).
     public func writeIntd(_ s: inout Staged, pid: Int32, next: () throws(Failure) -> UInt8?) throws(Failure) {
         let intdPath = names.path(.intd, s.id)
-        do throws(SystemError) { s.intdFD = try Sys.createExclusive(path(intdPath), mode: 0o644) } catch {
-            throw Failure(.intdCreate, error)
+        #if !hasFeature(Embedded)
+        if let spares, let fd = spares.claimExclusive(as: path(intdPath)) { s.intdFD = fd; s.reusedIntd = true }
+        #endif
+        if s.intdFD == -1 {
+            do throws(SystemError) { s.intdFD = try Sys.createExclusive(path(intdPath), mode: 0o644) } catch {
+                throw Failure(.intdCreate, error)
+            }
         }
         s.created.append(intdPath)
         try writeEnvelope(next: next, to: s.intdFD, path: intdPath, pid: pid)
+        if s.reusedIntd {
+            do throws(SystemError) { try cutAtOffset(s.intdFD, path: intdPath) } catch { throw Failure(.writeErrorOrDiskFull, error) }
+        }
     }
 
     /// The file syncs of one message (mess and intd) and of the mess/ folder entry,

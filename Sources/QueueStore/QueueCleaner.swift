@@ -98,6 +98,9 @@ public final class QueueCleaner: Sendable {
         try askAll(ids.map { "foop/\($0)" }).map { $0 == UInt8(ascii: "+") }
     }
 
+    /// Removes the spare files in `pid/` (SpareSlots).
+    public func dropSpares() throws(SystemError) { try ask("drop/0") }
+
     /// False once qmail-clean stopped answering (the engine then dies, as qmail-send does).
     public var alive: Bool { pipes.withLock { $0.alive } }
 

@@ -17,6 +17,9 @@ public struct QueueFiles: Sendable {
     /// The engine's: info and channel files are written into emptied ones and
     /// retired into the pool instead of created and unlinked (nil: created and unlinked).
     public var spares: SpareFiles? = nil
+    /// Removed mess and intd files go into the `pid/spare.<k>` ring for the
+    /// daemon's writer (qmail-clean's, and the engine's in one process).
+    public var pidSpares: SpareSlots? = nil
 
     public init(root: String, names: QueueNames, sync: SyncPolicy) {
         self.root = root
@@ -133,7 +136,7 @@ public struct QueueFiles: Sendable {
             else { try Sys.unlinkIfPresent(remotePath) }
             // qmail-clean's `todo/<id>`: intd first, then todo.
             if let cleaner { try cleaner.removeTodo(id) } else {
-                try Sys.unlinkIfPresent(path(.intd, id))
+                try retireQueued(path(.intd, id))
                 try Sys.unlinkIfPresent(todoPath)
             }
         } catch { throw .io(error.systemError) }
@@ -265,6 +268,14 @@ public struct QueueFiles: Sendable {
         if let spares { try spares.retire(p) } else { try Sys.unlinkIfPresent(p) }
     }
 
+    /// A mess or intd file leaves its name: into the `pid/` ring, or unlinked.
+    /// True when there was such a file.
+    @discardableResult
+    public func retireQueued(_ p: String) throws(SystemError) -> Bool {
+        if let pidSpares { return try pidSpares.retire(p) }
+        return try Sys.unlinkIfPresent(p)
+    }
+
     /// The last step of a message (S5 → S1): intd, then mess, then info.
     /// (qmail removes info first; we keep it to the end so that a crash in
     /// between leaves a state the next start recognises and finishes, instead
@@ -284,7 +295,7 @@ public struct QueueFiles: Sendable {
     public func removeMessage(_ id: UInt64, preprocessedHere: Bool = false) throws {
         let infoPath = path(.info, id), messPath = path(.mess, id)
         if preprocessedHere {
-            if let cleaner { try cleaner.removeMessage(id) } else { try Sys.unlinkIfPresent(messPath) }
+            if let cleaner { try cleaner.removeMessage(id) } else { try retireQueued(messPath) }
             try retire(infoPath)
             return
         }
@@ -295,8 +306,8 @@ public struct QueueFiles: Sendable {
             return
         }
         if let cleaner { try cleaner.removeMessage(id) } else {
-            try Sys.unlinkIfPresent(path(.intd, id))
-            try Sys.unlinkIfPresent(messPath)
+            try retireQueued(path(.intd, id))
+            try retireQueued(messPath)
         }
         try retire(infoPath)
     }

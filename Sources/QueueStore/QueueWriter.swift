@@ -35,8 +35,10 @@ public final class QueueWriter: @unchecked Sendable {
     /// `queueDir` must exist and be writable by this process's user.
     public init(queueDir: String, names: QueueNames, sync: SyncPolicy, host: String?, qqeh: [UInt8]?) throws(SystemError) {
         self.queueDir = queueDir
-        injection = Injection(queueDir: queueDir, root: queueDir, names: names, sync: sync,
-                              received: .uid(getuid(), network: true, ip: nil), host: host, qqeh: qqeh)
+        var inj = Injection(queueDir: queueDir, root: queueDir, names: names, sync: sync,
+                            received: .uid(getuid(), network: true, ip: nil), host: host, qqeh: qqeh)
+        inj.spares = SpareSlots(root: queueDir)
+        injection = inj
         queueFD = try Sys.open(queueDir, O_RDONLY | O_DIRECTORY)
         var tid = pthread_t()
         let box = Unmanaged.passRetained(self)
@@ -81,6 +83,9 @@ public final class QueueWriter: @unchecked Sendable {
             let inj = writer.injection
             if failure == nil {
                 do throws(SystemError) { try output.flush() } catch { failure = Injection.Failure(.writeErrorOrDiskFull, error) }
+            }
+            if failure == nil {
+                do throws(Injection.Failure) { try inj.finishMessage(staged) } catch { failure = error }
             }
             if let f = failure { inj.discard(staged); return f }
             var env: [UInt8] = [UInt8(ascii: "F")] + sender.prefix { $0 != 0 } + [0]

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CShims
 import SystemIO
+import Synchronization
 
 /// The engine's emptied `info/`, `local/` and `remote/` files, kept to be
 /// written again for the next messages instead of unlinked and created anew.
@@ -88,5 +89,113 @@ public final class SpareFiles: @unchecked Sendable {
         let fd = open(path, O_WRONLY | O_CLOEXEC)
         if fd == -1 { _ = unlink(path); return nil }
         return fd
+    }
+}
+
+/// Emptied `mess/` and `intd/` files handed from the process that removes them
+/// (qmail-clean, or the engine when it runs in one process) to the daemon's
+/// in-process queue writer, which writes the next messages into them: the same
+/// saving as `SpareFiles`, across two processes. They pass through 64 fixed
+/// names, `pid/spare.0` … `pid/spare.63`, used as a ring: the remover renames a
+/// file into the next free name (never over one that is taken), the writer
+/// renames the next taken one to its own name. Each looks at most four names
+/// ahead; the writer moves on only past a name it took, the remover also past
+/// four taken ones (it then unlinks), so two sides that lost step (one
+/// restarted, or the ring emptied) find each other again within a turn.
+///
+/// A claimed file is used only when it has no other name left (`st_nlink` 1:
+/// an intd file is renamed into the ring before its todo link goes, and a
+/// crash in between must leave that todo entry as it was). Its atime and mtime
+/// are set to now (the ossified cleanup reads the atime of a mess file without
+/// todo, the engine's removal the mtime), and the writer cuts it to the length
+/// it wrote before the message reaches `todo/`. The files keep the mode the
+/// writers gave them (0644) and the owner (qmailq). Spares left in the ring
+/// are removed with the other stale `pid/` files, and by `drop()`.
+public final class SpareSlots: @unchecked Sendable {
+    public static let count = 64
+    /// The queue folder ("" or "." for the working folder).
+    public let root: String
+    private let retirePosition = Atomic<Int>(0)
+    private let claimPosition = Atomic<Int>(0)
+
+    public init(root: String) { self.root = root }
+
+    func slot(_ k: Int) -> String {
+        (root.isEmpty || root == "." ? "" : root + "/") + "pid/spare.\(k % SpareSlots.count)"
+    }
+
+    /// `path` leaves its name: into the ring, or unlinked when the next names are
+    /// taken (the position then moves on past them, so a writer waiting at free
+    /// names further on is reached). False when there was no such file.
+    @discardableResult
+    public func retire(_ path: String) throws(SystemError) -> Bool {
+        let start = retirePosition.load(ordering: .relaxed)
+        for i in 0..<4 {
+            if qs_rename_noreplace(path, slot(start + i)) == 0 {
+                advance(retirePosition, from: start, to: start + i + 1)
+                return true
+            }
+            let e = qs_errno()
+            if e == ENOENT { return false }
+            if e != EEXIST { return try Sys.unlinkIfPresent(path) }
+        }
+        advance(retirePosition, from: start, to: start + 4)
+        return try Sys.unlinkIfPresent(path)
+    }
+
+    /// Moves a position on only if no other thread moved it since `from` was read:
+    /// a thread that read an old position must not move it back.
+    private func advance(_ position: borrowing Atomic<Int>, from: Int, to: Int) {
+        _ = position.compareExchange(expected: from, desired: to % SpareSlots.count, ordering: .relaxed)
+    }
+
+    /// The next spare in the ring renamed to `path` and opened for writing, or nil
+    /// (none there, or one that still has another name: it is dropped).
+    public func claim(as path: String) -> Int32? {
+        let start = claimPosition.load(ordering: .relaxed)
+        for i in 0..<4 {
+            guard rename(slot(start + i), path) == 0 else { continue }
+            advance(claimPosition, from: start, to: start + i + 1)
+            if let fd = openSole(path) { return fd }
+            _ = unlink(path)
+            return nil
+        }
+        return nil
+    }
+
+    /// The next spare renamed to `path` only if nothing is there (an intd file:
+    /// `O_EXCL`'s rule), opened for writing; nil when there is none, or `path`
+    /// exists (the caller's create then fails as it would have).
+    public func claimExclusive(as path: String) -> Int32? {
+        let start = claimPosition.load(ordering: .relaxed)
+        for i in 0..<4 {
+            if qs_rename_noreplace(slot(start + i), path) != 0 {
+                if qs_errno() == EEXIST { return nil }
+                continue
+            }
+            advance(claimPosition, from: start, to: start + i + 1)
+            if let fd = openSole(path) { return fd }
+            _ = unlink(path)
+            return nil
+        }
+        return nil
+    }
+
+    /// Opens a claimed file for writing if it is a regular file with no other name,
+    /// and marks it new (atime and mtime now).
+    private func openSole(_ path: String) -> Int32? {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        if fd == -1 { return nil }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1, futimens(fd, nil) == 0 else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    /// Unlinks every spare in the ring (an idle or exiting engine).
+    public func drop() {
+        for k in 0..<SpareSlots.count { _ = unlink(slot(k)) }
     }
 }

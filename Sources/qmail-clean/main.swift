@@ -13,8 +13,12 @@ answers each with one byte on descriptor 1 (classic qmail's protocol):
 
   todo/ID   remove intd/ID, then todo/ID          answer + (done) or ! (failed)
   foop/ID   remove intd/ID, then mess/SPLIT/ID    answer + or !
+  drop/0    remove the spare files in pid/         answer +
   anything else                                   answer x
 
+The intd and mess files it removes are renamed into pid/spare.0 ... pid/spare.63
+while one of those names is free (else unlinked), for qmail-smtpd's daemon to
+write the next messages into; drop/ removes them (the engine asks when idle).
 Every 30 requests, and at start, it removes pid/ files older than 36 hours
 (left by killed qmail-queue runs). Exits when its input closes.
 
@@ -32,7 +36,11 @@ guard Sys.exists("mess"), Sys.exists("intd"), Sys.exists("todo") else {
 }
 signal(SIGPIPE, SIG_IGN)
 let names = QueueEnvironment.names()
-let files = QueueFiles(root: ".", names: names, sync: .safe)
+let files = { () -> QueueFiles in
+    var f = QueueFiles(root: ".", names: names, sync: .safe)
+    f.pidSpares = SpareSlots(root: ".")
+    return f
+}()
 var untilPidCleanup = 0
 var input: [UInt8] = []
 var chunk = [UInt8](repeating: 0, count: 4096)
@@ -41,8 +49,12 @@ func respond(_ c: Character) {
     if (try? Sys.write(1, [c.asciiValue!])) == nil { exit(100) }
 }
 
+/// intd (or mess) files go into the pid/spare ring for the daemon's writer; todo links are unlinked.
 func removed(_ paths: [String]) -> Bool {
-    for p in paths where (try? Sys.unlinkIfPresent(p)) == nil { return false }
+    for p in paths {
+        let done = p.hasPrefix("todo/") ? (try? Sys.unlinkIfPresent(p)) != nil : (try? files.retireQueued(p)) != nil
+        if !done { return false }
+    }
     return true
 }
 
@@ -68,6 +80,7 @@ while true {
     switch String(decoding: line[..<5], as: UTF8.self) {
     case "foop/": respond(removed([names.path(.intd, id), names.path(.mess, id)]) ? "+" : "!")
     case "todo/": respond(removed([names.path(.intd, id), names.path(.todo, id)]) ? "+" : "!")
+    case "drop/": files.pidSpares?.drop(); respond("+")
     default: respond("x")
     }
 }

@@ -106,4 +106,70 @@ final class SpareFilesTests: QueueTestCase {
         XCTAssertEqual(TestEnv.read(q.path(.info, id)), Array("Fa@b\0".utf8))
         XCTAssertEqual(TestEnv.read(q.path(.local, id)), Array("Tc@d\0".utf8))
     }
+
+    // MARK: the pid/ ring between qmail-clean and the daemon's writer (SpareSlots)
+
+    func pidSpares() -> [String] {
+        ((try? Sys.listDirectory(queue + "/pid")) ?? []).filter { $0.hasPrefix("spare.") }.sorted()
+    }
+
+    /// Removed files fill the ring in order and are claimed in the same order;
+    /// a full ring unlinks; a missing file is not an error; drop empties it.
+    func testTheRingIsFirstInFirstOutAndBounded() throws {
+        let ring = SpareSlots(root: queue)
+        var inodes: [UInt64] = []
+        for i in 0..<(SpareSlots.count + 2) {
+            let p = queue + "/mess/\(i % 23)/\(i)"
+            try Sys.writeFile(p, Array("message \(i)\n".utf8), mode: 0o644)
+            inodes.append(UInt64(try XCTUnwrap(try Sys.stat(p)).st_ino))
+            XCTAssertTrue(try ring.retire(p))
+            XCTAssertFalse(Sys.exists(p))
+        }
+        XCTAssertEqual(pidSpares().count, SpareSlots.count, "the two past the ring's size were unlinked")
+        XCTAssertFalse(try ring.retire(queue + "/mess/0/0"))
+        for i in 0..<3 {
+            let target = queue + "/pid/claimed.\(i)"
+            let fd = try XCTUnwrap(ring.claim(as: target))
+            close(fd)
+            XCTAssertEqual(UInt64(try XCTUnwrap(try Sys.stat(target)).st_ino), inodes[i], "first in, first out")
+            unlink(target)
+        }
+        // Three names are free again, behind the remover's position (it moved on four
+        // past each full window): removals are unlinked until it comes round to them,
+        // within one turn of the ring.
+        var attempts = 0
+        while pidSpares().count < SpareSlots.count - 2 && attempts < SpareSlots.count / 4 + 1 {
+            attempts += 1
+            try Sys.writeFile(queue + "/intd/7", Array("x".utf8), mode: 0o644)
+            XCTAssertTrue(try ring.retire(queue + "/intd/7"))
+            XCTAssertFalse(Sys.exists(queue + "/intd/7"))
+        }
+        XCTAssertEqual(pidSpares().count, SpareSlots.count - 2, "after \(attempts) removals")
+        ring.drop()
+        XCTAssertEqual(pidSpares(), [])
+        XCTAssertNil(ring.claim(as: queue + "/pid/none"))
+    }
+
+    /// The real qmail-clean puts the intd file of a preprocessed message (renamed
+    /// while its todo link still exists, then the link removed) and a finished
+    /// message's mess file into the ring, and drop/ empties it.
+    func testQmailCleanFillsTheRingAndDropsIt() throws {
+        XCTAssertEqual(try qmailQueue(message: Array("Subject: x\n\nbody\n".utf8), envelope: Array("Fa@b\0Tc@d\0\0".utf8)).exitCode, 0)
+        let id = try XCTUnwrap(files("todo").first.flatMap { UInt64($0) })
+        let intdIno = UInt64(try XCTUnwrap(try Sys.stat(queue + "/intd/\(id)")).st_ino)
+        let cleaner = try QueueCleaner(program: TestEnv.program("qmail-clean"), queueDir: queue, credentials: nil)
+        defer { cleaner.finish() }
+        try cleaner.removeTodo(id)
+        XCTAssertEqual(files("todo"), [])
+        XCTAssertEqual(files("intd"), [])
+        XCTAssertEqual(pidSpares(), ["spare.0"])
+        let st = try XCTUnwrap(try Sys.stat(queue + "/pid/spare.0"))
+        XCTAssertEqual(UInt64(st.st_ino), intdIno)
+        XCTAssertEqual(st.st_nlink, 1, "the todo link is gone: the file can be written again")
+        XCTAssertEqual(try cleaner.removeMessages([id]), [true])
+        XCTAssertEqual(files("mess"), [])
+        XCTAssertEqual(pidSpares(), ["spare.0", "spare.1"])
+        try cleaner.dropSpares()
+        XCTAssertEqual(pidSpares(), [])
+    }
 }

@@ -86,6 +86,63 @@ final class SMTPDDaemonTests: XCTestCase {
         XCTAssertEqual(TestEnv.files(under: h.queue + "/pid"), [])
     }
 
+    /// The daemon's writer takes emptied files from the `pid/spare.<k>` ring that
+    /// qmail-clean fills (SpareSlots): the message and its envelope are written
+    /// into them, cut to their length, with the same bytes, modes and link counts
+    /// as new files would have; a spare that still has another name (an intd file
+    /// whose todo link is not gone yet) is never written, only dropped from the ring.
+    func testInProcessQueueWritesIntoSpareFilesByteForByte() throws {
+        let pidDir = try XCTUnwrap(try Sys.stat(h.queue + "/pid"))
+        let garbage = Array(String(repeating: "old message text that must not survive\n", count: 300).utf8)
+        var inodes: [UInt64] = []
+        for k in 0..<2 {
+            let p = h.queue + "/pid/spare.\(k)"
+            try Sys.writeFile(p, garbage, mode: 0o644)
+            XCTAssertEqual(chown(p, pidDir.st_uid, pidDir.st_gid), 0)
+            inodes.append(UInt64(try XCTUnwrap(try Sys.stat(p)).st_ino))
+        }
+        let port = try h.startDaemon()
+        XCTAssertTrue(h.daemonLog.contains("in-process"), h.daemonLog)
+        let (c, _) = try h.connect(port)
+        XCTAssertEqual(c.command("MAIL FROM:<a@x.example>"), "250 ok")
+        XCTAssertEqual(c.command("RCPT TO:<b@domain>"), "250 ok")
+        XCTAssertEqual(c.command("DATA"), "354 go ahead")
+        XCTAssertTrue(c.command("Subject: reused\r\n\r\nshort\r\n.").hasPrefix("250 ok"))
+        let todo = TestEnv.files(under: h.queue + "/todo")
+        XCTAssertEqual(todo.count, 1)
+        let id = try XCTUnwrap(UInt64(todo[0]))
+        XCTAssertEqual(id, inodes[0], "the message id is the reused mess file's inode")
+        let mess = TestEnv.read(h.queue + "/mess/\(id % 23)/\(id)")
+        XCTAssertTrue(String(decoding: mess, as: UTF8.self).hasSuffix("Subject: reused\n\nshort\n"), String(decoding: mess, as: UTF8.self))
+        XCTAssertFalse(String(decoding: mess, as: UTF8.self).contains("old message text"))
+        let intd = try XCTUnwrap(try Sys.stat(h.queue + "/intd/\(id)"))
+        XCTAssertEqual(UInt64(intd.st_ino), inodes[1], "the envelope went into the second spare")
+        XCTAssertEqual(intd.st_nlink, 2)
+        XCTAssertEqual(intd.st_mode & 0o777, 0o644)
+        XCTAssertEqual(Array(TestEnv.read(h.queue + "/todo/\(id)").drop { $0 != UInt8(ascii: "F") }),
+                       Array("Fa@x.example\0Tb@domain\0".utf8))
+        XCTAssertEqual(try XCTUnwrap(try Sys.stat(h.queue + "/mess/\(id % 23)/\(id)")).st_mode & 0o777, 0o644)
+
+        // A spare that still has another name is dropped from the ring, never written.
+        let other = h.queue + "/todo/held-elsewhere"
+        for k in 2..<3 {
+            let p = h.queue + "/pid/spare.\(k)"
+            try Sys.writeFile(p, garbage, mode: 0o644)
+            XCTAssertEqual(chown(p, pidDir.st_uid, pidDir.st_gid), 0)
+            try Sys.link(p, other)
+        }
+        XCTAssertEqual(c.command("MAIL FROM:<a@x.example>"), "250 ok")
+        XCTAssertEqual(c.command("RCPT TO:<b@domain>"), "250 ok")
+        XCTAssertEqual(c.command("DATA"), "354 go ahead")
+        XCTAssertTrue(c.command("Subject: second\r\n\r\nnew file\r\n.").hasPrefix("250 ok"))
+        c.close()
+        XCTAssertEqual(TestEnv.read(other), garbage, "the file with another name is untouched")
+        XCTAssertEqual(try XCTUnwrap(try Sys.stat(other)).st_nlink, 1, "and no longer in the ring")
+        unlink(other)
+        XCTAssertEqual(TestEnv.files(under: h.queue + "/todo").count, 2)
+        XCTAssertEqual(TestEnv.files(under: h.queue + "/pid"), [])
+    }
+
     /// Inflow control: with the engine saying (in lock/flow, FlowControl's real
     /// file) that more messages wait for their first delivery than `flowwindow`,
     /// DATA waits; it goes on as soon as the count falls, or after `flowdelay`;

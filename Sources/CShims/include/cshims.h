@@ -89,6 +89,9 @@ char **qs_environ(void);
 /* syncfs(2): every dirty page and inode of fd's file system to disk (the queue
    writer's one flush for a batch of messages). 0 or -1 with errno. */
 int qs_syncfs(int fd);
+/* renameat2(2) with RENAME_NOREPLACE: rename unless `to` exists (then -1, EEXIST).
+   Paths relative to the working folder. 0 or -1 with errno. */
+int qs_rename_noreplace(const char *from, const char *to);
 /* strptime(3) (not in Swift's Glibc module): the end of what was read, or NULL. */
 char *qs_strptime(const char *s, const char *format, struct tm *tm);
 
