@@ -152,31 +152,32 @@ public final class SpareSlots: @unchecked Sendable {
     /// The next spare in the ring renamed to `path` and opened for writing, or nil
     /// (none there, or one that still has another name: it is dropped).
     public func claim(as path: String) -> Int32? {
-        let start = claimPosition.load(ordering: .relaxed)
-        for i in 0..<4 {
-            guard rename(slot(start + i), path) == 0 else { continue }
-            advance(claimPosition, from: start, to: start + i + 1)
-            if let fd = openSole(path) { return fd }
-            _ = unlink(path)
-            return nil
-        }
-        return nil
+        take(as: path) { rename($0, path) == 0 ? .taken : .empty }
     }
 
     /// The next spare renamed to `path` only if nothing is there (an intd file:
     /// `O_EXCL`'s rule), opened for writing; nil when there is none, or `path`
     /// exists (the caller's create then fails as it would have).
     public func claimExclusive(as path: String) -> Int32? {
+        take(as: path) { qs_rename_noreplace($0, path) == 0 ? .taken : (qs_errno() == EEXIST ? .stop : .empty) }
+    }
+
+    private enum Move { case taken, empty, stop }
+
+    /// Tries the next four names with `move` (renaming one to `path`); the first
+    /// taken one is opened if it may be written, else dropped.
+    private func take(as path: String, _ move: (String) -> Move) -> Int32? {
         let start = claimPosition.load(ordering: .relaxed)
         for i in 0..<4 {
-            if qs_rename_noreplace(slot(start + i), path) != 0 {
-                if qs_errno() == EEXIST { return nil }
-                continue
+            switch move(slot(start + i)) {
+            case .empty: continue
+            case .stop: return nil
+            case .taken:
+                advance(claimPosition, from: start, to: start + i + 1)
+                if let fd = openSole(path) { return fd }
+                _ = unlink(path)
+                return nil
             }
-            advance(claimPosition, from: start, to: start + i + 1)
-            if let fd = openSole(path) { return fd }
-            _ = unlink(path)
-            return nil
         }
         return nil
     }
