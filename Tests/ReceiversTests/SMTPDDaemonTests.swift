@@ -1,4 +1,5 @@
 import XCTest
+import Foundation
 import Receivers
 import QueueStore
 import QueueFormat
@@ -304,7 +305,27 @@ final class SMTPDDaemonTests: XCTestCase {
     /// every message that got 250 is in the queue afterwards, complete, and no
     /// message is there twice unless its client saw no 250 for a first try.
     func testKillingTheDaemonLosesNoAcknowledgedMessage() throws {
-        var generator = SeededGenerator(for: "testKillingTheDaemonLosesNoAcknowledgedMessage")
+        try killTheDaemonAtRandom(seedName: "testKillingTheDaemonLosesNoAcknowledgedMessage", spares: false)
+    }
+
+    /// The same, with a remover (SpareSlots, as qmail-clean uses it) keeping the
+    /// `pid/spare.<k>` ring filled with long files of garbage all along: every
+    /// acknowledged message is queued whole, with nothing of a spare's old bytes in
+    /// its mess or intd file, whatever moment the daemon was killed at.
+    func testKillingTheDaemonWhileItWritesIntoSpareFilesLosesNothing() throws {
+        try killTheDaemonAtRandom(seedName: "testKillingTheDaemonWhileItWritesIntoSpareFilesLosesNothing", spares: true)
+    }
+
+    final class Remover: @unchecked Sendable {
+        let lock = NSLock()
+        var stopped = false
+        var retired = 0
+        var inodes: Set<UInt64> = []
+        var stop: Bool { lock.lock(); defer { lock.unlock() }; return stopped }
+    }
+
+    func killTheDaemonAtRandom(seedName: String, spares: Bool) throws {
+        var generator = SeededGenerator(for: seedName)
         let total = 2000
         let acked = h.dir + "/acked"
         mkdir(acked, 0o777)
@@ -330,6 +351,31 @@ final class SMTPDDaemonTests: XCTestCase {
         TestEnv.write(h.dir + "/client.py", script)
         let portFile = h.dir + "/port"
         TestEnv.write(portFile, "\(try h.startDaemon())")
+        // The remover: garbage files renamed into the ring as qmail-clean renames removed
+        // mess and intd files (same code), owned as the queue's files are.
+        let remover = Remover()
+        var removerThread: Foundation.Thread? = nil
+        if spares {
+            let pidDir = try XCTUnwrap(try Sys.stat(h.queue + "/pid"))
+            let queue = h.queue
+            let garbage = Array(String(repeating: "Tgarbage@spare\0X-N: -1\n", count: 200).utf8)
+            let ring = SpareSlots(root: queue)
+            removerThread = Foundation.Thread {
+                var n = 0
+                while !remover.stop {
+                    let p = queue + "/intd/spare-source-\(n)"
+                    n += 1
+                    if (try? Sys.writeFile(p, garbage, mode: 0o644)) == nil { break }
+                    _ = chown(p, pidDir.st_uid, pidDir.st_gid)
+                    let ino = (try? Sys.stat(p)).flatMap { $0 }.map { UInt64($0.st_ino) }
+                    if (try? ring.retire(p)) == true {
+                        remover.lock.lock(); remover.retired += 1; if let ino { remover.inodes.insert(ino) }; remover.lock.unlock()
+                    }
+                    usleep(500)
+                }
+            }
+            removerThread!.start()
+        }
         let clients = try (0..<8).map { n in
             try Spawn.start("/usr/bin/env", arguments: ["env", "python3", h.dir + "/client.py", portFile, "\(n)", "\(total)", acked],
                             fds: [], keepStandard: true)
@@ -344,14 +390,28 @@ final class SMTPDDaemonTests: XCTestCase {
             TestEnv.write(portFile, "\(try h.startDaemon())")
         }
         for p in clients { _ = try Spawn.wait(p) }
+        remover.lock.lock(); remover.stopped = true; remover.lock.unlock()
+        if removerThread != nil {
+            while removerThread!.isExecuting { usleep(10_000) }
+            XCTAssertGreaterThan(remover.retired, 100, "the ring was kept filled")
+            SpareSlots(root: h.queue).drop()
+            // The remover's files that found the ring full were unlinked, not left.
+            XCTAssertEqual(TestEnv.files(under: h.queue + "/intd").filter { $0.contains("spare-source") }, [])
+        }
         let ackedNumbers = Set(((try? Sys.listDirectory(acked)) ?? []).compactMap { Int($0) })
         XCTAssertEqual(ackedNumbers.count, total, "every message was acknowledged in the end")
         var found: [Int: Int] = [:]
+        var inSpares = 0
+        for name in TestEnv.files(under: h.queue + "/todo") where remover.inodes.contains(UInt64(name.split(separator: "/").last!) ?? 0) {
+            inSpares += 1
+        }
+        if spares { XCTAssertGreaterThan(inSpares, 0, "some messages were written into spare files") }
         for m in try h.queued() {
             guard let line = m.message.split(separator: "\n").first(where: { $0.hasPrefix("X-N: ") }), let n = Int(line.dropFirst(5)) else {
                 XCTFail("a queued message without its number: \(m.message.prefix(300))"); continue
             }
             XCTAssertTrue(m.message.hasSuffix(String(repeating: "x", count: 1500) + "\n"), "message \(n) is complete")
+            XCTAssertFalse(m.message.contains("garbage@spare"), "message \(n) holds nothing of a spare's old bytes")
             XCTAssertEqual(m.recipients, ["r\(n)@domain"])
             found[n, default: 0] += 1
         }
@@ -366,7 +426,7 @@ final class SMTPDDaemonTests: XCTestCase {
         XCTAssertLessThanOrEqual(leftovers.count, kills * 8, "at most one pid/ file per session a kill cut")
         QueueFiles(root: h.queue, names: QueueNames(split: QueueNames.defaultSplit, bigTodo: false), sync: .safe).cleanupStalePidFiles(now: Int64(time(nil)) + 200_000)
         XCTAssertEqual(try Sys.listDirectory(h.queue + "/pid").count, 0, "the engine's cleanup takes the leftovers away")
-        print("smtpd crash test: \(total) messages, \(kills) kills, \(found.values.filter { $0 > 1 }.count) queued twice")
+        print("smtpd crash test\(spares ? " with spare files (\(remover.retired) retired, \(inSpares) messages written into one)" : ""): \(total) messages, \(kills) kills, \(found.values.filter { $0 > 1 }.count) queued twice")
     }
 }
 
