@@ -19,7 +19,8 @@ import Synchronization
 ///
 /// The pool is first in, first out, so a file is written again only after
 /// `limit / 2` others at least: a reader (qmail-qread) that opened a file just
-/// before its message finished reads it long before that. Spares are the
+/// before its message finished would have to stall that long between its open
+/// and its read to see other contents. Spares are the
 /// engine's own (owner qmails, mode 0600), live only in `info/`'s top folder,
 /// whose names no tool reads as a split folder (they are not numbers), and a
 /// new engine removes those an earlier one left. An engine without work for a
