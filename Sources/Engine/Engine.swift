@@ -394,27 +394,29 @@ public final class Engine {
             log.flush()
 
             if exiting && scheduler.isIdle && deliveries.pending == 0 && chores.pending == 0 {
-                persistRetryTimes()
-                for sp in spawners.compactMap({ $0 }) { sp.finish() }
-                dropSpares()
-                files.cleaner?.finish()
-                smtp?.client.pool.closeAll()
+                finishUp()
                 log.line("status: exiting")
                 log.flush()
                 return 0
             }
             if !options.daemon && isQuiet(now: clock()) {
                 let waiting = scheduler.waitingCount(after: clock()) + doneRetry.count
-                persistRetryTimes()
-                for sp in spawners.compactMap({ $0 }) { sp.finish() }
-                dropSpares()
-                files.cleaner?.finish()
-                smtp?.client.pool.closeAll()
+                finishUp()
                 log.line("info: \(options.program): no pending deliveries; \(waiting) job\(waiting == 1 ? "" : "s") wait\(waiting == 1 ? "s" : "") for a later retry. quitting...")
                 log.flush()
                 return 0
             }
             return nil
+    }
+
+    /// A clean end (TERM, or the end of a one-pass run): retry times into the
+    /// channel files, the helpers stopped, both spare pools emptied, connections closed.
+    func finishUp() {
+        persistRetryTimes()
+        for sp in spawners.compactMap({ $0 }) { sp.finish() }
+        dropSpares()
+        files.cleaner?.finish()
+        smtp?.client.pool.closeAll()
     }
 
     /// Schedule changes are written at most every `commitInterval` ms (at once when

@@ -103,15 +103,16 @@ public struct Injection {
         var pidPath = ""
         var messFD: Int32 = -1
         var reused = false
+        func pidName(_ last: String) -> String { "pid/\(pid).\(start).\(sequence > 0 ? "\(sequence)." : "")\(last)" }
         #if !hasFeature(Embedded)
         if let spares {
-            let p = "pid/\(pid).\(start).\(sequence > 0 ? "\(sequence)." : "")s"
+            let p = pidName("s")
             if let fd = spares.claim(as: path(p)) { pidPath = p; messFD = fd; reused = true }
         }
         #endif
         if messFD == -1 {
             for seq in 1...9 {
-                let p = "pid/\(pid).\(start).\(sequence > 0 ? "\(sequence)." : "")\(seq)"
+                let p = pidName("\(seq)")
                 if let fd = try? Sys.createExclusive(path(p), mode: 0o644) { pidPath = p; messFD = fd; break }
             }
         }

@@ -135,10 +135,7 @@ public struct QueueFiles: Sendable {
             if !remote.isEmpty { _ = try writeNew(remotePath, remote); result.hasRemote = true }
             else { try Sys.unlinkIfPresent(remotePath) }
             // qmail-clean's `todo/<id>`: intd first, then todo.
-            if let cleaner { try cleaner.removeTodo(id) } else {
-                try retireQueued(path(.intd, id))
-                try Sys.unlinkIfPresent(todoPath)
-            }
+            if let cleaner { try cleaner.removeTodo(id) } else { try removeTodoFiles(id) }
         } catch { throw .io(error.systemError) }
         return result
     }
@@ -149,7 +146,7 @@ public struct QueueFiles: Sendable {
     func writeNew(_ p: String, _ bytes: [UInt8]) throws -> Int64 {
         let spare = spares?.reuse(as: p)
         let reused = spare != nil
-        let fd = try spare ?? createExclusive(p)
+        let fd = try spare ?? createReplacingLeftover(p)
         defer { Sys.close(fd) }
         do {
             try Sys.write(fd, bytes, path: p)
@@ -164,10 +161,10 @@ public struct QueueFiles: Sendable {
     }
 
     /// A new file at `p`, unlinking one an interrupted earlier pass left there.
-    func createExclusive(_ p: String) throws(SystemError) -> Int32 {
-        do { return try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600) } catch where error.errno == EEXIST {
+    func createReplacingLeftover(_ p: String) throws(SystemError) -> Int32 {
+        do { return try Sys.createExclusive(p, mode: 0o600) } catch where error.errno == EEXIST {
             try Sys.unlinkIfPresent(p)
-            return try Sys.open(p, O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+            return try Sys.createExclusive(p, mode: 0o600)
         }
     }
 
@@ -269,11 +266,21 @@ public struct QueueFiles: Sendable {
     }
 
     /// A mess or intd file leaves its name: into the `pid/` ring, or unlinked.
-    /// True when there was such a file.
-    @discardableResult
-    public func retireQueued(_ p: String) throws(SystemError) -> Bool {
-        if let pidSpares { return try pidSpares.retire(p) }
-        return try Sys.unlinkIfPresent(p)
+    func retireQueued(_ p: String) throws(SystemError) {
+        if let pidSpares { try pidSpares.retire(p) } else { try Sys.unlinkIfPresent(p) }
+    }
+
+    /// qmail-clean's `todo/<id>`, done by whoever may write intd/ and todo/ (qmail-clean
+    /// itself, or the engine in one process): intd, then the todo link.
+    public func removeTodoFiles(_ id: UInt64) throws(SystemError) {
+        try retireQueued(path(.intd, id))
+        try Sys.unlinkIfPresent(path(.todo, id))
+    }
+
+    /// qmail-clean's `foop/<id>`, likewise: intd, then mess.
+    public func removeMessFiles(_ id: UInt64) throws(SystemError) {
+        try retireQueued(path(.intd, id))
+        try retireQueued(path(.mess, id))
     }
 
     /// The last step of a message (S5 → S1): intd, then mess, then info.
@@ -305,10 +312,7 @@ public struct QueueFiles: Sendable {
             try retire(infoPath)
             return
         }
-        if let cleaner { try cleaner.removeMessage(id) } else {
-            try retireQueued(path(.intd, id))
-            try retireQueued(messPath)
-        }
+        if let cleaner { try cleaner.removeMessage(id) } else { try removeMessFiles(id) }
         try retire(infoPath)
     }
 

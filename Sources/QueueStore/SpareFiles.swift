@@ -119,11 +119,15 @@ public final class SpareSlots: @unchecked Sendable {
     private let retirePosition = Atomic<Int>(0)
     private let claimPosition = Atomic<Int>(0)
 
-    public init(root: String) { self.root = root }
+    /// `pid/spare.` under the root, made once.
+    private let prefix: String
 
-    func slot(_ k: Int) -> String {
-        (root.isEmpty || root == "." ? "" : root + "/") + "pid/spare.\(k % SpareSlots.count)"
+    public init(root: String) {
+        self.root = root
+        prefix = (root.isEmpty || root == "." ? "" : root + "/") + "pid/spare."
     }
+
+    func slot(_ k: Int) -> String { prefix + "\(k % SpareSlots.count)" }
 
     /// `path` leaves its name: into the ring, or unlinked when the next names are
     /// taken (the position then moves on past them, so a writer waiting at free

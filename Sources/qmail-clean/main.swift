@@ -49,15 +49,6 @@ func respond(_ c: Character) {
     if (try? Sys.write(1, [c.asciiValue!])) == nil { exit(100) }
 }
 
-/// intd (or mess) files go into the pid/spare ring for the daemon's writer; todo links are unlinked.
-func removed(_ paths: [String]) -> Bool {
-    for p in paths {
-        let done = p.hasPrefix("todo/") ? (try? Sys.unlinkIfPresent(p)) != nil : (try? files.retireQueued(p)) != nil
-        if !done { return false }
-    }
-    return true
-}
-
 while true {
     if untilPidCleanup == 0 {
         files.cleanupStalePidFiles(now: Int64(time(nil)))
@@ -78,8 +69,8 @@ while true {
     guard line.count > 5, line.count < 100, line[5...].allSatisfy({ $0 >= 48 && $0 <= 57 }),
           let id = UInt64(String(decoding: line[5...], as: UTF8.self)) else { respond("x"); continue }
     switch String(decoding: line[..<5], as: UTF8.self) {
-    case "foop/": respond(removed([names.path(.intd, id), names.path(.mess, id)]) ? "+" : "!")
-    case "todo/": respond(removed([names.path(.intd, id), names.path(.todo, id)]) ? "+" : "!")
+    case "foop/": respond((try? files.removeMessFiles(id)) != nil ? "+" : "!")
+    case "todo/": respond((try? files.removeTodoFiles(id)) != nil ? "+" : "!")
     case "drop/": files.pidSpares?.drop(); respond("+")
     default: respond("x")
     }
