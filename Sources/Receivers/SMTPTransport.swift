@@ -16,9 +16,14 @@ public final class SMTPTransport: @unchecked Sendable {
     var start = 0
     var output: [UInt8] = []
     /// Seconds each wait for input, and each write, may take.
-    public var timeout: Int
+    public var timeout: Int { didSet { kernelTimeouts = setKernelTimeouts() } }
     public private(set) var failed = false
     let scratch = UnsafeMutableRawPointer.allocate(byteCount: 65536, alignment: 16)
+    /// Both descriptors are sockets whose `SO_RCVTIMEO`/`SO_SNDTIMEO` carry the
+    /// timeout, so a plain blocking read or write waits at most `timeout` and
+    /// no `poll` is needed before it (two system calls per SMTP command become
+    /// one). Pipes, files and TLS keep the `poll` before each read and write.
+    var kernelTimeouts = false
 
     public enum ReadStatus: Equatable { case ok, eof, timeout }
 
@@ -27,6 +32,21 @@ public final class SMTPTransport: @unchecked Sendable {
         self.writeFD = writeFD
         self.timeout = timeout
         output.reserveCapacity(4096)
+        kernelTimeouts = setKernelTimeouts()
+    }
+
+    /// Sets the socket timeouts; false when a descriptor is not a socket (or is
+    /// non-blocking, where a read would not wait at all).
+    private func setKernelTimeouts() -> Bool {
+        var tv = timeval(tv_sec: max(1, timeout), tv_usec: 0)
+        let size = socklen_t(MemoryLayout<timeval>.size)
+        for fd in readFD == writeFD ? [readFD] : [readFD, writeFD] {
+            let fl = fcntl(fd, F_GETFL)
+            if fl == -1 || fl & O_NONBLOCK != 0 { return false }
+        }
+        guard setsockopt(readFD, SOL_SOCKET, SO_RCVTIMEO, &tv, size) == 0,
+              setsockopt(writeFD, SOL_SOCKET, SO_SNDTIMEO, &tv, size) == 0 else { return false }
+        return true
     }
 
     deinit {
@@ -59,7 +79,7 @@ public final class SMTPTransport: @unchecked Sendable {
     public func flush() -> Bool {
         var off = 0
         while off < output.count && !failed {
-            if tls == nil {
+            if tls == nil && !kernelTimeouts {
                 var p = pollfd(fd: writeFD, events: Int16(POLLOUT), revents: 0)
                 let r = poll(&p, 1, Int32(clamping: timeout * 1000))
                 if r == 0 { failed = true; break }
@@ -89,7 +109,7 @@ public final class SMTPTransport: @unchecked Sendable {
         if start > 0 && start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
         if start > 65536 { buffer.removeFirst(start); start = 0 }
         while true {
-            if tls == nil || qs_tls_pending(tls) == 0 {
+            if tls == nil ? !kernelTimeouts : qs_tls_pending(tls) == 0 {
                 var p = pollfd(fd: readFD, events: Int16(POLLIN), revents: 0)
                 let r = poll(&p, 1, Int32(clamping: timeout * 1000))
                 if r == 0 { return .timeout }
