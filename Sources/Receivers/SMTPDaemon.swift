@@ -56,6 +56,7 @@ public final class SMTPDaemon: @unchecked Sendable {
     var queue: MessageQueue
     var listeners: [Int32] = []
     let counts = Mutex<(total: Int, perIP: [String: Int])>((0, [:]))
+    let threads = ConnectionThreads()
     let controlsBox: Mutex<SMTPDControls>
     let baseEnvironment: [String]
     /// The program's name in the log (the same daemon serves qmail-qmtpd and qmail-qmqpd).
@@ -168,7 +169,7 @@ public final class SMTPDaemon: @unchecked Sendable {
         var info = ConnectionInfo(remoteIP: ip, localIP: String(cString: local), localPort: Int(lport))
         if settings.relay.contains(where: { $0.contains(ip) }) { info.relayClient = "" }
         let job = Job(daemon: self, fd: fd, info: info)
-        if !job.start() {
+        if !threads.run(job) {
             close(fd)
             finished(ip)
         }
@@ -182,8 +183,69 @@ public final class SMTPDaemon: @unchecked Sendable {
         }
     }
 
-    /// One connection on its own thread (a small stack: sessions keep their
-    /// buffers on the heap).
+    /// The threads connections run on. A thread whose connection ended waits
+    /// up to `idleSeconds` for the next one before it exits (at most `maxIdle`
+    /// wait at once), so a busy daemon does not create and destroy a thread
+    /// per connection (`clone`, the stack's `madvise`, signal masks: about a
+    /// dozen system calls each time). Each thread has a small stack: sessions
+    /// keep their buffers on the heap.
+    final class ConnectionThreads: @unchecked Sendable {
+        let lock = ConditionLock()
+        var waiting: [Job] = []
+        var idle = 0
+        let idleSeconds = 10
+        let maxIdle = 64
+
+        /// Runs `job` on an idle thread or a new one; false when no thread could be made.
+        func run(_ job: Job) -> Bool {
+            lock.lock()
+            if idle > waiting.count {
+                waiting.append(job)
+                lock.signal()
+                lock.unlock()
+                return true
+            }
+            lock.unlock()
+            var attr = pthread_attr_t()
+            pthread_attr_init(&attr)
+            defer { pthread_attr_destroy(&attr) }
+            pthread_attr_setstacksize(&attr, 512 * 1024)
+            pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
+            var tid = pthread_t()
+            let box = Unmanaged.passRetained(Start(threads: self, job: job))
+            let r = pthread_create(&tid, &attr, { arg in
+                let start = Unmanaged<Start>.fromOpaque(arg!).takeRetainedValue()
+                start.threads.loop(first: start.job)
+                return nil
+            }, box.toOpaque())
+            if r != 0 { box.release(); return false }
+            return true
+        }
+
+        final class Start {
+            let threads: ConnectionThreads
+            let job: Job
+            init(threads: ConnectionThreads, job: Job) { self.threads = threads; self.job = job }
+        }
+
+        private func loop(first: Job) {
+            var job: Job? = first
+            while let j = job {
+                j.run()
+                job = nil
+                lock.lock()
+                if idle < maxIdle {
+                    idle += 1
+                    while waiting.isEmpty { if !lock.wait(seconds: idleSeconds) { break } }
+                    idle -= 1
+                    if !waiting.isEmpty { job = waiting.removeFirst() }
+                }
+                lock.unlock()
+            }
+        }
+    }
+
+    /// One connection.
     final class Job: @unchecked Sendable {
         let daemon: SMTPDaemon
         let fd: Int32
@@ -193,23 +255,6 @@ public final class SMTPDaemon: @unchecked Sendable {
             self.daemon = daemon
             self.fd = fd
             self.info = info
-        }
-
-        func start() -> Bool {
-            var attr = pthread_attr_t()
-            pthread_attr_init(&attr)
-            defer { pthread_attr_destroy(&attr) }
-            pthread_attr_setstacksize(&attr, 512 * 1024)
-            pthread_attr_setdetachstate(&attr, Int32(PTHREAD_CREATE_DETACHED))
-            var tid = pthread_t()
-            let box = Unmanaged.passRetained(self)
-            let r = pthread_create(&tid, &attr, { arg in
-                let job = Unmanaged<Job>.fromOpaque(arg!).takeRetainedValue()
-                job.run()
-                return nil
-            }, box.toOpaque())
-            if r != 0 { box.release(); return false }
-            return true
         }
 
         func run() {

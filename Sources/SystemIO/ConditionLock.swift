@@ -30,6 +30,13 @@ public final class ConditionLock: @unchecked Sendable {
     public func unlock() { pthread_mutex_unlock(mutex) }
     /// Waits for a signal; the lock must be held and is held again on return.
     public func wait() { pthread_cond_wait(cond, mutex) }
+    /// Waits for a signal or until `seconds` have passed; false on the timeout.
+    public func wait(seconds: Int) -> Bool {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        ts.tv_sec += seconds
+        return pthread_cond_timedwait(cond, mutex, &ts) == 0
+    }
     public func signal() { pthread_cond_signal(cond) }
     public func broadcast() { pthread_cond_broadcast(cond) }
 

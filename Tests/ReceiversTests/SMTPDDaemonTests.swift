@@ -225,6 +225,35 @@ final class SMTPDDaemonTests: XCTestCase {
         XCTAssertEqual(try h.queued().count, 2)
     }
 
+    /// A connection that ends leaves its thread waiting for the next one: the
+    /// next connection is served without a new thread (the daemon's thread ids
+    /// are the same while each of the two connections is open), and two at once
+    /// need two.
+    func testAConnectionThreadServesTheNextConnection() throws {
+        let port = try h.startDaemon()
+        let pid = h.daemonPIDs[0]
+        func threads() -> Set<String> {
+            Set((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [])
+        }
+        var seen: [Set<String>] = []
+        for _ in 0..<5 {
+            let (c, greeting) = try h.connect(port)
+            XCTAssertEqual(greeting, ["220 domain ESMTP"])
+            seen.append(threads())
+            XCTAssertEqual(c.command("QUIT"), "221 domain closing connection")
+            c.close()
+            // the thread is back waiting once the daemon has counted the connection out
+            usleep(100_000)
+        }
+        XCTAssertEqual(Set(seen), [seen[0]], "a new thread for each connection: \(seen)")
+        let (a, _) = try h.connect(port)
+        let (b, _) = try h.connect(port)
+        XCTAssertEqual(threads().count, seen[0].count + 1)
+        XCTAssertEqual(a.command("QUIT"), "221 domain closing connection")
+        XCTAssertEqual(b.command("QUIT"), "221 domain closing connection")
+        a.close(); b.close()
+    }
+
     func testRefusesToServeAsRootWithoutAUser() throws {
         let out = try TestEnv.run(TestEnv.program("qmail-smtpd"), ["--daemon", "--listen", "127.0.0.1:0", "--user", "no-such-user-here"],
                                   environment: h.environment)
