@@ -194,6 +194,7 @@ public final class Engine {
         }
         // As the engine's user (after the split): the spares are its files.
         files.spares = SpareFiles(queueDir: options.queueDir)
+        files.sharedSync = try? SharedSync(queueDir: options.queueDir)
         // In one process the engine removes mess and intd files itself: into the
         // daemon's ring (SpareSlots); split, qmail-clean does it.
         if files.cleaner == nil { files.pidSpares = SpareSlots(root: options.queueDir) }

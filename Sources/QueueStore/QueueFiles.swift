@@ -17,6 +17,9 @@ public struct QueueFiles: Sendable {
     /// The engine's: info and channel files are written into emptied ones and
     /// retired into the pool instead of created and unlinked (nil: created and unlinked).
     public var spares: SpareFiles? = nil
+    /// When set (and files are synced at all), preprocessing makes its info and
+    /// channel files durable with one shared `syncfs` instead of an fsync each.
+    public var sharedSync: SharedSync? = nil
     /// Removed mess and intd files go into the `pid/spare.<k>` ring for the
     /// daemon's writer (qmail-clean's, and the engine's in one process).
     public var pidSpares: SpareSlots? = nil
@@ -129,21 +132,30 @@ public struct QueueFiles: Sendable {
             // Whatever an interrupted earlier pass left is replaced (a file in the way of
             // O_EXCL is unlinked first), and a channel this pass does not use is removed,
             // as qmail-send's todo_do unlinks all three before it starts.
-            result.birth = try writeNew(infoPath, info)
-            if !local.isEmpty { _ = try writeNew(localPath, local); result.hasLocal = true }
+            let shared = sync.files == .none ? nil : sharedSync
+            result.birth = try writeNew(infoPath, info, synced: shared == nil)
+            if !local.isEmpty { _ = try writeNew(localPath, local, synced: shared == nil); result.hasLocal = true }
             else { try Sys.unlinkIfPresent(localPath) }
-            if !remote.isEmpty { _ = try writeNew(remotePath, remote); result.hasRemote = true }
+            if !remote.isEmpty { _ = try writeNew(remotePath, remote, synced: shared == nil); result.hasRemote = true }
             else { try Sys.unlinkIfPresent(remotePath) }
+            if let shared {
+                do { try shared.sync() } catch {
+                    // Not known to be on disk: nothing is left beside todo/, which stays for a retry.
+                    for p in [infoPath, localPath, remotePath] { _ = unlink(p) }
+                    throw error
+                }
+            }
             // qmail-clean's `todo/<id>`: intd first, then todo.
             if let cleaner { try cleaner.removeTodo(id) } else { try removeTodoFiles(id) }
         } catch { throw .io(error.systemError) }
         return result
     }
 
-    /// A new file written and synced, replacing one an interrupted earlier pass
-    /// left; on failure (a full disk) it is removed again, so no empty or partial
-    /// file is left beside todo/. Returns the file's mtime.
-    func writeNew(_ p: String, _ bytes: [UInt8]) throws -> Int64 {
+    /// A new file written and synced (unless `synced` is false: the caller syncs),
+    /// replacing one an interrupted earlier pass left; on failure (a full disk) it
+    /// is removed again, so no empty or partial file is left beside todo/.
+    /// Returns the file's mtime.
+    func writeNew(_ p: String, _ bytes: [UInt8], synced: Bool = true) throws -> Int64 {
         let spare = spares?.reuse(as: p)
         let reused = spare != nil
         let fd = try spare ?? createReplacingLeftover(p)
@@ -152,7 +164,7 @@ public struct QueueFiles: Sendable {
             try Sys.write(fd, bytes, path: p)
             // An emptied file keeps its old length until cut to the new one.
             if reused && ftruncate(fd, off_t(bytes.count)) == -1 { throw SystemError("ftruncate", path: p) }
-            try sync.sync(fd, path: p)
+            if synced { try sync.sync(fd, path: p) }
             return Int64(try Sys.fstat(fd, path: p).st_mtim.tv_sec)
         } catch {
             _ = unlink(p)
