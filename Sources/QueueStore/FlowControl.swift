@@ -23,13 +23,16 @@ import Synchronization
 /// a little-endian UInt64, rewritten in place with one `pwrite`.
 public enum FlowControl {
     public static let fileName = "lock/flow"
-    /// The default of the control file `flowdelay` (ms). `flowwindow`'s is
-    /// one round of the engine's slots, `concurrencylocal + concurrencyremote`
-    /// (30 with qmail's defaults): measured with 16 SMTP sessions on two CPUs
-    /// (docs/benchmarks.md), a window of 32 kept the backlog under 100 and the
-    /// median latency at 40 ms, one of 100 at 130 and 55 ms, none at 3,000
-    /// messages and 1.3 to 4 s.
+    /// The default of the control file `flowdelay` (ms).
     public static let defaultDelayMS = 1000
+    /// The default of `flowwindow` (or `concurrencylocal + concurrencyremote`
+    /// when that is smaller). Measured with 16 SMTP sessions on two CPUs
+    /// (docs/benchmarks.md): no window let 3,000 messages wait and took the
+    /// median latency to seconds; 100 gave 55 ms, 30 (one round of qmail's
+    /// default slots, the default until 2026-12-08) 28-33 ms, 10 15-17 ms at
+    /// the same throughput, 4 and 2 11 ms with 5-10 % fewer messages a second
+    /// (the sessions then wait while a CPU is idle).
+    public static let defaultWindow = 10
     public static let staleSeconds: UInt64 = 10
 
     /// Makes `lock/flow` (mode 0644) if it is missing; `owner` is who it is

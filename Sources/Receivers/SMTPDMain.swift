@@ -157,10 +157,11 @@ public enum SMTPDMain {
         // Inflow control (FlowControl): how many messages may be queued ahead of the
         // engine's first deliveries, and how long a message then waits for the engine.
         let control = ControlDirectory.fromEnvironment()
-        // By default one round of the engine's slots: concurrencylocal + concurrencyremote.
+        // By default FlowControl.defaultWindow, or one round of the engine's slots
+        // (concurrencylocal + concurrencyremote) when that is smaller.
         let slots = ((try? control.readInt("concurrencylocal", default: 10)) ?? 10)
             + ((try? control.readInt("concurrencyremote", default: 20)) ?? 20)
-        let window = try control.readInt("flowwindow", default: max(1, slots))
+        let window = try control.readInt("flowwindow", default: max(1, min(slots, FlowControl.defaultWindow)))
         let delay = try control.readInt("flowdelay", default: FlowControl.defaultDelayMS)
         let gate = FlowControl.Gate(queueDir: queueDir, window: window, delayMS: delay)
         if let gate {

@@ -72,7 +72,7 @@ struct ShowCtl {
             Entry(name: "maxhops", kind: .number, fallback: "100", readers: smtpd),
             Entry(name: "maxcmdlen", kind: .number, fallback: "4096", readers: smtpd),
             Entry(name: "servercert.pem", kind: .file, fallback: "(none: no STARTTLS)", readers: smtpd),
-            Entry(name: "flowwindow", kind: .number, fallback: "concurrencylocal + concurrencyremote", readers: "the receivers' daemons (in-process queue)"),
+            Entry(name: "flowwindow", kind: .number, fallback: "10, or concurrencylocal + concurrencyremote if fewer", readers: "the receivers' daemons (in-process queue)"),
             Entry(name: "flowdelay", kind: .number, fallback: "1000", readers: "the receivers' daemons (in-process queue)"),
             Entry(name: "defaulthost", kind: .line, fallback: me, readers: "qmail-inject, sendmail"),
             Entry(name: "defaultdomain", kind: .line, fallback: me, readers: "qmail-inject, sendmail"),

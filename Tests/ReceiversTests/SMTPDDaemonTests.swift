@@ -158,6 +158,16 @@ final class SMTPDDaemonTests: XCTestCase {
         return (engine, try h.startDaemon())
     }
 
+    /// The default window: 10, or one round of the engine's slots when that is fewer.
+    func testInflowWindowDefaultsToTenOrTheEnginesSlots() throws {
+        _ = try h.startDaemon()
+        XCTAssertTrue(h.daemonLog.contains("inflow control: 10 messages ahead of the engine, then up to 1000 ms each"), h.daemonLog)
+        h.writeControl("concurrencylocal", "2\n")
+        h.writeControl("concurrencyremote", "3\n")
+        _ = try h.startDaemon()
+        XCTAssertTrue(h.daemonLog.contains("inflow control: 5 messages ahead of the engine"), h.daemonLog)
+    }
+
     func testInflowControlWaitsForTheEngine() throws {
         let (engine, port) = try gatedDaemon(waiting: 10, delay: 20000)
         XCTAssertTrue(h.daemonLog.contains("inflow control: 5 messages ahead of the engine, then up to 20000 ms each"), h.daemonLog)
