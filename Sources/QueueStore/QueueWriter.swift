@@ -12,7 +12,7 @@ import Synchronization
 /// ready at the same moment: each session writes its mess and intd files, then
 /// hands them to one committer thread, which makes the whole batch durable with
 /// one `syncfs` of the queue's file system, links each into `todo/`, makes the
-/// links durable with a second `syncfs`, and wakes the sessions. A session is
+/// links durable with an fsync of the `todo/` folder, and wakes the sessions. A session is
 /// told "queued" only after that. So throughput grows with the number of
 /// sessions instead of waiting on one fsync after another.
 ///
@@ -176,14 +176,25 @@ public final class QueueWriter: @unchecked Sendable {
                     p.failure = error
                 }
             }
-            // S4 for all: the todo/ links on disk.
+            // S4 for all: the todo/ links on disk, by an fsync of each todo folder the
+            // batch linked into (one, or a few with BIGTODO) rather than a second
+            // syncfs, which writes every block dirtied since the first one (the
+            // engine's and the deliveries' folders too) where one folder is needed.
             if injection.sync.directories && !linked.isEmpty {
-                let e2 = flush()
-                if e2 != 0 {
+                var folders: [String] = []
+                for p in linked {
+                    let d = injection.names.directory(.todo, p.staged.id)
+                    if !folders.contains(d) { folders.append(d) }
+                }
+                var failure: SystemError? = nil
+                for d in folders {
+                    do throws(SystemError) { try Sys.syncDirectory(injection.path(d)) } catch { failure = error; break }
+                }
+                if let failure {
                     for p in linked {
                         _ = unlink(injection.path(injection.names.path(.todo, p.staged.id)))
                         for rel in p.staged.created.reversed() { let f = injection.path(rel); _ = truncate(f, 0); _ = unlink(f) }
-                        p.failure = Injection.Failure(.syncDirectory, SystemError("syncfs", path: queueDir, errno: e2))
+                        p.failure = Injection.Failure(.syncDirectory, failure)
                     }
                     linked = []
                 }
