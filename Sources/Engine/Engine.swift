@@ -598,29 +598,39 @@ public final class Engine {
             }
         }
         if todoQueue.isEmpty { return }
-        let ready = todoQueue
+        let ready = todoQueue.filter { todoWanted.contains($0) && !todoInFlight.contains($0) }
         todoQueue.removeAll(keepingCapacity: true)
-        for id in ready where todoWanted.contains(id) && !todoInFlight.contains(id) {
-            todoInFlight.insert(id)
+        // In groups of up to `todoGroup`: each group's files are made durable by one
+        // flush and its todo entries removed in one exchange with qmail-clean. A
+        // flush writes every metadata block dirtied since the last one, so fewer,
+        // larger groups write less; a lone message is a group of one.
+        var start = 0
+        while start < ready.count {
+            let group = Array(ready[start..<min(start + Engine.todoGroup, ready.count)])
+            start += group.count
+            for id in group { todoInFlight.insert(id) }
             let files = self.files
             let rewriter = self.rewriter
             chores.submit {
-                .preprocessed(id, Result { () throws(QueueFiles.TodoError) in
-                    try files.preprocess(id) { rcpt in
-                        switch rewriter.route(rcpt) {
-                        case .local(let a): return (true, a)
-                        case .remote(let a): return (false, a)
-                        }
+                .preprocessedMany(files.preprocessMany(group) { rcpt in
+                    switch rewriter.route(rcpt) {
+                    case .local(let a): return (true, a)
+                    case .remote(let a): return (false, a)
                     }
                 })
             }
         }
     }
 
+    /// The most todo entries one chore thread preprocesses together.
+    static let todoGroup = 16
+
     // MARK: events
 
     func handle(_ event: EngineEvent, now: Time) {
         switch event {
+        case let .preprocessedMany(results):
+            for (id, result) in results { handle(.preprocessed(id, result), now: now) }
         case let .preprocessed(id, result):
             todoInFlight.remove(id)
             switch result {

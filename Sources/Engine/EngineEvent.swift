@@ -4,6 +4,8 @@ import QueueStore
 /// What a worker thread hands back to the engine's loop.
 public enum EngineEvent: Sendable {
     case preprocessed(UInt64, Result<QueueFiles.Preprocessed, QueueFiles.TodoError>)
+    /// A group of todo entries preprocessed together (one flush, one exchange with qmail-clean).
+    case preprocessedMany([(UInt64, Result<QueueFiles.Preprocessed, QueueFiles.TodoError>)])
     case delivered(number: Int, report: DeliveryReport)
     /// One SMTP transaction for several recipients of a message.
     case deliveredBatch([(Int, DeliveryReport)])

@@ -74,6 +74,54 @@ public struct QueueFiles: Sendable {
     /// removes intd and todo. A crash at any point leaves todo in place and the
     /// whole step is redone.
     public func preprocess(_ id: UInt64, route: (String) -> (local: Bool, address: String)) throws(TodoError) -> Preprocessed {
+        try preprocessMany([id], route: route)[0].1.get()
+    }
+
+    /// `preprocess` for several todo entries at once: each one's files written,
+    /// then one flush for all (`sharedSync`, or an fsync per file without it),
+    /// then every todo removal in one exchange with qmail-clean. An entry that
+    /// fails leaves its todo/ in place and nothing beside it; the others go on.
+    public func preprocessMany(_ ids: [UInt64], route: (String) -> (local: Bool, address: String)) -> [(UInt64, Result<Preprocessed, TodoError>)] {
+        let shared = sync.files == .none ? nil : sharedSync
+        var results: [(UInt64, Result<Preprocessed, TodoError>)] = ids.map { id in
+            (id, Result { () throws(TodoError) in try write(id, synced: shared == nil, route: route) })
+        }
+        let written = results.indices.filter { if case .success = results[$0].1 { return true } else { return false } }
+        if written.isEmpty { return results }
+        func fail(_ i: Int, _ e: SystemError) {
+            // Not known to be on disk: nothing is left beside todo/, which stays for a retry.
+            let id = results[i].0
+            for p in [path(.info, id), path(.local, id), path(.remote, id)] { _ = unlink(p) }
+            results[i].1 = .failure(.io(e))
+        }
+        if let shared {
+            do throws(SystemError) { try shared.sync() } catch {
+                for i in written { fail(i, error) }
+                return results
+            }
+        }
+        // qmail-clean's `todo/<id>`: intd first, then todo.
+        if let cleaner {
+            do throws(SystemError) {
+                let answers = try cleaner.askAll(written.map { "todo/\(results[$0].0)" })
+                for (i, a) in zip(written, answers) where a != UInt8(ascii: "+") {
+                    results[i].1 = .failure(.io(a == UInt8(ascii: "!")
+                        ? SystemError("unlink", path: "todo/\(results[i].0) (qmail-clean)", errno: EIO)
+                        : SystemError("qmail-clean refused", path: "todo/\(results[i].0)", errno: EINVAL)))
+                }
+            } catch {
+                for i in written { results[i].1 = .failure(.io(error)) }
+            }
+        } else {
+            for i in written {
+                do throws(SystemError) { try removeTodoFiles(results[i].0) } catch { results[i].1 = .failure(.io(error)) }
+            }
+        }
+        return results
+    }
+
+    /// One todo entry's info and channel files, synced or not (`synced`).
+    func write(_ id: UInt64, synced: Bool, route: (String) -> (local: Bool, address: String)) throws(TodoError) -> Preprocessed {
         let todoPath = path(.todo, id)
         let todo: [UInt8]
         do {
@@ -132,21 +180,11 @@ public struct QueueFiles: Sendable {
             // Whatever an interrupted earlier pass left is replaced (a file in the way of
             // O_EXCL is unlinked first), and a channel this pass does not use is removed,
             // as qmail-send's todo_do unlinks all three before it starts.
-            let shared = sync.files == .none ? nil : sharedSync
-            result.birth = try writeNew(infoPath, info, synced: shared == nil)
-            if !local.isEmpty { _ = try writeNew(localPath, local, synced: shared == nil); result.hasLocal = true }
+            result.birth = try writeNew(infoPath, info, synced: synced)
+            if !local.isEmpty { _ = try writeNew(localPath, local, synced: synced); result.hasLocal = true }
             else { try Sys.unlinkIfPresent(localPath) }
-            if !remote.isEmpty { _ = try writeNew(remotePath, remote, synced: shared == nil); result.hasRemote = true }
+            if !remote.isEmpty { _ = try writeNew(remotePath, remote, synced: synced); result.hasRemote = true }
             else { try Sys.unlinkIfPresent(remotePath) }
-            if let shared {
-                do { try shared.sync() } catch {
-                    // Not known to be on disk: nothing is left beside todo/, which stays for a retry.
-                    for p in [infoPath, localPath, remotePath] { _ = unlink(p) }
-                    throw error
-                }
-            }
-            // qmail-clean's `todo/<id>`: intd first, then todo.
-            if let cleaner { try cleaner.removeTodo(id) } else { try removeTodoFiles(id) }
         } catch { throw .io(error.systemError) }
         return result
     }

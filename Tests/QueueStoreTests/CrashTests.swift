@@ -88,6 +88,42 @@ final class CrashTests: QueueTestCase {
         XCTAssertEqual(files("info"), [])
     }
 
+    /// Several todo entries preprocessed as one group (one shared flush): each
+    /// gets its files and loses its todo entry, except one whose todo is damaged,
+    /// which fails alone and keeps its todo entry with nothing beside it.
+    func testAGroupIsPreprocessedTogetherAndADamagedEntryFailsAlone() throws {
+        for k in 0..<4 {
+            XCTAssertEqual(try qmailQueue(message: Array("Subject: \(k)\n\nbody\n".utf8),
+                                          envelope: Array("Fa@b\0Tr\(k)@d\0\0".utf8)).exitCode, 0)
+        }
+        let ids = files("todo").compactMap { UInt64($0) }.sorted()
+        XCTAssertEqual(ids.count, 4)
+        // each entry's recipient, as qmail-queue wrote it (the T record of its todo file)
+        var recipient: [UInt64: [UInt8]] = [:]
+        for id in ids {
+            let todo = TestEnv.read(queue + "/todo/\(id)")
+            let t = try XCTUnwrap(todo.split(separator: 0).first { $0.first == UInt8(ascii: "T") })
+            recipient[id] = Array(t) + [0]
+        }
+        TestEnv.write(queue + "/todo/\(ids[2])", "u0\0\0Fa@b\0Tc@d\0")
+        var q = QueueFiles(root: queue, names: QueueNames(split: QueueNames.defaultSplit, bigTodo: false), sync: .safe)
+        q.sharedSync = try SharedSync(queueDir: queue)
+        let results = q.preprocessMany(ids) { (true, $0) }
+        XCTAssertEqual(results.map(\.0), ids)
+        for (i, (id, r)) in results.enumerated() {
+            if i == 2 {
+                XCTAssertThrowsError(try r.get())
+                XCTAssertFalse(Sys.exists(q.path(.info, id)))
+            } else {
+                let p = try r.get()
+                XCTAssertTrue(p.hasLocal)
+                XCTAssertEqual(TestEnv.read(q.path(.local, id)), recipient[id])
+            }
+        }
+        XCTAssertEqual(files("todo"), ["\(ids[2])"], "only the damaged entry's todo stays")
+        XCTAssertEqual(q.sharedSync?.flushes, 1, "one flush for the group")
+    }
+
     /// Preprocessing after an interrupted pass replaces what that pass left (an old
     /// routing included: a channel this pass does not use is removed), and what it
     /// returns for the scheduler is what the files say.
