@@ -446,6 +446,8 @@ class OursDoor:
         self.t = H.OursTarget(run, a, pw, "qmail-send")
         self.homes = self.t.homes
         write_file(self.t.dir + "/control/rcpthosts", H.DOMAIN + "\n")
+        if a.flowwindow is not None:
+            write_file(self.t.dir + "/control/flowwindow", f"{a.flowwindow}\n")
         self.port = free_port()
         self.proc = None
         self.log = self.t.dir + "/smtpd.log"
@@ -823,6 +825,8 @@ def main(argv=None):
                     help="seconds between latency probe messages during end-to-end runs (0: no probe)")
     ap.add_argument("--idle-probes", type=int, default=20,
                     help="probe messages sent (paced, one at a time) before smtp-source starts: unloaded latency")
+    ap.add_argument("--flowwindow", type=int, default=None,
+                    help="control/flowwindow for ours (default: the programs' default)")
     ap.add_argument("--fsync-seconds", type=float, default=1.0, help="length of the parallel fsync ceiling measurement")
     ap.add_argument("--ceiling-workloads", default="inject",
                     help="workloads whose runs are each preceded by the fsync ceiling measurement (its files stay "
