@@ -598,7 +598,8 @@ public final class Engine {
             }
         }
         if todoQueue.isEmpty { return }
-        let ready = todoQueue.filter { todoWanted.contains($0) && !todoInFlight.contains($0) }
+        var taken = Set<UInt64>()
+        let ready = todoQueue.filter { todoWanted.contains($0) && !todoInFlight.contains($0) && taken.insert($0).inserted }
         todoQueue.removeAll(keepingCapacity: true)
         // In groups of up to `todoGroup`: each group's files are made durable by one
         // flush and its todo entries removed in one exchange with qmail-clean. A
