@@ -30,8 +30,8 @@ public enum FlowControl {
     /// (docs/benchmarks.md): no window let 3,000 messages wait and took the
     /// median latency to seconds; 100 gave 55 ms, 30 (one round of qmail's
     /// default slots, the default until 2026-12-08) 28-33 ms, 10 15-17 ms at
-    /// the same throughput, 4 and 2 11 ms with 5-10 % fewer messages a second
-    /// (the sessions then wait while a CPU is idle).
+    /// the same throughput, 4 and 2 about 11 ms with a CPU idle more often
+    /// (9-12 % against 6-7 %: sessions wait while the engine could take more).
     public static let defaultWindow = 10
     public static let staleSeconds: UInt64 = 10
 
