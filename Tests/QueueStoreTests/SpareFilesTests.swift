@@ -1,6 +1,6 @@
 import XCTest
 import QueueFormat
-import QueueStore
+@testable import QueueStore
 import SystemIO
 import TestSupport
 #if canImport(Glibc)
@@ -36,6 +36,35 @@ final class SpareFilesTests: QueueTestCase {
         XCTAssertEqual(pool.count, 0)
         XCTAssertEqual(spareNames(), [])
         XCTAssertEqual((try Sys.listDirectory(queue + "/info")).count, QueueNames.defaultSplit, "the split folders stay")
+    }
+
+    /// The default pool holds up to 128 spares and always keeps 32 back: with 40
+    /// retired, 8 messages' files come from the pool and the next is created.
+    func testTheDefaultPoolKeeps32BackAndHolds128() throws {
+        let pool = SpareFiles(queueDir: queue)
+        XCTAssertEqual(pool.limit, 128)
+        XCTAssertEqual(pool.reserve, 32)
+        for i in 0..<130 {
+            let p = queue + "/local/\(i % 23)/\(i)"
+            TestEnv.write(p, "Tx@y\0")
+            try pool.retire(p)
+        }
+        XCTAssertEqual(pool.count, 128, "two past the limit were unlinked")
+        XCTAssertEqual(spareNames().count, 128)
+        pool.drain()
+        for i in 0..<40 {
+            let p = queue + "/local/\(i % 23)/\(i)"
+            TestEnv.write(p, "Tx@y\0")
+            try pool.retire(p)
+        }
+        XCTAssertEqual(pool.count, 40)
+        var reused = 0
+        for i in 0..<10 {
+            let p = queue + "/info/\(i % 23)/r\(i)"
+            if let fd = pool.reuse(as: p) { close(fd); reused += 1 }
+        }
+        XCTAssertEqual(reused, 8)
+        XCTAssertEqual(pool.count, 32)
     }
 
     /// Preprocessing writes into reused files exactly the bytes a new file gets:
