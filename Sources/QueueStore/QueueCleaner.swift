@@ -67,10 +67,15 @@ public final class QueueCleaner: @unchecked Sendable {
                 throw SystemError("read", path: "qmail-clean", errno: n == 0 ? EPIPE : qs_errno())
             }
         }
+        if let error = QueueCleaner.failure(answer, to: request) { throw error }
+    }
+
+    /// What an answer byte says about its request: nil for `+` (done).
+    static func failure(_ answer: UInt8, to request: String) -> SystemError? {
         switch answer {
-        case UInt8(ascii: "+"): return
-        case UInt8(ascii: "!"): throw SystemError("unlink", path: request + " (qmail-clean)", errno: EIO)
-        default: throw SystemError("qmail-clean refused", path: request, errno: EINVAL)
+        case UInt8(ascii: "+"): return nil
+        case UInt8(ascii: "!"): return SystemError("unlink", path: request + " (qmail-clean)", errno: EIO)
+        default: return SystemError("qmail-clean refused", path: request, errno: EINVAL)
         }
     }
 
@@ -116,8 +121,12 @@ public final class QueueCleaner: @unchecked Sendable {
     /// False once qmail-clean stopped answering (the engine then dies, as qmail-send does).
     public var alive: Bool { lock.withLock { p.alive } }
 
-    /// intd/<id>, then todo/<id>.
-    public func removeTodo(_ id: UInt64) throws(SystemError) { try ask("todo/\(id)") }
+    /// `todo/<id>` (intd/<id>, then todo/<id>) for each id in one exchange: nil where
+    /// it was done, else what went wrong. Throws when qmail-clean does not answer.
+    public func removeTodos(_ ids: [UInt64]) throws(SystemError) -> [SystemError?] {
+        let requests = ids.map { "todo/\($0)" }
+        return zip(try askAll(requests), requests).map { QueueCleaner.failure($0, to: $1) }
+    }
     /// intd/<id>, then mess/<split>/<id>.
     public func removeMessage(_ id: UInt64) throws(SystemError) { try ask("foop/\(id)") }
 

@@ -103,12 +103,8 @@ public struct QueueFiles: Sendable {
         // qmail-clean's `todo/<id>`: intd first, then todo.
         if let cleaner {
             do throws(SystemError) {
-                let answers = try cleaner.askAll(written.map { "todo/\(results[$0].0)" })
-                for (i, a) in zip(written, answers) where a != UInt8(ascii: "+") {
-                    results[i].1 = .failure(.io(a == UInt8(ascii: "!")
-                        ? SystemError("unlink", path: "todo/\(results[i].0) (qmail-clean)", errno: EIO)
-                        : SystemError("qmail-clean refused", path: "todo/\(results[i].0)", errno: EINVAL)))
-                }
+                let failures = try cleaner.removeTodos(written.map { results[$0].0 })
+                for (i, e) in zip(written, failures) { if let e { results[i].1 = .failure(.io(e)) } }
             } catch {
                 for i in written { results[i].1 = .failure(.io(error)) }
             }

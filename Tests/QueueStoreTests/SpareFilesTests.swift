@@ -188,7 +188,9 @@ final class SpareFilesTests: QueueTestCase {
         let intdIno = UInt64(try XCTUnwrap(try Sys.stat(queue + "/intd/\(id)")).st_ino)
         let cleaner = try QueueCleaner(program: TestEnv.program("qmail-clean"), queueDir: queue, credentials: nil)
         defer { cleaner.finish() }
-        try cleaner.removeTodo(id)
+        let failures = try cleaner.removeTodos([id])
+        XCTAssertEqual(failures.count, 1)
+        XCTAssertNil(failures[0].map { "\($0)" })
         XCTAssertEqual(files("todo"), [])
         XCTAssertEqual(files("intd"), [])
         XCTAssertEqual(pidSpares(), ["spare.0"])
