@@ -24,7 +24,8 @@ import Synchronization
 public final class QueueWriter: @unchecked Sendable {
     public let queueDir: String
     let injection: Injection
-    let queueFD: Int32
+    /// The batch's flush (only the committer asks, so every call is a `syncfs` of its own).
+    let flusher: SharedSync
     /// Guards `pending` and `committerIdle`; its condition is the committer's alone.
     let lock = ConditionLock()
     var pending: [Pending] = []
@@ -57,7 +58,7 @@ public final class QueueWriter: @unchecked Sendable {
                             received: .uid(getuid(), network: true, ip: nil), host: host, qqeh: qqeh)
         inj.spares = SpareSlots(root: queueDir)
         injection = inj
-        queueFD = try Sys.open(queueDir, O_RDONLY | O_DIRECTORY)
+        flusher = try SharedSync(queueDir: queueDir)
         var tid = pthread_t()
         let box = Unmanaged.passRetained(self)
         pthread_create(&tid, nil, { arg in
@@ -141,13 +142,6 @@ public final class QueueWriter: @unchecked Sendable {
         return p.failure
     }
 
-    func flush() -> Int32 {
-        while true {
-            if qs_syncfs(queueFD) == 0 { return 0 }
-            if errno != EINTR { return errno }
-        }
-    }
-
     func commitLoop() {
         let syncing = injection.sync.files != .none || injection.sync.directories
         while true {
@@ -161,12 +155,13 @@ public final class QueueWriter: @unchecked Sendable {
             pending = []
             lock.unlock()
             // S3 for all: the message and envelope files and the mess/ entries on disk.
-            let e = syncing ? flush() : 0
+            var flushError: SystemError? = nil
+            if syncing { do throws(SystemError) { try flusher.sync() } catch { flushError = error } }
             var linked: [Pending] = []
             for p in batch {
-                if e != 0 {
+                if let flushError {
                     injection.discard(p.staged)
-                    p.failure = Injection.Failure(.syncMessage, SystemError("syncfs", path: queueDir, errno: e))
+                    p.failure = Injection.Failure(.syncMessage, flushError)
                     continue
                 }
                 do throws(Injection.Failure) {

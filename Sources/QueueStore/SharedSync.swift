@@ -9,8 +9,8 @@ import SystemIO
 /// its own), a thread that needs its files on disk asks for a `syncfs` of the
 /// queue's file system, and every thread that asked while no flush was running
 /// shares the next one. A thread is answered only by a flush that began after
-/// it asked, so its writes are in it. (The daemon's `QueueWriter` does the same
-/// for the messages it receives.)
+/// it asked, so its writes are in it. The daemon's `QueueWriter` flushes each
+/// batch of received messages through one too (its committer alone asks).
 public final class SharedSync: @unchecked Sendable {
     let fd: Int32
     let path: String
